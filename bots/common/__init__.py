@@ -1,0 +1,1 @@
+"""What Slack, Discord and the console share: commands, rendering, priority and access."""

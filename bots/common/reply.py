@@ -1,0 +1,24 @@
+"""How an adapter shows a reply: the one interface every platform implements."""
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol
+
+
+class Reply(Protocol):
+    """One place to answer: a console, a Slack thread, a Discord channel or interaction."""
+
+    async def say(self, text: str) -> object:
+        """Post a message; returns the platform's reference to it."""
+
+    async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
+        """Show text as it is generated (throttled edits on chat platforms); returns it all."""
+
+    async def update(self, ref: object, text: str) -> None:
+        """Replace the text of a message posted earlier."""
+
+    async def send_file(self, data: bytes, filename: str, title: str = "",
+                        voice: bool = False, duration_s: float = 0.0) -> object:
+        """Attach a file (an image, or audio; `voice` asks for a native voice message)."""
+
+    async def private(self, text: str) -> object:
+        """Say something only the asker sees (ephemeral where the platform has it)."""

@@ -1,0 +1,147 @@
+"""Confab's settings, in one typed place.
+
+Explicit arguments win over the environment, the environment over `.env`, and `.env` over the
+defaults. A bad value is reported with the variable's name, never silently ignored. Every
+variable here is listed, with a comment, in `.env.example`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value Confab cannot use."""
+
+
+def _default_data_dir() -> str:
+    return str(Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "confab")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where Confab listens and keeps its state
+    host: str = field(default="127.0.0.1", metadata={"env": "CONFAB_HOST"})
+    port: int = field(default=8080, metadata={"env": "CONFAB_PORT"})
+    data_dir: str = field(default_factory=_default_data_dir, metadata={"env": "CONFAB_DATA_DIR"})
+    models_dir: str = field(default="", metadata={"env": "CONFAB_MODELS_DIR"})
+    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_API_KEYS"})
+    log_level: str = field(default="INFO", metadata={"env": "CONFAB_LOG_LEVEL"})
+
+    # models and devices
+    device: str = field(default="auto", metadata={"env": "CONFAB_DEVICE"})
+    gpu_budget_mb: int = field(default=0, metadata={"env": "CONFAB_GPU_BUDGET_MB"})
+    cpu_budget_mb: int = field(default=0, metadata={"env": "CONFAB_CPU_BUDGET_MB"})
+    threads: int = field(default=0, metadata={"env": "CONFAB_THREADS"})
+    keep_alive_s: float = field(default=300.0, metadata={"env": "CONFAB_KEEP_ALIVE"})
+    pinned_models: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_PINNED_MODELS"})
+    default_chat_model: str = field(default="", metadata={"env": "CONFAB_CHAT_MODEL"})
+    default_stt_model: str = field(default="", metadata={"env": "CONFAB_STT_MODEL"})
+    default_tts_model: str = field(default="", metadata={"env": "CONFAB_TTS_MODEL"})
+    context_tokens: int = field(default=4096, metadata={"env": "CONFAB_CONTEXT_TOKENS"})
+    system_prompt: str = field(default="You are a helpful assistant.",
+                               metadata={"env": "CONFAB_SYSTEM_PROMPT"})
+
+    # the scheduler
+    queue_max: int = field(default=256, metadata={"env": "CONFAB_QUEUE_MAX"})
+    user_queue_max: int = field(default=8, metadata={"env": "CONFAB_USER_QUEUE_MAX"})
+    aging_s: float = field(default=30.0, metadata={"env": "CONFAB_AGING_SECONDS"})
+    class2_promote_s: float = field(default=120.0, metadata={"env": "CONFAB_CLASS2_PROMOTE_SECONDS"})
+    job_timeout_s: float = field(default=600.0, metadata={"env": "CONFAB_JOB_TIMEOUT"})
+    concurrency: int = field(default=1, metadata={"env": "CONFAB_CONCURRENCY"})
+
+    # limits on what one request may ask for
+    max_body_bytes: int = field(default=8 * 2**20, metadata={"env": "CONFAB_MAX_BODY_BYTES"})
+    max_prompt_chars: int = field(default=32_000, metadata={"env": "CONFAB_MAX_PROMPT_CHARS"})
+    max_tokens: int = field(default=1024, metadata={"env": "CONFAB_MAX_TOKENS"})
+    max_audio_bytes: int = field(default=25 * 2**20, metadata={"env": "CONFAB_MAX_AUDIO_BYTES"})
+    max_audio_seconds: float = field(default=600.0, metadata={"env": "CONFAB_MAX_AUDIO_SECONDS"})
+    max_speech_chars: int = field(default=4096, metadata={"env": "CONFAB_MAX_SPEECH_CHARS"})
+    ffmpeg_timeout_s: float = field(default=30.0, metadata={"env": "CONFAB_FFMPEG_TIMEOUT"})
+    bark_wait_budget_s: float = field(default=20.0, metadata={"env": "CONFAB_BARK_WAIT_BUDGET"})
+    history_messages: int = field(default=20, metadata={"env": "CONFAB_HISTORY_MESSAGES"})
+
+    # who is an admin (priority class 0), as platform:user_id entries
+    admins: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_ADMINS"})
+    channels_file: str = field(default="", metadata={"env": "CONFAB_CHANNELS_FILE"})
+
+    # platforms: an adapter starts when its token is set
+    slack_bot_token: str = field(default="", metadata={"env": "SLACK_BOT_TOKEN", "secret": True})
+    slack_app_token: str = field(default="", metadata={"env": "SLACK_APP_TOKEN", "secret": True})
+    slack_signing_secret: str = field(default="", metadata={"env": "SLACK_SIGNING_SECRET", "secret": True})
+    slack_api_url: str = field(default="", metadata={"env": "CONFAB_SLACK_API_URL"})
+    discord_bot_token: str = field(default="", metadata={"env": "DISCORD_BOT_TOKEN", "secret": True})
+    discord_api_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_API_URL"})
+    discord_gateway_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_GATEWAY_URL"})
+    discord_guild_ids: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_GUILD_IDS"})
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir).expanduser() if self.models_dir else self.data_path / "models"
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, dotenv: str | Path | None = ".env",
+                 **overrides) -> "Settings":
+        source: dict[str, str] = {}
+        if dotenv and Path(dotenv).is_file():
+            from dotenv import dotenv_values
+            source.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        source.update(os.environ if env is None else env)
+        values = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata.get("env")
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = _coerce(f, overrides[f.name], f"--{f.name.replace('_', '-')}")
+            elif name and source.get(name, "") != "":
+                values[f.name] = _coerce(f, source[name], name)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = ["port", "queue_max", "user_queue_max", "concurrency", "max_body_bytes",
+                    "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ConfigError(f"CONFAB_DEVICE must be auto, cuda or cpu, not '{self.device}'.")
+
+    def redacted(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = "***" if (f.metadata.get("secret") or f.name == "api_keys") and v else v
+        return out
+
+
+def _env_name(field_name: str) -> str:
+    for f in dataclasses.fields(Settings):
+        if f.name == field_name:
+            return f.metadata.get("env", field_name)
+    return field_name
+
+
+def _coerce(f: dataclasses.Field, raw, name: str):
+    if not isinstance(raw, str):
+        return tuple(raw) if f.type.startswith("tuple") and not isinstance(raw, tuple) else raw
+    text = raw.strip()
+    try:
+        if f.type == "int":
+            return int(text)
+        if f.type == "float":
+            return float(text)
+        if f.type.startswith("tuple"):
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name} must be a {f.type}, not '{raw}'.") from None

@@ -1,0 +1,334 @@
+"""The engine: one queue, one owner of models, worker threads for inference."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable
+
+from models.devices import cuda_total_bytes
+from models.registry import InstalledModel, Registry
+
+from . import backends
+from .config import Settings
+from .errors import (BackendFailed, ConfabError, EngineBusy, JobCancelled, JobTimeout,
+                     UnknownModel, UserError, UserQueueFull)
+from .handle import JobHandle
+from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started
+from .memory import ModelManager, device_budgets
+from .metrics import Metrics
+from .priority import priority_class
+from .scheduler import Entry, Policy, Scheduler
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+ResumeListener = Callable[[JobHandle, dict], Awaitable[None]]
+
+
+class Engine:
+    def __init__(self, settings: Settings, registry: Registry | None = None,
+                 load: Callable[[str, str], tuple[Any, int | None]] | None = None,
+                 unload: Callable[[Any], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 gpu_total: int | None | bool = False):
+        self.settings = settings
+        self.registry = registry or Registry(settings.data_path, settings.models_path)
+        self._installed: dict[str, InstalledModel] = {}
+        self.refresh_models()
+        if gpu_total is False:
+            gpu_total = cuda_total_bytes()
+        self.budgets = device_budgets(gpu_total or None, settings.device, settings.gpu_budget_mb,
+                                      settings.cpu_budget_mb)
+        self.models = ModelManager(load or self._load_model, unload or backends.unload,
+                                   self._size_of, self.budgets, settings.keep_alive_s,
+                                   settings.pinned_models, clock)
+        self.scheduler = Scheduler(self._dispatch, self.models.resident_names, clock,
+                                   Policy(settings.aging_s, settings.class2_promote_s,
+                                          settings.queue_max, settings.user_queue_max),
+                                   settings.concurrency)
+        self.store = Store(settings.data_path / "confab.db")
+        self.metrics = Metrics()
+        self._workers = ThreadPoolExecutor(max_workers=settings.concurrency + 1,
+                                           thread_name_prefix="confab-infer")
+        self._handles: dict[str, JobHandle] = {}
+        self._admitting: dict[str, int] = {}
+        self._resume_listeners: dict[str, ResumeListener] = {}
+        self._started = False
+
+    # -- models ----------------------------------------------------------------------------
+
+    def refresh_models(self) -> dict[str, InstalledModel]:
+        self._installed = self.registry.installed()
+        return self._installed
+
+    def installed(self, kind: str | None = None) -> list[InstalledModel]:
+        return [m for m in self._installed.values() if kind is None or m.kind == kind]
+
+    def resolve_model(self, name: str | None, kind: str) -> InstalledModel:
+        if name:
+            model = self._installed.get(name) or self.refresh_models().get(name)
+            if model is None or model.kind != kind:
+                raise UnknownModel(name, kind, [m.name for m in self.installed(kind)])
+            return model
+        preferred = {"chat": self.settings.default_chat_model, "stt": self.settings.default_stt_model,
+                     "tts": self.settings.default_tts_model}.get(kind)
+        if preferred:
+            return self.resolve_model(preferred, kind)
+        candidates = self.installed(kind)
+        if not candidates:
+            self.refresh_models()
+            candidates = self.installed(kind)
+        if not candidates:
+            raise UnknownModel(f"(default {kind} model)", kind, [])
+        from models.catalog import BY_NAME
+        candidates.sort(key=lambda m: (not (BY_NAME.get(m.name) and BY_NAME[m.name].default), m.name))
+        return candidates[0]
+
+    def _size_of(self, name: str) -> int:
+        model = self._installed.get(name)
+        return model.size if model else 2**30
+
+    def _load_model(self, name: str, device: str) -> tuple[Any, int | None]:
+        model = self._installed[name]
+        problems = self.registry.verify(model)
+        if problems:
+            raise BackendFailed(f"The model '{name}' failed its checksum: {'; '.join(problems)}. "
+                                f"Reinstall it or run `confab models verify`.")
+        self.metrics.loads.labels(name).inc()
+        return backends.load_measured(model, device, self.settings)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self, resume: bool = True) -> None:
+        if self._started:
+            return
+        self._started = True
+        self.scheduler.start()
+        self.models.start()
+        if resume:
+            await self._resume_unfinished()
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        for handle in list(self._handles.values()):
+            handle.cancel_flag.set()
+        await self.models.close()
+        self._workers.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+
+    def on_resume(self, platform: str, listener: ResumeListener) -> None:
+        """`listener(handle, reply_ref)` is called for each of the platform's jobs that were
+        accepted before a restart and run again now."""
+        self._resume_listeners[platform] = listener
+
+    async def _resume_unfinished(self) -> None:
+        for record, prio, reply_ref in await self.store.unfinished_jobs():
+            cls = JOB_TYPES.get(record.get("kind"))
+            if cls is None:
+                continue
+            job = job_from_record(cls, record)
+            handle = self._enqueue(job, prio, force=True)
+            log.info("resuming %s (%s) accepted before the restart", job.id, job.kind)
+            listener = self._resume_listeners.get(job.origin.platform)
+            if listener:
+                asyncio.create_task(listener(handle, {"reply_ref": reply_ref}))
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> JobHandle:
+        """Accept a job: check it, write it to the store, then queue it."""
+        model_kind = backends.JOB_KIND_TO_MODEL_KIND.get(job.kind)
+        if model_kind is None:
+            raise UserError(f"Confab cannot run '{job.kind}' jobs.")
+        job.model = self.resolve_model(job.model, model_kind).name
+        prio = job.priority if job.priority is not None else priority_class(job.origin, self.settings.admins)
+        user = job.origin.user_key
+        self._check_capacity(user)
+        self._admitting[user] = self._admitting.get(user, 0) + 1
+        try:
+            await self.store.add_job(job.to_record(), prio)
+            await self.store.audit(user, f"submit:{job.kind}", {"job": job.id, "model": job.model})
+        finally:
+            self._admitting[user] -= 1
+            if not self._admitting[user]:
+                del self._admitting[user]
+        return self._enqueue(job, prio)
+
+    def _check_capacity(self, user: str) -> None:
+        policy = self.scheduler.policy
+        waiting = self.scheduler.waiting
+        admitting = sum(self._admitting.values())
+        if len(waiting) + admitting >= policy.queue_max:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise EngineBusy(f"The queue is full ({policy.queue_max} jobs waiting). Please try "
+                             "again shortly.", retry_after=self.scheduler.retry_after())
+        mine = sum(1 for e in waiting if e.user == user) + self._admitting.get(user, 0)
+        if mine >= policy.user_queue_max:
+            self.metrics.rejected.labels("user_queue_full").inc()
+            raise UserQueueFull(f"You already have {mine} jobs waiting; the limit is "
+                                f"{policy.user_queue_max}. Wait for one to finish or cancel one.",
+                                retry_after=self.scheduler.retry_after(user))
+
+    def _enqueue(self, job: Job, prio: int, force: bool = False) -> JobHandle:
+        handle = JobHandle(job, prio, self._cancel)
+        self._handles[job.id] = handle
+        entry = Entry(job.id, prio, job.model, job.origin.user_key, self.scheduler.clock(), payload=job)
+        self.scheduler.submit(entry, force=True)
+        self._update_depth()
+        where = self.scheduler.position(job.id)
+        if where:
+            handle.push(Queued(*where))
+        return handle
+
+    def handle(self, job_id: str) -> JobHandle | None:
+        return self._handles.get(job_id)
+
+    async def cancel(self, job_id: str) -> bool:
+        handle = self._handles.get(job_id)
+        return await self._cancel(handle) if handle else False
+
+    async def _cancel(self, handle: JobHandle) -> bool:
+        if handle.done:
+            return False
+        if self.scheduler.cancel_queued(handle.id):
+            self._finish(handle, error=JobCancelled())
+            await self.store.set_status(handle.id, "cancelled")
+            self._update_depth()
+            return True
+        handle.cancel_flag.set()   # the worker stops at its next token or step
+        return True
+
+    def position(self, job_id: str) -> tuple[int, float] | None:
+        return self.scheduler.position(job_id)
+
+    def jobs_of(self, user_key: str) -> list[JobHandle]:
+        return [h for h in self._handles.values() if not h.done and h.job.origin.user_key == user_key]
+
+    def active_jobs(self) -> list[JobHandle]:
+        return [h for h in self._handles.values() if not h.done]
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def _dispatch(self, entry: Entry) -> None:
+        handle = self._handles.get(entry.job_id)
+        if handle is None or handle.done:
+            return
+        job = handle.job
+        self._update_depth()
+        self.metrics.wait.labels(job.kind, str(entry.cls)).observe(self.scheduler.clock() - entry.arrived)
+        try:
+            instance, device = await self.models.acquire(job.model)
+        except ConfabError as e:
+            return await self._fail(handle, e)
+        except Exception as e:
+            log.exception("loading %s failed", job.model)
+            return await self._fail(handle, BackendFailed(f"Loading the model '{job.model}' failed: {e}"))
+        loop = asyncio.get_running_loop()
+        try:
+            handle.status, handle.device = "running", device
+            handle.push(Started(job.model, device))
+            self.metrics.running.inc()
+            await self.store.set_status(job.id, "running")
+            ctx = backends.RunContext(emit=lambda ev: loop.call_soon_threadsafe(handle.push, ev),
+                                      cancelled=handle.cancel_flag.is_set, device=device,
+                                      settings=self.settings)
+            executor = backends.EXECUTORS[job.kind]
+            started = time.monotonic()
+            work = loop.run_in_executor(self._workers, executor, instance, job, ctx)
+            timeout = job.timeout_s or self.settings.job_timeout_s
+            try:
+                result = await asyncio.wait_for(asyncio.shield(work), timeout)
+            except asyncio.TimeoutError:
+                handle.cancel_flag.set()
+                await asyncio.wait([work])   # the model is not free until the thread stops
+                return await self._fail(handle, JobTimeout(timeout))
+            if handle.cancel_flag.is_set():
+                return await self._fail(handle, JobCancelled())
+            self._observe(job, result, time.monotonic() - started)
+            await self._succeed(handle, result)
+        except ConfabError as e:
+            await self._fail(handle, e)
+        except ValueError as e:
+            await self._fail(handle, UserError(str(e)))
+        except Exception as e:
+            log.exception("job %s failed", job.id)
+            await self._fail(handle, BackendFailed(f"The model '{job.model}' failed: {e}"))
+        finally:
+            self.metrics.running.dec()
+            self.models.release(job.model)
+            self._update_memory()
+
+    def _observe(self, job: Job, result: Any, seconds: float) -> None:
+        if isinstance(result, ChatResult) and seconds > 0:
+            self.metrics.tokens.labels(job.model).inc(result.usage.completion_tokens)
+            self.metrics.tokens_per_s.labels(job.model).set(result.usage.completion_tokens / seconds)
+
+    async def _succeed(self, handle: JobHandle, result: Any) -> None:
+        record = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else None
+        try:
+            await self.store.set_status(handle.id, "done", result=_jsonable(record))
+        finally:
+            self._finish(handle, result=result)
+
+    async def _fail(self, handle: JobHandle, error: ConfabError) -> None:
+        status = "cancelled" if isinstance(error, JobCancelled) else "failed"
+        try:
+            await self.store.set_status(handle.id, status, error=error.message)
+        finally:
+            self._finish(handle, error=error)
+
+    def _finish(self, handle: JobHandle, result: Any = None, error: ConfabError | None = None) -> None:
+        job = handle.job
+        outcome = "ok" if error is None else error.code
+        self.metrics.jobs.labels(job.kind, outcome).inc()
+        self.metrics.latency.labels(job.kind).observe(max(0.0, time.time() - job.created_at))
+        if error is None:
+            handle.resolve(result)
+        else:
+            handle.fail(error)
+        # keep finished handles briefly for /queue and the API; the store keeps them for good
+        if len(self._handles) > 4 * self.scheduler.policy.queue_max:
+            for jid in [j for j, h in self._handles.items() if h.done][: len(self._handles) // 2]:
+                self._handles.pop(jid, None)
+
+    def _update_depth(self) -> None:
+        for cls, n in self.scheduler.depth_by_class().items():
+            self.metrics.queue_depth.labels(str(cls)).set(n)
+
+    def _update_memory(self) -> None:
+        self.metrics.evictions.set(self.models.evictions)
+        self.metrics.resident.clear()
+        for r in self.models.snapshot():
+            self.metrics.resident.labels(r.name, r.device).set(r.size)
+
+    # -- conversations ------------------------------------------------------------------------
+
+    async def remember(self, conversation: str, role: str, content: str) -> None:
+        await self.store.append_message(conversation, role, content)
+
+    async def history(self, conversation: str, limit: int | None = None) -> list[tuple[str, str]]:
+        return await self.store.history(conversation, limit or self.settings.history_messages)
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": len(value)}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def job_from_record(cls: type[Job], record: dict) -> Job:
+    """Rebuild a job from its stored record (nested dataclasses included)."""
+    from .jobs import ChatMessage
+    fields = {f.name for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in record.items() if k in fields}
+    data["origin"] = Origin(**data.get("origin", {}))
+    if "messages" in data:
+        data["messages"] = [ChatMessage(**m) for m in data["messages"]]
+    return cls(**data)

@@ -1,0 +1,229 @@
+"""Which models are resident where, within a budget per device.
+
+`plan_placement` and `expired` are the decisions, as pure functions. `ModelManager` is the one
+owner that loads and unloads: every load, unload and eviction goes through its lock, and the
+keep-alive timer only asks it to unload.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import ModelDoesNotFit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resident:
+    name: str
+    device: str
+    size: int
+    last_used: float
+    pinned: bool = False
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    evict: tuple[str, ...] = ()
+
+
+def used_on(device: str, resident: Iterable[Resident]) -> int:
+    return sum(r.size for r in resident if r.device == device)
+
+
+def plan_placement(name: str, size: int, budgets: dict[str, int],
+                   resident: Sequence[Resident]) -> Placement:
+    """Where to load a model and what to evict for it.
+
+    Devices are tried in the order of `budgets` (the GPU first when there is one). On each, the
+    model goes into free room if it can; else the least recently used idle, unpinned models
+    are evicted until it fits. Only when even that cannot make room does it fall back to the
+    next device. Raises ModelDoesNotFit when no device can hold it.
+    """
+    for device, budget in budgets.items():
+        if size > budget:
+            continue
+        on_device = [r for r in resident if r.device == device]
+        free = budget - used_on(device, on_device)
+        if size <= free:
+            return Placement(device)
+        evictable = sorted((r for r in on_device if not r.pinned and not r.busy),
+                           key=lambda r: r.last_used)
+        chosen: list[str] = []
+        for r in evictable:
+            chosen.append(r.name)
+            free += r.size
+            if size <= free:
+                return Placement(device, tuple(chosen))
+    free_now = {d: b - used_on(d, resident) for d, b in budgets.items()}
+    raise ModelDoesNotFit(name, size, free_now)
+
+
+def expired(resident: Iterable[Resident], now: float, keep_alive_s: float) -> list[str]:
+    """Idle, unpinned models whose keep-alive has run out."""
+    if keep_alive_s <= 0:
+        return []
+    return [r.name for r in resident
+            if not r.pinned and not r.busy and now - r.last_used >= keep_alive_s]
+
+
+# -- devices --------------------------------------------------------------------------------
+
+def system_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def process_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def device_budgets(gpu_total: int | None, device: str, gpu_budget_mb: int, cpu_budget_mb: int) -> dict[str, int]:
+    """The budget per device, GPU first. A GPU keeps 10% back for the CUDA context and
+    activations; the CPU gets 75% of system RAM unless told otherwise."""
+    budgets: dict[str, int] = {}
+    if device in ("auto", "cuda") and gpu_total:
+        budgets["cuda"] = gpu_budget_mb * 2**20 if gpu_budget_mb else int(gpu_total * 0.9)
+    if device in ("auto", "cpu") or not budgets:
+        budgets["cpu"] = cpu_budget_mb * 2**20 if cpu_budget_mb else int(system_memory_bytes() * 0.75)
+    return budgets
+
+
+# -- the owner ------------------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    name: str
+    device: str
+    size: int
+    instance: Any
+    last_used: float
+    pinned: bool = False
+    users: int = 0
+
+    def as_resident(self) -> Resident:
+        return Resident(self.name, self.device, self.size, self.last_used, self.pinned, self.users > 0)
+
+
+class ModelManager:
+    """The one owner of loaded models.
+
+    `load(name, device) -> (instance, measured_bytes or None)` and `unload(instance)` are
+    blocking and run in a worker thread; `size_of(name)` is the catalog's estimate.
+    """
+
+    def __init__(self, load: Callable[[str, str], tuple[Any, int | None]],
+                 unload: Callable[[Any], None], size_of: Callable[[str], int],
+                 budgets: dict[str, int], keep_alive_s: float = 300.0,
+                 pinned: Iterable[str] = (), clock: Callable[[], float] = time.monotonic):
+        self._load, self._unload, self._size_of = load, unload, size_of
+        self.budgets = dict(budgets)
+        self.keep_alive_s = keep_alive_s
+        self.pinned = set(pinned)
+        self.clock = clock
+        self._lock = asyncio.Lock()        # guards _loaded and every load/unload
+        self._loaded: dict[str, Loaded] = {}
+        self.loads = 0
+        self.evictions = 0
+        self.load_seconds: dict[str, float] = {}
+        self._reaper: asyncio.Task | None = None
+
+    def resident_names(self) -> list[str]:
+        return list(self._loaded)
+
+    def snapshot(self) -> list[Resident]:
+        return [m.as_resident() for m in self._loaded.values()]
+
+    def device_of(self, name: str) -> str | None:
+        m = self._loaded.get(name)
+        return m.device if m else None
+
+    async def acquire(self, name: str) -> tuple[Any, str]:
+        """The loaded instance (loading it if needed) and its device; pair with `release`."""
+        async with self._lock:
+            m = self._loaded.get(name)
+            if m is None:
+                m = await self._load_locked(name)
+            m.users += 1
+            m.last_used = self.clock()
+            return m.instance, m.device
+
+    def release(self, name: str) -> None:
+        m = self._loaded.get(name)
+        if m is not None:
+            m.users = max(0, m.users - 1)
+            m.last_used = self.clock()
+
+    async def _load_locked(self, name: str) -> Loaded:
+        size = self._size_of(name)
+        placement = plan_placement(name, size, self.budgets, self.snapshot())
+        for victim in placement.evict:
+            log.info("evicting %s to make room for %s", victim, name)
+            await self._unload_locked(victim)
+            self.evictions += 1
+        started = time.monotonic()
+        instance, measured = await asyncio.to_thread(self._load, name, placement.device)
+        self.load_seconds[name] = time.monotonic() - started
+        self.loads += 1
+        m = Loaded(name, placement.device, measured or size, instance, self.clock(),
+                   pinned=name in self.pinned)
+        self._loaded[name] = m
+        log.info("loaded %s on %s (%.0f MiB) in %.1f s", name, m.device, m.size / 2**20,
+                 self.load_seconds[name])
+        return m
+
+    async def _unload_locked(self, name: str) -> None:
+        m = self._loaded.pop(name, None)
+        if m is not None:
+            await asyncio.to_thread(self._unload, m.instance)
+
+    async def unload(self, name: str) -> bool:
+        async with self._lock:
+            m = self._loaded.get(name)
+            if m is None or m.users:
+                return False
+            await self._unload_locked(name)
+            return True
+
+    async def reap(self) -> list[str]:
+        """Unload models whose keep-alive ran out."""
+        async with self._lock:
+            names = expired(self.snapshot(), self.clock(), self.keep_alive_s)
+            for name in names:
+                log.info("unloading %s after %.0f s idle", name, self.keep_alive_s)
+                await self._unload_locked(name)
+            return names
+
+    def start(self, every_s: float = 5.0) -> None:
+        async def reaper():
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.reap()
+                except Exception:
+                    log.exception("keep-alive reaper failed")
+        self._reaper = asyncio.create_task(reaper(), name="confab-keepalive")
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        async with self._lock:
+            for name in list(self._loaded):
+                await self._unload_locked(name)

@@ -1,0 +1,51 @@
+"""Words for people: every failure a user can cause, said once, here.
+
+Adapters call `explain(error)` and post what it returns; the API uses `error.message`.
+"""
+from __future__ import annotations
+
+from .errors import (BackendMissing, BadMedia, ConfabError, EngineBusy, InfrastructureError,
+                     JobCancelled, JobTimeout, LimitExceeded, ModelDoesNotFit, PromptTooLong,
+                     UnknownModel, UserError, UserQueueFull)
+
+
+def explain(error: BaseException) -> str:
+    if isinstance(error, UserQueueFull):
+        return f"⏳ {error.message} (try again in about {error.retry_after:.0f} s)"
+    if isinstance(error, EngineBusy):
+        return f"⏳ I'm busy right now: {error.message} Try again in about {error.retry_after:.0f} s."
+    if isinstance(error, JobCancelled):
+        return "🛑 Cancelled."
+    if isinstance(error, JobTimeout):
+        return f"⌛ {error.message}"
+    if isinstance(error, PromptTooLong):
+        return f"✂️ That message is too long for the model: {error.message} Please shorten it."
+    if isinstance(error, LimitExceeded):
+        return f"✂️ Over a limit: {error.message}"
+    if isinstance(error, UnknownModel):
+        return f"❓ {error.message} Use /models to see what is installed."
+    if isinstance(error, BadMedia):
+        return f"🎧 {error.message}"
+    if isinstance(error, UserError):
+        return f"⚠️ {error.message}"
+    if isinstance(error, BackendMissing):
+        return f"🧩 That feature is not installed here: {error.message}"
+    if isinstance(error, ModelDoesNotFit):
+        return f"💾 {error.message} Ask an admin to free memory or pick a smaller model."
+    if isinstance(error, (InfrastructureError, ConfabError)):
+        return f"💥 Something went wrong on my side: {error.message} An admin can check the logs."
+    return "💥 Something went wrong on my side. An admin can check the logs."
+
+
+HELP = """\
+Commands:
+  /ask QUESTION      ask the assistant (plain text works too)
+  /speak TEXT        answer aloud
+  /transcribe FILE   turn speech into text
+  /translate TEXT    translate
+  /imagine PROMPT    make a picture
+  /queue             your jobs, their place in line and ETA
+  /cancel [JOB]      cancel your last job, or the one named
+  /models            installed models
+  /reset             forget this conversation
+  /help              this list"""

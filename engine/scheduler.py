@@ -1,0 +1,232 @@
+"""The queue and its order: priority class, then model affinity, with aging.
+
+`pick_next` is the whole policy as a pure function; `Scheduler` keeps the bounded queue around
+it and hands jobs to a dispatch coroutine. The clock comes in through the constructor, so the
+rules are tested on simulated time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable, Sequence
+
+from .errors import EngineBusy, UserQueueFull
+from .priority import BACKGROUND, INTERACTIVE, URGENT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    aging_s: float = 30.0          # affinity may pass a class-1 job over for at most this long
+    promote_s: float = 120.0       # a class-2 job waiting this long competes in class 1
+    queue_max: int = 256
+    user_queue_max: int = 8
+
+
+@dataclass(eq=False)
+class Entry:
+    """A queued job as the scheduler sees it."""
+    job_id: str
+    cls: int
+    model: str
+    user: str
+    arrived: float
+    seq: int = 0
+    payload: object = None
+
+    def waited(self, now: float) -> float:
+        return now - self.arrived
+
+
+def _fifo(entry: Entry) -> tuple[float, int]:
+    return (entry.arrived, entry.seq)
+
+
+def pick_next(waiting: Sequence[Entry], resident: Iterable[str], now: float,
+              policy: Policy) -> Entry | None:
+    if not waiting:
+        return None
+    urgent = [e for e in waiting if e.cls == URGENT]
+    if urgent:
+        return min(urgent, key=_fifo)
+    interactive = [e for e in waiting if e.cls == INTERACTIVE]
+    promoted = [e for e in waiting if e.cls == BACKGROUND and e.waited(now) >= policy.promote_s]
+    pool = interactive + promoted
+    if not pool:
+        return min(waiting, key=_fifo)
+    oldest = min(pool, key=_fifo)
+    if oldest.waited(now) >= policy.aging_s:
+        choice = oldest
+    else:
+        warm = set(resident)
+        warm_jobs = [e for e in pool if e.model in warm]
+        choice = min(warm_jobs, key=_fifo) if warm_jobs else oldest
+    if choice.cls == BACKGROUND:
+        # A promoted job competes in class 1 but never passes a class-1 job that came first.
+        earlier = [e for e in interactive if _fifo(e) < _fifo(choice)]
+        if earlier:
+            choice = min(earlier, key=_fifo)
+    return choice
+
+
+def order(waiting: Sequence[Entry], resident: Iterable[str], now: float, policy: Policy) -> list[Entry]:
+    """The order in which the queue would run if nothing else arrived (for positions and ETAs)."""
+    rest, out, warm = list(waiting), [], set(resident)
+    while rest:
+        nxt = pick_next(rest, warm, now, policy)
+        out.append(nxt)
+        rest.remove(nxt)
+        warm.add(nxt.model)
+    return out
+
+
+class Scheduler:
+    """A bounded priority queue feeding `dispatch(entry)`, at most `concurrency` at a time."""
+
+    def __init__(self, dispatch: Callable[[Entry], Awaitable[None]],
+                 resident_models: Callable[[], Iterable[str]],
+                 clock: Callable[[], float] = time.monotonic,
+                 policy: Policy = Policy(), concurrency: int = 1):
+        self._dispatch = dispatch
+        self._resident = resident_models
+        self.clock = clock
+        self.policy = policy
+        self.concurrency = concurrency
+        self._waiting: list[Entry] = []           # guarded by running on one event loop
+        self._per_user: dict[str, int] = defaultdict(int)
+        self._running: dict[str, Entry] = {}
+        self._seq = 0
+        self._wake: asyncio.Event | None = None
+        self._service_s: dict[str, float] = {}
+        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- the queue -------------------------------------------------------------------------
+
+    def submit(self, entry: Entry, force: bool = False) -> Entry:
+        """Queue an entry, or raise EngineBusy; `force` is for jobs already accepted earlier."""
+        if not force:
+            if len(self._waiting) >= self.policy.queue_max:
+                raise EngineBusy(f"The queue is full ({self.policy.queue_max} jobs waiting). "
+                                 "Please try again shortly.", retry_after=self.retry_after())
+            if self._per_user[entry.user] >= self.policy.user_queue_max:
+                raise UserQueueFull(
+                    f"You already have {self._per_user[entry.user]} jobs waiting; the limit is "
+                    f"{self.policy.user_queue_max}. Wait for one to finish or cancel one.",
+                    retry_after=self.retry_after(entry.user))
+        self._seq += 1
+        entry.seq = self._seq
+        self._waiting.append(entry)
+        self._per_user[entry.user] += 1
+        self._poke()
+        return entry
+
+    def take_next(self) -> Entry | None:
+        """Remove and return the entry that should run now (the dispatch loop's one decision)."""
+        entry = pick_next(self._waiting, self._resident(), self.clock(), self.policy)
+        if entry is not None:
+            self._remove(entry)
+            self._running[entry.job_id] = entry
+        return entry
+
+    def finished(self, entry: Entry, service_s: float | None = None) -> None:
+        self._running.pop(entry.job_id, None)
+        if service_s is not None:
+            old = self._service_s.get(entry.model)
+            self._service_s[entry.model] = service_s if old is None else 0.7 * old + 0.3 * service_s
+        self._poke()
+
+    def cancel_queued(self, job_id: str) -> Entry | None:
+        for entry in self._waiting:
+            if entry.job_id == job_id:
+                self._remove(entry)
+                return entry
+        return None
+
+    def _remove(self, entry: Entry) -> None:
+        self._waiting.remove(entry)
+        self._per_user[entry.user] -= 1
+        if self._per_user[entry.user] <= 0:
+            del self._per_user[entry.user]
+
+    # -- what people see --------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> list[Entry]:
+        return list(self._waiting)
+
+    @property
+    def running(self) -> list[Entry]:
+        return list(self._running.values())
+
+    def depth_by_class(self) -> dict[int, int]:
+        out = {URGENT: 0, INTERACTIVE: 0, BACKGROUND: 0}
+        for e in self._waiting:
+            out[e.cls] += 1
+        return out
+
+    def service_estimate(self, model: str) -> float:
+        return self._service_s.get(model, 5.0)
+
+    def position(self, job_id: str) -> tuple[int, float] | None:
+        """1-based place in line and the estimated seconds until it starts."""
+        now = self.clock()
+        eta = sum(self.service_estimate(e.model) for e in self._running.values()) / max(1, self.concurrency)
+        for i, entry in enumerate(order(self._waiting, self._resident(), now, self.policy), 1):
+            if entry.job_id == job_id:
+                return i, eta
+            eta += self.service_estimate(entry.model) / max(1, self.concurrency)
+        return None
+
+    def retry_after(self, user: str | None = None) -> float:
+        jobs = [e for e in self._waiting if user is None or e.user == user] or self._waiting
+        ahead = min(len(jobs), 1 + len(self._waiting) // 4)
+        return max(1.0, min(300.0, ahead * min((self.service_estimate(e.model) for e in jobs), default=5.0)))
+
+    # -- the dispatch loop ------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop_task = asyncio.create_task(self._loop(), name="confab-scheduler")
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._running) < self.concurrency:
+                entry = self.take_next()
+                if entry is None:
+                    break
+                task = asyncio.create_task(self._run(entry), name=f"confab-job-{entry.job_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, entry: Entry) -> None:
+        started = self.clock()
+        try:
+            await self._dispatch(entry)
+        except Exception:  # dispatch reports its own errors to the job; never kill the loop
+            log.exception("dispatch of %s failed", entry.job_id)
+        finally:
+            self.finished(entry, self.clock() - started)

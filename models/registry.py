@@ -1,0 +1,280 @@
+"""The models installed on this machine: offline defaults found in their packages, models
+pulled into the models folder, and local files registered with `confab models add`.
+
+Each installed model is one folder or file with a manifest of its files' SHA-256; a model is
+verified before its first load, and the verdict is cached by path, size and mtime.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .catalog import BY_NAME, CATALOG, KINDS, CatalogEntry
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(Exception):
+    """A model cannot be found, registered or trusted; the message says why."""
+
+
+@dataclass
+class InstalledModel:
+    name: str
+    kind: str
+    fmt: str
+    path: str                                  # the file or folder the backend loads
+    size: int                                  # bytes of memory expected when loaded
+    source: str = "local"
+    license: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)  # file path -> sha256
+    options: dict = field(default_factory=dict)
+
+    def public(self) -> dict:
+        return {"id": self.name, "kind": self.kind, "format": self.fmt, "source": self.source,
+                "license": self.license, "size_bytes": self.size}
+
+
+def sha256_file(path: str | Path, chunk: int = 4 * 2**20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_file(dist: str, relpath: str) -> Path | None:
+    """Locate a file of an installed distribution without importing it."""
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f) == relpath:
+            p = Path(f.locate())
+            return p if p.exists() else None
+    return None
+
+
+def detect_kind(path: Path) -> tuple[str, str]:
+    """(kind, format) recognised from a file or folder's contents."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic == b"GGUF":
+            return "chat", "gguf"
+        if path.suffix == ".onnx" and Path(str(path) + ".json").exists():
+            return "tts", "piper"
+        raise ModelError(f"{path.name} is not a model Confab recognises (a GGUF file, or a Piper "
+                         ".onnx voice with its .onnx.json beside it).")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if "model_index.json" in names:
+            return "image", "diffusers"
+        if "model.bin" in names and "config.json" in names and (
+                "vocabulary.txt" in names or "vocabulary.json" in names or "tokenizer.json" in names):
+            return "stt", "ct2-whisper"
+        if "modules.json" in names or "config_sentence_transformers.json" in names:
+            return "embedding", "sentence-transformers"
+        config = path / "config.json"
+        if config.exists():
+            try:
+                arch = json.loads(config.read_text()).get("model_type", "")
+            except ValueError:
+                arch = ""
+            if arch == "bark":
+                return "tts", "bark"
+        onnx = [p for p in path.iterdir() if p.suffix == ".onnx" and Path(str(p) + ".json").exists()]
+        if onnx:
+            return "tts", "piper"
+        ggufs = sorted(p for p in path.iterdir() if p.suffix == ".gguf")
+        if ggufs and any("mmproj" in p.name for p in ggufs):
+            return "vision", "llava-gguf"
+        if len(ggufs) == 1:
+            return "chat", "gguf"
+        raise ModelError(f"The folder {path} holds no model Confab recognises (diffusers "
+                         "model_index.json, CTranslate2 Whisper, Bark, Piper voice, or GGUF).")
+    raise ModelError(f"{path} does not exist.")
+
+
+def _dir_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Registry:
+    """Which models are installed, where, and whether their bytes are the right ones."""
+
+    def __init__(self, data_dir: Path, models_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.models_dir = Path(models_dir)
+        self._added_file = self.data_dir / "models.json"
+        self._verified_file = self.data_dir / "verified.json"
+        self._lock = threading.Lock()  # guards the two JSON files
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def installed(self) -> dict[str, InstalledModel]:
+        found: dict[str, InstalledModel] = {}
+        for entry in CATALOG:
+            if entry.package:
+                model = self._from_package(entry)
+                if model:
+                    found[model.name] = model
+        if self.models_dir.is_dir():
+            for manifest in sorted(self.models_dir.glob("*/confab-model.json")):
+                try:
+                    model = InstalledModel(**json.loads(manifest.read_text()))
+                except (ValueError, TypeError) as e:
+                    log.warning("ignoring unreadable manifest %s: %s", manifest, e)
+                    continue
+                found[model.name] = model
+        for data in self._read_added().values():
+            model = InstalledModel(**data)
+            if Path(model.path).exists():
+                found[model.name] = model
+        return found
+
+    def get(self, name: str) -> InstalledModel | None:
+        return self.installed().get(name)
+
+    def _from_package(self, entry: CatalogEntry) -> InstalledModel | None:
+        first = entry.files[0]
+        if entry.joined:
+            return self._joined_model(entry)
+        path = _package_file(entry.package, first.path)
+        if path is None:
+            return None
+        checksums = {str(path): first.sha256} if first.sha256 else {}
+        target = path if entry.fmt in ("gguf", "piper") else path.parent
+        return InstalledModel(entry.name, entry.kind, entry.fmt, str(target), entry.size,
+                              entry.source, entry.license, checksums, dict(entry.options))
+
+    def _joined_model(self, entry: CatalogEntry) -> InstalledModel | None:
+        """A model whose weights ship in parts: joined once into the models folder."""
+        parts = []
+        for ref in entry.joined:
+            dist, rel = ref.split(":", 1)
+            p = _package_file(dist, rel)
+            if p is None:
+                return None
+            parts.append(p)
+        companions = []
+        for f in entry.files[1:]:
+            p = _package_file(entry.package, f.path)
+            if p is None:
+                return None
+            companions.append((p, f.target or Path(f.path).name))
+        folder = self.models_dir / entry.name
+        joined = folder / (entry.files[0].target or "model.bin")
+        expected = sum(p.stat().st_size for p in parts)
+        if not joined.exists() or joined.stat().st_size != expected:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = joined.with_suffix(".joining")
+            with open(tmp, "wb") as out:
+                for p in parts:
+                    with open(p, "rb") as src:
+                        shutil.copyfileobj(src, out, 8 * 2**20)
+            os.replace(tmp, joined)
+        for src, name in companions:
+            dst = folder / name
+            if not dst.exists():
+                shutil.copyfile(src, dst)
+        sha = entry.files[0].sha256
+        return InstalledModel(entry.name, entry.kind, entry.fmt, str(folder), entry.size,
+                              entry.source, entry.license, {str(joined): sha} if sha else {},
+                              dict(entry.options))
+
+    # -- registering ----------------------------------------------------------------------------
+
+    def _read_added(self) -> dict[str, dict]:
+        try:
+            return json.loads(self._added_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as e:
+            raise ModelError(f"{self._added_file} is damaged ({e}); fix or remove it.") from None
+
+    def add(self, path: str | Path, name: str | None = None, kind: str | None = None) -> InstalledModel:
+        p = Path(path).expanduser().resolve()
+        if not p.exists():
+            raise ModelError(f"{p} does not exist.")
+        detected_kind, fmt = detect_kind(p)
+        if kind and kind not in KINDS:
+            raise ModelError(f"Unknown kind '{kind}'; use one of {', '.join(KINDS)}.")
+        if kind == "vision" and fmt == "gguf":
+            fmt = "llava-gguf"
+        name = name or (p.stem if p.is_file() else p.name)
+        if not name or "/" in name or name.startswith("."):
+            raise ModelError(f"'{name}' is not a usable model name.")
+        files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file() and f.stat().st_size > 2**20]
+        if fmt == "piper" and p.is_file():
+            files.append(Path(str(p) + ".json"))
+        checksums = {str(f): sha256_file(f) for f in files}
+        size = int(_dir_size(p) * 1.2) + 64 * 2**20
+        model = InstalledModel(name, kind or detected_kind, fmt, str(p), size, "local", "",
+                               checksums, {})
+        with self._lock:
+            added = self._read_added()
+            added[name] = asdict(model)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._added_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(added, indent=2))
+            os.replace(tmp, self._added_file)
+        self._remember_verified(model)
+        return model
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            added = self._read_added()
+            if name not in added:
+                return False
+            del added[name]
+            self._added_file.write_text(json.dumps(added, indent=2))
+            return True
+
+    # -- trust ----------------------------------------------------------------------------------
+
+    def _stamp(self, path: str) -> str:
+        st = os.stat(path)
+        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+
+    def _read_verified(self) -> dict[str, str]:
+        try:
+            return json.loads(self._verified_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _remember_verified(self, model: InstalledModel) -> None:
+        with self._lock:
+            seen = self._read_verified()
+            for path, sha in model.checksums.items():
+                seen[self._stamp(path)] = sha
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._verified_file.write_text(json.dumps(seen))
+
+    def verify(self, model: InstalledModel, force: bool = False) -> list[str]:
+        """Problems with the model's files; empty when every checksum matches."""
+        problems = []
+        seen = {} if force else self._read_verified()
+        for path, expected in model.checksums.items():
+            if not os.path.exists(path):
+                problems.append(f"{path} is missing")
+                continue
+            if not force and seen.get(self._stamp(path)) == expected:
+                continue
+            actual = sha256_file(path)
+            if actual != expected:
+                problems.append(f"{path}: sha256 {actual[:12]}… but expected {expected[:12]}…")
+        if not problems:
+            self._remember_verified(model)
+        return problems
