@@ -1,25 +1,51 @@
-"""Which front doors start with `confab run`, and the commands and CLI verbs they add.
+"""Which front doors and modalities plug into `confab`, in one list.
 
-Each platform adapter registers here, so `cli.py` stays the same as platforms are added.
+Each module named in EXTENSIONS may define any of:
+    register_commands(commands)            add chat commands (speech, images, skills)
+    register_cli(subparsers, common)       add CLI verbs (voice, worker, kb)
+    async start(engine, commands, app)     start an adapter when configured; return an object
+                                           with `async stop()`, or None when not configured
+A module whose optional library is missing is skipped with a note in the log.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 log = logging.getLogger(__name__)
 
+EXTENSIONS: list[str] = [
+]
+
+
+def _modules():
+    for name in EXTENSIONS:
+        try:
+            yield importlib.import_module(name)
+        except ImportError as e:
+            log.info("%s is not available: %s", name, e)
+
 
 def extend_commands(commands) -> None:
-    """Let installed modalities add their chat commands (speech, images, skills)."""
+    for module in _modules():
+        if hasattr(module, "register_commands"):
+            module.register_commands(commands)
 
 
 def extend_cli(sub, common) -> None:
-    """Let modalities add CLI verbs (voice, worker, kb)."""
+    for module in _modules():
+        if hasattr(module, "register_cli"):
+            module.register_cli(sub, common)
 
 
 async def start_configured(engine, commands, app) -> list:
-    """Start every adapter whose token is set; returns handles for `stop_all`."""
+    """Start every adapter whose token is set; returns them for `stop_all`."""
     started = []
+    for module in _modules():
+        if hasattr(module, "start"):
+            adapter = await module.start(engine, commands, app)
+            if adapter is not None:
+                started.append(adapter)
     return started
 
 

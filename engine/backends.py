@@ -37,6 +37,16 @@ LOADERS: dict[str, Loader] = {}
 EXECUTORS: dict[str, Executor] = {}
 JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat"}
 
+# Modules that register loaders and executors for more kinds of work (imported by the engine).
+MODALITIES: list[str] = [
+]
+
+
+def load_modalities() -> None:
+    import importlib
+    for name in MODALITIES:
+        importlib.import_module(name)
+
 
 def register_loader(fmt: str):
     def deco(fn: Loader) -> Loader:

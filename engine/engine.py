@@ -35,6 +35,7 @@ class Engine:
                  clock: Callable[[], float] = time.monotonic,
                  gpu_total: int | None | bool = False):
         self.settings = settings
+        backends.load_modalities()
         self.registry = registry or Registry(settings.data_path, settings.models_path)
         self._installed: dict[str, InstalledModel] = {}
         self.refresh_models()
