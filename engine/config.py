@@ -27,7 +27,8 @@ class Settings:
     port: int = field(default=8080, metadata={"env": "CONFAB_PORT"})
     data_dir: str = field(default_factory=_default_data_dir, metadata={"env": "CONFAB_DATA_DIR"})
     models_dir: str = field(default="", metadata={"env": "CONFAB_MODELS_DIR"})
-    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_API_KEYS"})
+    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_API_KEYS", "secret": True},
+                                     repr=False)
     log_level: str = field(default="INFO", metadata={"env": "CONFAB_LOG_LEVEL"})
 
     # models and devices
@@ -68,11 +69,11 @@ class Settings:
     channels_file: str = field(default="", metadata={"env": "CONFAB_CHANNELS_FILE"})
 
     # platforms: an adapter starts when its token is set
-    slack_bot_token: str = field(default="", metadata={"env": "SLACK_BOT_TOKEN", "secret": True})
-    slack_app_token: str = field(default="", metadata={"env": "SLACK_APP_TOKEN", "secret": True})
-    slack_signing_secret: str = field(default="", metadata={"env": "SLACK_SIGNING_SECRET", "secret": True})
+    slack_bot_token: str = field(default="", metadata={"env": "SLACK_BOT_TOKEN", "secret": True}, repr=False)
+    slack_app_token: str = field(default="", metadata={"env": "SLACK_APP_TOKEN", "secret": True}, repr=False)
+    slack_signing_secret: str = field(default="", metadata={"env": "SLACK_SIGNING_SECRET", "secret": True}, repr=False)
     slack_api_url: str = field(default="", metadata={"env": "CONFAB_SLACK_API_URL"})
-    discord_bot_token: str = field(default="", metadata={"env": "DISCORD_BOT_TOKEN", "secret": True})
+    discord_bot_token: str = field(default="", metadata={"env": "DISCORD_BOT_TOKEN", "secret": True}, repr=False)
     discord_api_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_API_URL"})
     discord_gateway_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_GATEWAY_URL"})
     discord_guild_ids: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_GUILD_IDS"})
@@ -120,7 +121,7 @@ class Settings:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = "***" if (f.metadata.get("secret") or f.name == "api_keys") and v else v
+            out[f.name] = "***" if f.metadata.get("secret") and v else v
         return out
 
 
