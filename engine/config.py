@@ -64,6 +64,19 @@ class Settings:
     bark_wait_budget_s: float = field(default=20.0, metadata={"env": "CONFAB_BARK_WAIT_BUDGET"})
     history_messages: int = field(default=20, metadata={"env": "CONFAB_HISTORY_MESSAGES"})
 
+    # images: generation, understanding, and the files Confab serves
+    default_image_model: str = field(default="", metadata={"env": "CONFAB_IMAGE_MODEL"})
+    default_vision_model: str = field(default="", metadata={"env": "CONFAB_VISION_MODEL"})
+    max_image_prompt_chars: int = field(default=1000, metadata={"env": "CONFAB_MAX_IMAGE_PROMPT_CHARS"})
+    max_image_side: int = field(default=1024, metadata={"env": "CONFAB_MAX_IMAGE_SIDE"})
+    max_image_steps: int = field(default=50, metadata={"env": "CONFAB_MAX_IMAGE_STEPS"})
+    max_images: int = field(default=4, metadata={"env": "CONFAB_MAX_IMAGES"})
+    max_image_bytes: int = field(default=10 * 2**20, metadata={"env": "CONFAB_MAX_IMAGE_BYTES"})
+    max_image_pixels: int = field(default=36_000_000, metadata={"env": "CONFAB_MAX_IMAGE_PIXELS"})
+    image_url_ttl_s: float = field(default=3600.0, metadata={"env": "CONFAB_IMAGE_URL_TTL"})
+    image_url_hosts: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_IMAGE_URL_HOSTS"})
+    public_url: str = field(default="", metadata={"env": "CONFAB_PUBLIC_URL"})
+
     # who is an admin (priority class 0), as platform:user_id entries
     admins: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_ADMINS"})
     channels_file: str = field(default="", metadata={"env": "CONFAB_CHANNELS_FILE"})
@@ -111,6 +124,8 @@ class Settings:
     def validate(self) -> None:
         positive = ["port", "queue_max", "user_queue_max", "concurrency", "max_body_bytes",
                     "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes"]
+        positive += ["max_image_prompt_chars", "max_image_side", "max_image_steps", "max_images",
+                     "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
