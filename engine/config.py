@@ -86,6 +86,13 @@ class Settings:
     slack_app_token: str = field(default="", metadata={"env": "SLACK_APP_TOKEN", "secret": True}, repr=False)
     slack_signing_secret: str = field(default="", metadata={"env": "SLACK_SIGNING_SECRET", "secret": True}, repr=False)
     slack_api_url: str = field(default="", metadata={"env": "CONFAB_SLACK_API_URL"})
+    slack_allow_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ALLOW_CHANNELS"})
+    slack_deny_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_DENY_CHANNELS"})
+    slack_allow_users: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ALLOW_USERS"})
+    slack_deny_users: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_DENY_USERS"})
+    slack_answer_bots: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ANSWER_BOTS"})
+    slack_user_rate: int = field(default=20, metadata={"env": "CONFAB_SLACK_USER_RATE"})
+    slack_edit_interval_s: float = field(default=1.0, metadata={"env": "CONFAB_SLACK_EDIT_INTERVAL"})
     discord_bot_token: str = field(default="", metadata={"env": "DISCORD_BOT_TOKEN", "secret": True}, repr=False)
     discord_api_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_API_URL"})
     discord_gateway_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_GATEWAY_URL"})
@@ -126,9 +133,12 @@ class Settings:
                     "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes"]
         positive += ["max_image_prompt_chars", "max_image_side", "max_image_steps", "max_images",
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
+        positive += ["slack_edit_interval_s"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
+        if self.slack_user_rate < 0:
+            raise ConfigError(f"CONFAB_SLACK_USER_RATE must be 0 (no limit) or more, not {self.slack_user_rate}.")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"CONFAB_DEVICE must be auto, cuda or cpu, not '{self.device}'.")
 
