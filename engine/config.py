@@ -64,6 +64,12 @@ class Settings:
     bark_wait_budget_s: float = field(default=20.0, metadata={"env": "CONFAB_BARK_WAIT_BUDGET"})
     history_messages: int = field(default=20, metadata={"env": "CONFAB_HISTORY_MESSAGES"})
 
+    # speech
+    stt_vad: bool = field(default=True, metadata={"env": "CONFAB_STT_VAD"})
+    stt_beam_size: int = field(default=5, metadata={"env": "CONFAB_STT_BEAM_SIZE"})
+    fast_tts_model: str = field(default="", metadata={"env": "CONFAB_FAST_TTS_MODEL"})
+    voice_max_tokens: int = field(default=200, metadata={"env": "CONFAB_VOICE_MAX_TOKENS"})
+
     # images: generation, understanding, and the files Confab serves
     default_image_model: str = field(default="", metadata={"env": "CONFAB_IMAGE_MODEL"})
     default_vision_model: str = field(default="", metadata={"env": "CONFAB_VISION_MODEL"})
@@ -130,7 +136,9 @@ class Settings:
 
     def validate(self) -> None:
         positive = ["port", "queue_max", "user_queue_max", "concurrency", "max_body_bytes",
-                    "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes"]
+                    "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes",
+                    "max_audio_seconds", "max_speech_chars", "ffmpeg_timeout_s", "stt_beam_size",
+                    "voice_max_tokens"]
         positive += ["max_image_prompt_chars", "max_image_side", "max_image_steps", "max_images",
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
         positive += ["slack_edit_interval_s"]
@@ -166,6 +174,12 @@ def _coerce(f: dataclasses.Field, raw, name: str):
             return int(text)
         if f.type == "float":
             return float(text)
+        if f.type == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
         if f.type.startswith("tuple"):
             return tuple(p.strip() for p in text.split(",") if p.strip())
         return raw
