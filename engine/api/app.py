@@ -12,7 +12,9 @@ from .errors import error_response, openai_errors
 from .app_util import caller_id  # noqa: F401  (re-exported)
 from .keys import ENGINE, SETTINGS
 
-ROUTE_MODULES = ["engine.api.chat"]   # each has setup(app); later modalities append themselves
+ROUTE_MODULES = ["engine.api.chat", "engine.api.audio", "engine.api.images"]   # each has setup(app); later modalities append themselves
+# Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
+STREAMED_UPLOADS: set[str] = set()
 
 
 @web.middleware
@@ -34,6 +36,8 @@ async def require_key(request: web.Request, handler):
 async def body_limit(request: web.Request, handler):
     """Refuse an oversize body with 413 after draining it, so the client reads the answer
     instead of a reset connection."""
+    if request.path in STREAMED_UPLOADS:
+        return await handler(request)
     limit = request.app[SETTINGS].max_body_bytes
     length = request.content_length
     if request.body_exists and length is not None and length > limit:

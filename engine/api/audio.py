@@ -1,0 +1,298 @@
+"""POST /v1/audio/transcriptions, /v1/audio/translations and /v1/audio/speech, as OpenAI has them."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+
+from aiohttp import web
+
+from .. import audio
+from ..errors import BadRequest, ConfabError, LimitExceeded
+from ..jobs import Origin
+from ..speech import (SpeechChunk, SpeechResult, TranscriptResult, TranscriptSegment,
+                      submit_speech, submit_transcription)
+from .app_util import caller_id
+from .errors import error_body
+from .keys import ENGINE, SETTINGS
+from .validate import number, read_json, string
+
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+LANGUAGE_NAMES = {
+    "en": "english", "de": "german", "es": "spanish", "fr": "french", "hi": "hindi",
+    "it": "italian", "ja": "japanese", "ko": "korean", "pl": "polish", "pt": "portuguese",
+    "ru": "russian", "tr": "turkish", "zh": "chinese", "nl": "dutch", "sv": "swedish",
+    "da": "danish", "no": "norwegian", "fi": "finnish", "cs": "czech", "uk": "ukrainian",
+    "ar": "arabic", "he": "hebrew", "el": "greek", "hu": "hungarian", "ro": "romanian",
+    "id": "indonesian", "vi": "vietnamese", "th": "thai", "ca": "catalan", "fa": "persian",
+}
+FIELD_LIMIT = 64 * 1024     # any form field but the file
+
+
+def _origin(request: web.Request, user: str = "") -> Origin:
+    return Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
+
+
+# -- reading the upload ------------------------------------------------------------------------
+
+async def _drain(request: web.Request, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not await request.content.read(2**16):
+            return
+
+
+async def read_upload(request: web.Request) -> tuple[bytes, str, dict[str, list[str]]]:
+    """The multipart form: the file's bytes and name, and the other fields. The file is read as
+    a stream and refused past CONFAB_MAX_AUDIO_BYTES."""
+    settings = request.app[SETTINGS]
+    max_bytes = settings.max_audio_bytes
+    if request.content_length is not None and request.content_length > max_bytes + FIELD_LIMIT * 8:
+        await _drain(request)
+        raise LimitExceeded("The upload", f"{request.content_length / 2**20:.1f}",
+                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("Send the audio as multipart/form-data with a 'file' field.", param="file")
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as e:
+        raise BadRequest(f"The multipart body could not be read: {e}", param="file") from None
+    data, filename, fields = None, "", {}
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not hasattr(part, "read_chunk"):
+                raise BadRequest("Nested multipart bodies are not supported.")
+            name = part.name or ""
+            if name == "file":
+                buf = bytearray()
+                while chunk := await part.read_chunk(2**16):
+                    buf += chunk
+                    if len(buf) > max_bytes:
+                        await _drain(request)
+                        raise LimitExceeded("The audio file", f"over {max_bytes / 2**20:.1f}",
+                                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
+                data, filename = bytes(buf), part.filename or ""
+            else:
+                raw = bytearray()
+                while chunk := await part.read_chunk(2**14):
+                    raw += chunk
+                    if len(raw) > FIELD_LIMIT:
+                        raise BadRequest(f"The form field '{name}' is too long.", param=name)
+                fields.setdefault(name, []).append(raw.decode("utf-8", "replace"))
+    except ValueError as e:
+        raise BadRequest(f"The multipart body could not be read: {e}", param="file") from None
+    if data is None:
+        raise BadRequest("The form has no 'file' field with the audio.", param="file")
+    return data, filename, fields
+
+
+def _field(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    return values[-1] if values else None
+
+
+def _float_field(fields, name: str, default: float, lo: float, hi: float) -> float:
+    raw = _field(fields, name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be a number.", param=name) from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise BadRequest(f"'{name}' must be between {lo:g} and {hi:g}.", param=name)
+    return value
+
+
+# -- transcripts in the formats asked for ------------------------------------------------------
+
+def _stamp(seconds: float, sep: str) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(result: TranscriptResult) -> str:
+    blocks = [f"{i}\n{_stamp(s.start, ',')} --> {_stamp(s.end, ',')}\n{s.text}\n"
+              for i, s in enumerate(result.segments, 1)]
+    return "\n".join(blocks)
+
+
+def to_vtt(result: TranscriptResult) -> str:
+    blocks = [f"{_stamp(s.start, '.')} --> {_stamp(s.end, '.')}\n{s.text}\n" for s in result.segments]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def to_verbose(result: TranscriptResult, words: bool, segments: bool = True) -> dict:
+    body = {"task": result.task, "language": LANGUAGE_NAMES.get(result.language, result.language),
+            "duration": result.duration_s, "text": result.text,
+            "usage": {"type": "duration", "seconds": math.ceil(result.duration_s)}}
+    if segments:
+        body["segments"] = [{"id": s.id, "seek": 0, "start": s.start, "end": s.end, "text": s.text,
+                             "tokens": s.tokens, "temperature": s.temperature,
+                             "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
+                             "no_speech_prob": s.no_speech_prob} for s in result.segments]
+    if words:
+        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end}
+                         for s in result.segments for w in s.words]
+    return body
+
+
+def render_transcript(result: TranscriptResult, fmt: str, granularities: list[str],
+                      headers: dict) -> web.Response:
+    if fmt == "text":
+        return web.Response(text=result.text + "\n", content_type="text/plain", headers=headers)
+    if fmt == "srt":
+        return web.Response(text=to_srt(result), content_type="text/plain", headers=headers)
+    if fmt == "vtt":
+        return web.Response(text=to_vtt(result), content_type="text/vtt", headers=headers)
+    if fmt == "verbose_json":
+        body = to_verbose(result, "word" in granularities,
+                          "segment" in granularities or not granularities)
+        return web.json_response(body, headers=headers)
+    return web.json_response({"text": result.text, "usage": {"type": "duration",
+                              "seconds": math.ceil(result.duration_s)}}, headers=headers)
+
+
+# -- the routes -----------------------------------------------------------------------------
+
+async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    data, filename, fields = await read_upload(request)
+    fmt = (_field(fields, "response_format") or "json").strip()
+    if fmt not in TRANSCRIPT_FORMATS:
+        raise BadRequest(f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}.",
+                         param="response_format")
+    granularities = [g.strip() for g in fields.get("timestamp_granularities[]", []) +
+                     fields.get("timestamp_granularities", [])]
+    if any(g not in ("word", "segment") for g in granularities):
+        raise BadRequest("timestamp_granularities may hold 'word' and 'segment'.",
+                         param="timestamp_granularities")
+    if granularities and fmt != "verbose_json":
+        raise BadRequest("timestamp_granularities needs response_format verbose_json.",
+                         param="timestamp_granularities")
+    stream = (_field(fields, "stream") or "").lower() == "true"
+    language = _field(fields, "language") if task == "transcribe" else None
+    handle = await submit_transcription(
+        engine, data, _origin(request, _field(fields, "user") or ""),
+        model=_field(fields, "model"), task=task, language=language or None,
+        prompt=_field(fields, "prompt") or "",
+        temperature=_float_field(fields, "temperature", 0.0, 0.0, 1.0),
+        word_timestamps="word" in granularities)
+    headers = {"X-Confab-Job-Id": handle.id}
+    if stream:
+        return await _stream_transcript(request, handle, headers)
+    try:
+        result: TranscriptResult = await handle.result()
+    except asyncio.CancelledError:
+        await handle.cancel()
+        raise
+    headers["X-Confab-Model"] = result.model
+    return render_transcript(result, fmt, granularities, headers)
+
+
+async def _stream_transcript(request: web.Request, handle, headers: dict) -> web.StreamResponse:
+    """OpenAI's streamed transcription: transcript.text.delta events, then transcript.text.done."""
+    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    await response.prepare(request)
+
+    def event(data: dict) -> bytes:
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    try:
+        first = True
+        async for ev in handle:
+            if isinstance(ev, TranscriptSegment) and ev.text:
+                await response.write(event({"type": "transcript.text.delta",
+                                            "delta": ("" if first else " ") + ev.text}))
+                first = False
+        try:
+            result = await handle.result()
+        except ConfabError as e:
+            await response.write(event(error_body(e.message, e.kind, e.code)))
+            return response
+        await response.write(event({"type": "transcript.text.done", "text": result.text}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        await handle.cancel()
+        raise
+    return response
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    return await _transcribe(request, "transcribe")
+
+
+async def translations(request: web.Request) -> web.StreamResponse:
+    return await _transcribe(request, "translate")
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    body = await read_json(request)
+    text = string(body, "input", required=True)
+    fmt = audio.check_format(string(body, "response_format", "mp3") or "mp3")
+    speed = number(body, "speed", 1.0, 0.25, 4.0)
+    stream_format = string(body, "stream_format", "audio")
+    if stream_format not in ("audio", "sse"):
+        raise BadRequest("stream_format must be audio or sse.", param="stream_format")
+    if stream_format == "sse":
+        raise BadRequest("Confab streams speech as raw audio: use response_format 'pcm' with "
+                         "stream_format 'audio'.", param="stream_format")
+    handle = await submit_speech(engine, text, _origin(request, string(body, "user") or ""),
+                                 model=string(body, "model"), voice=string(body, "voice"),
+                                 response_format=fmt, speed=speed)
+    headers = {"X-Confab-Job-Id": handle.id, "X-Confab-Model": handle.job.model}
+    if handle.job.note:
+        headers["X-Confab-Note"] = handle.job.note.encode("ascii", "replace").decode()
+    if fmt == "pcm":
+        return await _stream_pcm(request, handle, headers)
+    try:
+        result: SpeechResult = await handle.result()
+    except asyncio.CancelledError:
+        await handle.cancel()
+        raise
+    return web.Response(body=result.audio, headers={**headers, "Content-Type": result.mime_type})
+
+
+async def _stream_pcm(request: web.Request, handle, headers: dict) -> web.StreamResponse:
+    """Raw 24 kHz PCM, each sentence sent as soon as it is synthesized."""
+    response = web.StreamResponse(headers={**headers, "Content-Type": audio.mime_type("pcm")})
+    started = False
+    try:
+        async for ev in handle:
+            if isinstance(ev, SpeechChunk):
+                data = await asyncio.to_thread(audio.encode, audio.Pcm(ev.pcm, ev.sample_rate), "pcm")
+                if not started:
+                    await response.prepare(request)
+                    started = True
+                await response.write(data)
+        await handle.result()   # raises the job's error: before the first chunk, as a proper error
+    except ConfabError:
+        if not started:
+            raise
+        await response.write_eof()
+        return response
+    except (ConnectionResetError, asyncio.CancelledError):
+        await handle.cancel()
+        raise
+    if not started:
+        await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
+def setup(app: web.Application) -> None:
+    from .app import STREAMED_UPLOADS
+    STREAMED_UPLOADS.update({"/v1/audio/transcriptions", "/v1/audio/translations"})
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_post("/v1/audio/translations", translations)
+    app.router.add_post("/v1/audio/speech", speech)
