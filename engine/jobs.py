@@ -42,6 +42,9 @@ class Job:
     timeout_s: float | None = None  # None: the engine's default
     id: str = field(default_factory=new_job_id)
     created_at: float = field(default_factory=time.time)
+    # The caller's own notes, kept with the job in the store (an API endpoint, where a reply
+    # goes), so that a job resumed after a restart still knows how to answer.
+    meta: dict = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
