@@ -103,6 +103,15 @@ class Settings:
     discord_api_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_API_URL"})
     discord_gateway_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_GATEWAY_URL"})
     discord_guild_ids: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_GUILD_IDS"})
+    discord_admin_roles: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ADMIN_ROLES"})
+    discord_allow_guilds: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_GUILDS"})
+    discord_allow_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_CHANNELS"})
+    discord_allow_roles: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_ROLES"})
+    discord_allow_dms: bool = field(default=True, metadata={"env": "CONFAB_DISCORD_ALLOW_DMS"})
+    discord_listen_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_LISTEN_CHANNELS"})
+    discord_answer_bots: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ANSWER_BOTS"})
+    discord_user_rate: int = field(default=20, metadata={"env": "CONFAB_DISCORD_USER_RATE"})
+    discord_edit_interval_s: float = field(default=1.0, metadata={"env": "CONFAB_DISCORD_EDIT_INTERVAL"})
 
     @property
     def data_path(self) -> Path:
@@ -142,11 +151,14 @@ class Settings:
         positive += ["max_image_prompt_chars", "max_image_side", "max_image_steps", "max_images",
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
         positive += ["slack_edit_interval_s"]
+        positive += ["discord_edit_interval_s"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
         if self.slack_user_rate < 0:
             raise ConfigError(f"CONFAB_SLACK_USER_RATE must be 0 (no limit) or more, not {self.slack_user_rate}.")
+        if self.discord_user_rate < 0:
+            raise ConfigError(f"CONFAB_DISCORD_USER_RATE must be 0 (no limit) or more, not {self.discord_user_rate}.")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"CONFAB_DEVICE must be auto, cuda or cpu, not '{self.device}'.")
 
