@@ -15,6 +15,7 @@ import logging
 log = logging.getLogger(__name__)
 
 EXTENSIONS: list[str] = [
+    "bots.common.image_commands",
 ]
 
 

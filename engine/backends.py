@@ -39,6 +39,7 @@ JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat"}
 
 # Modules that register loaders and executors for more kinds of work (imported by the engine).
 MODALITIES: list[str] = [
+    "engine.images",
     "engine.speech",
 ]
 

@@ -325,7 +325,10 @@ def _jsonable(value):
 
 
 def job_from_record(cls: type[Job], record: dict) -> Job:
-    """Rebuild a job from its stored record (nested dataclasses included)."""
+    """Rebuild a job from its stored record (nested dataclasses included). A job type with
+    nested records of its own rebuilds itself with a `from_record` classmethod."""
+    if hasattr(cls, "from_record"):
+        return cls.from_record(record)
     from .jobs import ChatMessage
     fields = {f.name for f in dataclasses.fields(cls)}
     data = {k: v for k, v in record.items() if k in fields}

@@ -49,3 +49,8 @@ Commands:
   /models            installed models
   /reset             forget this conversation
   /help              this list"""
+
+
+# Said before an answer about an image when no vision model is installed (OCR read its text).
+OCR_ONLY_NOTE = ("(No vision model is installed here, so I read only the text in the image; "
+                 "I cannot see pictures, layout or colours.)\n\n")

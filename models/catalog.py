@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("chat", "stt", "tts", "image", "vision", "embedding")
+KINDS = ("chat", "stt", "tts", "image", "vision", "embedding", "ocr")
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,17 @@ CATALOG: tuple[CatalogEntry, ...] = (
                      "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90868376),),
         200 * MB, "Apache-2.0", "", "all-MiniLM-L6-v2 sentence embeddings for the knowledge base",
         default=True, extra="kb"),
+
+    CatalogEntry(
+        "rapidocr-ppocrv4", "ocr", "rapidocr", "pypi:rapidocr-onnxruntime",
+        (CatalogFile("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+                     "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", 4745517),
+         CatalogFile("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+                     "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", 10857958),
+         CatalogFile("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                     "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", 585532)),
+        200 * MB, "Apache-2.0", "", "PP-OCRv4 (RapidOCR): reads the text in images when no "
+        "vision model is installed", default=True, extra="ocr"),
 
     # -- chat models to pull (GGUF) ----------------------------------------------------------
     _gguf("mistral-7b-instruct", "TheBloke/Mistral-7B-Instruct-v0.2-GGUF",

@@ -99,6 +99,9 @@ def usage_dict(result: ChatResult) -> dict:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     body = await read_json(request)
+    from .vision import chat_with_images, has_image_parts
+    if has_image_parts(body.get("messages")):
+        return await chat_with_images(request, body)   # images: the vision model, or OCR
     user = string(body, "user") or ""
     origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
     job = parse_chat(body, engine.settings, origin)
