@@ -37,7 +37,7 @@ $(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
 # diffusers models with it.
 $(VENV)/.confab-test: $(VENV)/.confab-run
 	$(PIP) install 'torch==2.13.0'
-	$(PIP) install -e '.[all,bark,images,ocr,test]'
+	$(PIP) install -e '.[all,bark,images,ocr,kb,test]'
 	touch $@
 
 # ffmpeg decodes and encodes audio; espeak-ng makes test speech. Installed when missing and

@@ -41,6 +41,7 @@ JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat"}
 MODALITIES: list[str] = [
     "engine.images",
     "engine.speech",
+    "engine.embeddings",
 ]
 
 

@@ -83,6 +83,18 @@ class Settings:
     image_url_hosts: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_IMAGE_URL_HOSTS"})
     public_url: str = field(default="", metadata={"env": "CONFAB_PUBLIC_URL"})
 
+    # embeddings and the support knowledge base
+    default_embedding_model: str = field(default="", metadata={"env": "CONFAB_EMBEDDING_MODEL"})
+    kb_chunk_chars: int = field(default=900, metadata={"env": "CONFAB_KB_CHUNK_CHARS"})
+    kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
+    kb_top_k: int = field(default=4, metadata={"env": "CONFAB_KB_TOP_K"})
+    kb_min_score: float = field(default=0.45, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    kb_grounding_min: float = field(default=0.6, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
+    kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
+    kb_handover_text: str = field(default="Thanks for your question! Someone from the support team "
+                                  "will follow up here.", metadata={"env": "CONFAB_KB_HANDOVER_TEXT"})
+    kb_escalate_minutes: float = field(default=30.0, metadata={"env": "CONFAB_KB_ESCALATE_MINUTES"})
+
     # who is an admin (priority class 0), as platform:user_id entries
     admins: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_ADMINS"})
     channels_file: str = field(default="", metadata={"env": "CONFAB_CHANNELS_FILE"})
@@ -152,6 +164,12 @@ class Settings:
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
         positive += ["slack_edit_interval_s"]
         positive += ["discord_edit_interval_s"]
+        positive += ["kb_chunk_chars", "kb_max_file_bytes", "kb_top_k", "kb_escalate_minutes"]
+        if self.kb_when_unsure not in ("handover", "silent"):
+            raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
+        for name in ("kb_min_score", "kb_grounding_min"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{_env_name(name)} must be between 0 and 1, not {getattr(self, name)}.")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")

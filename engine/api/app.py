@@ -12,7 +12,7 @@ from .errors import error_response, openai_errors
 from .app_util import caller_id  # noqa: F401  (re-exported)
 from .keys import ENGINE, SETTINGS
 
-ROUTE_MODULES = ["engine.api.chat", "engine.api.images", "engine.api.audio"]   # each has setup(app); later modalities append themselves
+ROUTE_MODULES = ["engine.api.chat", "engine.api.images", "engine.api.audio", "engine.api.embeddings"]   # each has setup(app); later modalities append themselves
 # Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
 STREAMED_UPLOADS: set[str] = set()
 
