@@ -1,0 +1,50 @@
+"""Confab in Slack (slack-bolt, async): mentions, DMs, threads, slash commands and voice clips.
+
+`start(engine, commands, app)` is the adapter's entry point (see bots/adapters.py): it returns
+None when SLACK_BOT_TOKEN is unset; otherwise it checks the token with auth.test and connects by
+Socket Mode (SLACK_APP_TOKEN set) or serves the signed HTTP Events API at /slack/events on
+Confab's aiohttp app. slack_bolt is imported only when Slack is configured.
+"""
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class RunningSlack:
+    """What `start` returns: stop() disconnects and lets answers in flight finish briefly."""
+
+    def __init__(self, adapter, connection):
+        self.adapter, self.connection = adapter, connection
+
+    async def stop(self) -> None:
+        await self.connection.stop()
+        await self.adapter.stop()
+
+
+async def start(engine, commands, app=None):
+    settings = engine.settings
+    if not settings.slack_bot_token:
+        return None
+    try:
+        from . import connection
+        from .adapter import SlackAdapter
+    except ImportError as e:
+        from engine import ConfigError
+        raise ConfigError(f"SLACK_BOT_TOKEN is set but the Slack libraries are missing ({e.name}). "
+                          "Install them with: pip install 'confab-bot[slack]'") from None
+    connection.check_settings(settings)
+    client = connection.web_client(settings)
+    identity = await connection.who_am_i(client)
+    adapter = SlackAdapter(engine, commands, client, identity)
+    if settings.slack_app_token:
+        link = connection.SocketMode(adapter.app, settings.slack_app_token)
+        mode = "Socket Mode"
+    else:
+        link = connection.HttpEvents(adapter.app, app)
+        mode = f"HTTP events at {connection.EVENTS_PATH}"
+    await link.start()
+    log.info("Slack: connected to %s as @%s (%s) by %s", identity.get("team"), identity.get("user"),
+             identity.get("user_id"), mode)
+    return RunningSlack(adapter, link)

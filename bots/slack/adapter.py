@@ -1,0 +1,288 @@
+"""The Slack adapter: bolt listeners that acknowledge at once and hand the work to a task.
+
+Every event, command and action is acknowledged before any work starts (Slack wants an ack
+within 3 s, and a model may take longer than that just to load); then a question becomes a
+`Request` for the shared command set, answered through a `ThreadReply` or `SlashReply`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from engine import ConfabError, Origin
+from engine.messages import explain
+
+from ..common.access import Access, Lists, RateLimit
+from ..common.commands import Commands, Request
+from .events import Said, Seen, command_name, said
+from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackFiles
+from .reply import CANCEL_ACTION, SlashReply, ThreadReply
+from .voice import answer_voice_clip
+
+log = logging.getLogger(__name__)
+
+ADMIN_CACHE_S = 600.0
+ADMIN_CACHE_SIZE = 5000
+MAX_TASKS = 1000
+SLASH_COMMANDS = ("ask", "speak", "transcribe", "translate", "imagine", "queue", "cancel",
+                  "models", "help", "reset")
+
+
+class SlackAdapter:
+    def __init__(self, engine, commands: Commands, client: AsyncWebClient, identity: dict):
+        settings = engine.settings
+        self.engine, self.commands, self.client, self.settings = engine, commands, client, settings
+        self.team = identity.get("team_id", "")
+        self.bot_user_id = identity.get("user_id", "")
+        self.bot_id = identity.get("bot_id", "")
+        self.files = SlackFiles(settings.slack_bot_token, settings.slack_api_url)
+        self.access = Access(Lists.of(settings.slack_allow_channels, settings.slack_deny_channels,
+                                      settings.slack_allow_users, settings.slack_deny_users),
+                             RateLimit(settings.slack_user_rate))
+        self.seen = Seen()
+        self._admins: dict[str, tuple[bool, float]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.app = self._build_app()
+        engine.on_resume("slack", self._resume)
+
+    # -- the bolt app ------------------------------------------------------------------------
+
+    def _build_app(self) -> AsyncApp:
+        s = self.settings
+        app = AsyncApp(client=self.client, signing_secret=s.slack_signing_secret or "",
+                       request_verification_enabled=not s.slack_app_token,
+                       process_before_response=False, logger=logging.getLogger("slack_bolt"))
+        app.event("app_mention")(self._on_message)
+        app.event("message")(self._on_message)
+        app.event(re.compile(r".*"))(self._on_other_event)
+        app.command(re.compile(r"^/.+"))(self._on_command)
+        app.action(CANCEL_ACTION)(self._on_cancel)
+        app.action(re.compile(r".*"))(self._on_other_action)
+        app.view(re.compile(r".*"))(self._on_other_action)
+        app.shortcut(re.compile(r".*"))(self._on_other_action)
+        app.error(self._on_bolt_error)
+        return app
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run work after the ack; kept so that stop() can wait for it."""
+        if len(self._tasks) >= MAX_TASKS:
+            log.warning("%d Slack tasks in flight; still accepting, the engine's queue limits apply",
+                        len(self._tasks))
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a Slack task failed", exc_info=task.exception())
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.files.close()
+
+    # -- listeners: each returns at once ------------------------------------------------------
+
+    async def _on_message(self, event: dict, body: dict) -> None:
+        question = said(event, body.get("team_id", self.team), self.bot_user_id, self.bot_id,
+                        self.settings.slack_answer_bots)
+        if question is None or not self.seen.first(f"{question.channel}:{question.ts}"):
+            return
+        self._spawn(self._answer(question))
+
+    async def _on_other_event(self, event: dict) -> None:
+        log.debug("ignoring a %s event", event.get("type"))
+
+    async def _on_command(self, ack, command: dict, respond) -> None:
+        await ack()
+        self._spawn(self._command(command, respond))
+
+    async def _on_cancel(self, ack, body: dict, respond) -> None:
+        await ack()
+        self._spawn(self._cancel(body, respond))
+
+    async def _on_other_action(self, ack, body: dict) -> None:
+        await ack()
+        log.debug("ignoring a %s payload", body.get("type"))
+
+    async def _on_bolt_error(self, error: Exception, body: dict) -> None:
+        log.error("Slack listener failed on a %s payload: %s", body.get("type"), error, exc_info=error)
+
+    # -- the work -------------------------------------------------------------------------------
+
+    async def is_admin(self, user: str) -> bool:
+        """Configured admins (CONFAB_ADMINS slack:U…) and the workspace's admins and owners."""
+        if f"slack:{user}" in self.settings.admins or user in self.settings.admins:
+            return True
+        cached = self._admins.get(user)
+        if cached and time.monotonic() - cached[1] < ADMIN_CACHE_S:
+            return cached[0]
+        admin = False
+        try:
+            info = (await self.client.users_info(user=user)).get("user") or {}
+            admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        except SlackApiError as e:   # no users:read scope, or a bot: not an admin
+            log.debug("users.info %s: %s", user, e.response.get("error"))
+        if len(self._admins) >= ADMIN_CACHE_SIZE:
+            self._admins.pop(next(iter(self._admins)))
+        self._admins[user] = (admin, time.monotonic())
+        return admin
+
+    def _reply(self, q: Said) -> ThreadReply:
+        reply = ThreadReply(self.client, self.engine, q.channel, q.thread_ts, q.user,
+                            self.settings.slack_edit_interval_s)
+        reply.reply_ref = {"conversation": q.conversation}
+        return reply
+
+    async def _answer(self, q: Said) -> None:
+        reply = self._reply(q)
+        await self._guard(reply, self._answer_unguarded(q, reply))
+
+    async def _answer_unguarded(self, q: Said, reply: ThreadReply) -> None:
+        admin = await self.is_admin(q.user)
+        refusal = self.access.check(q.user, q.channel, admin)
+        if refusal:
+            await reply.private(refusal)
+            return
+        origin = Origin(platform="slack", user=q.user, channel=q.channel, thread=q.thread_ts or "",
+                        is_dm=q.is_dm, is_admin=admin)
+        request = Request(origin, q.conversation, q.text)
+        files = [SharedFile.of(f) for f in q.files]
+        clips = [f for f in files if f.kind == "audio"]
+        if clips:
+            await answer_voice_clip(self.commands, self.files, request, clips[0], reply)
+            return
+        notes, request.text = await self._read_files(files, q.text)
+        for note in notes:
+            await reply.private(note)
+        if not request.text:
+            if not notes:   # an empty mention: say how to ask rather than nothing
+                await reply.private("👋 Ask me something after the mention, or try /help.")
+            return
+        await self.commands.handle(request, reply)
+
+    async def _read_files(self, files: list[SharedFile], text: str) -> tuple[list[str], str]:
+        """Text files become part of the question; other files get a word, never silence."""
+        notes = []
+        for f in files:
+            if f.kind == "text" and f.size <= MAX_TEXT_FILE_BYTES:
+                try:
+                    data = await self.files.download(f, MAX_TEXT_FILE_BYTES)
+                    body = data.decode("utf-8", "replace")
+                    text = f"{text}\n\nThe file {f.name}:\n```\n{body}\n```".strip()
+                    continue
+                except ConfabError as e:
+                    notes.append(explain(e))
+                    continue
+            if f.kind == "image":
+                notes.append(f"🖼️ I can't look at images here yet, so I skipped {f.name}."
+                             + ("" if text else " Tell me what you'd like to know in words."))
+            else:
+                notes.append(f"📎 I can read text files and voice clips; {f.name} is neither, so I "
+                             "skipped it.")
+        return notes, text
+
+    async def _command(self, command: dict, respond) -> None:
+        name = command_name(command.get("command", ""))
+        user, channel = command.get("user_id", ""), command.get("channel_id", "")
+        text = (command.get("text") or "").strip()
+        is_dm = channel.startswith("D") or command.get("channel_name") == "directmessage"
+        request = Request(Origin(platform="slack", user=user, channel=channel, is_dm=is_dm),
+                          f"slack:{self.team}:{channel}:cmd:{command.get('trigger_id', '')}",
+                          f"/{name} {text}".strip())
+
+        def on_thread(ts: str) -> None:
+            request.conversation = f"slack:{self.team}:{channel}:{ts}"
+            reply.reply_ref = {"conversation": request.conversation}
+            request.origin = Origin(platform="slack", user=user, channel=channel, thread=ts,
+                                    is_dm=is_dm, is_admin=request.origin.is_admin)
+
+        reply = SlashReply(self.client, self.engine, channel, user, f"/{name} {text}".strip(), respond,
+                           on_thread, self.settings.slack_edit_interval_s)
+        await self._guard(reply, self._command_unguarded(request, reply))
+
+    async def _command_unguarded(self, request: Request, reply: SlashReply) -> None:
+        origin = request.origin
+        admin = await self.is_admin(origin.user)
+        refusal = self.access.check(origin.user, origin.channel, admin)
+        if refusal:
+            await reply.private(refusal)
+            return
+        request.origin = Origin(platform="slack", user=origin.user, channel=origin.channel,
+                                is_dm=origin.is_dm, is_admin=admin)
+        await self.commands.handle(request, reply)
+
+    async def _cancel(self, body: dict, respond) -> None:
+        user = (body.get("user") or {}).get("id", "")
+        job_id = (body.get("actions") or [{}])[0].get("value", "")
+        handle = self.engine.handle(job_id)
+        try:
+            if handle is None or handle.done:
+                await respond(text="That job has already finished.", response_type="ephemeral",
+                              replace_original=False)
+            elif handle.job.origin.user != user and not await self.is_admin(user):
+                await respond(text="Only the person who asked (or an admin) can cancel that.",
+                              response_type="ephemeral", replace_original=False)
+            else:
+                await handle.cancel()
+        except Exception:
+            log.exception("cancelling %s from a button failed", job_id)
+
+    async def _guard(self, reply, work: Awaitable[None]) -> None:
+        """The one place where a failure becomes words in the thread."""
+        try:
+            await work
+        except ConfabError as e:
+            await self._say_safely(reply, explain(e))
+        except SlackApiError as e:
+            log.warning("Slack refused a call: %s", e.response.get("error"))
+            await self._say_safely(reply, explain(e))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("answering on Slack failed")
+            await self._say_safely(reply, explain(e))
+
+    @staticmethod
+    async def _say_safely(reply, text: str) -> None:
+        try:
+            await reply.say(text)
+        except Exception as e:
+            log.warning("could not tell the person about an error either: %s", e)
+
+    # -- after a restart ------------------------------------------------------------------------
+
+    async def _resume(self, handle, ref: dict) -> None:
+        """A job accepted before a restart runs again: its answer goes where it would have."""
+        try:
+            where = json.loads(ref.get("reply_ref") or "{}")
+        except ValueError:
+            where = {}
+        if not where.get("channel"):
+            return
+        reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
+                            where.get("user", ""), self.settings.slack_edit_interval_s)
+        reply.reply_ref = {"conversation": where.get("conversation", "")}
+
+        async def run() -> None:
+            from ..common.render import tokens_of
+            text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
+            result = await handle.result()
+            conversation = where.get("conversation")
+            messages = getattr(handle.job, "messages", None)
+            if conversation and messages:
+                await self.engine.remember(conversation, "user", messages[-1].content)
+                await self.engine.remember(conversation, "assistant", getattr(result, "text", text))
+
+        self._spawn(self._guard(reply, run()))

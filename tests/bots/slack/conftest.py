@@ -1,0 +1,164 @@
+"""Confab's real Slack adapter and real engine (SmolLM2) against the loopback SlackFake, over
+Socket Mode and over signed HTTP. Every wait is bounded."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+import bots.slack
+from bots.common.commands import Commands
+from engine import Engine, Settings
+from engine.api.app import create_app
+from tests.fakes.slack import SlackFake
+
+ACK_S = 3.0
+
+
+class Confab:
+    """One running Confab wired to one SlackFake."""
+
+    def __init__(self, fake: SlackFake, engine: Engine, running, mode: str, url: str | None):
+        self.fake, self.engine, self.running, self.mode, self.url = fake, engine, running, mode, url
+
+    @property
+    def adapter(self):
+        return self.running.adapter
+
+    # -- delivering, with the 3 s ack checked ------------------------------------------------
+
+    async def deliver(self, event: dict) -> None:
+        if self.mode == "socket":
+            eid = await self.fake.send_event(event)
+            await self.fake.wait_ack(eid, ACK_S)
+        else:
+            t0 = time.monotonic()
+            status, _ = await self.fake.signed_post(self.url, self.fake.event_callback_body(event),
+                                                    self.fake.JSON, timeout=ACK_S)
+            assert status == 200 and time.monotonic() - t0 < ACK_S
+
+    async def mention(self, text: str, **kw) -> dict:
+        mention, message = self.fake.mention_pair(f"<@{self.fake.bot_user_id}> {text}", **kw)
+        await self.deliver(message)      # Slack sends both; the message often first
+        await self.deliver(mention)
+        return mention
+
+    async def slash(self, command: str, text: str = "", **kw) -> float:
+        """Sends a slash command; returns the seconds until it was acknowledged."""
+        t0 = time.monotonic()
+        if self.mode == "socket":
+            eid = await self.fake.send_slash_command(command, text, **kw)
+            await self.fake.wait_ack(eid, ACK_S)
+        else:
+            status, _ = await self.fake.signed_post(self.url, self.fake.slash_command_body(command, text, **kw),
+                                                    self.fake.FORM, timeout=ACK_S)
+            assert status == 200
+        return time.monotonic() - t0
+
+    async def click(self, action_id: str, value: str, **kw) -> None:
+        if self.mode == "socket":
+            eid = await self.fake.send_block_action(action_id, value, **kw)
+            await self.fake.wait_ack(eid, ACK_S)
+        else:
+            status, _ = await self.fake.signed_post(self.url, self.fake.block_actions_body(action_id, value, **kw),
+                                                    self.fake.FORM, timeout=ACK_S)
+            assert status == 200
+
+    # -- waiting for answers -----------------------------------------------------------------
+
+    def is_answer(self, m: dict, parent: str | None = None) -> bool:
+        text = m.get("text", "")
+        return (m.get("bot_id") == self.fake.bot_id and m["ts"] != parent and not m.get("blocks")
+                and "▌" not in text and not text.startswith(("⏳", "✍️", "🎧", "…"))
+                and "asked:" not in text)
+
+    async def answer(self, channel: str, thread_ts: str | None, timeout: float = 60) -> dict:
+        if thread_ts is None:   # the top of a DM
+            return await self.fake.wait_until(
+                lambda: next((m for m in reversed(self.fake.messages(channel, top_level_only=True))
+                              if self.is_answer(m)), None), timeout, "an answer")
+        return await self.fake.wait_message(channel, lambda m: self.is_answer(m, thread_ts),
+                                            thread_ts=thread_ts, timeout=timeout)
+
+    async def idle(self, timeout: float = 60) -> None:
+        """Until no Slack task is in flight and the engine has nothing queued or running."""
+        async def loop():
+            while self.adapter._tasks or self.engine.active_jobs():
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(loop(), timeout)
+
+    def jobs(self) -> list[dict]:
+        import json
+        db = sqlite3.connect(self.engine.settings.data_path / "confab.db")
+        try:
+            return [json.loads(p) for (p,) in db.execute("SELECT payload FROM jobs ORDER BY created")]
+        finally:
+            db.close()
+
+
+def settings_for(fake: SlackFake, mode: str, data_dir, **overrides) -> Settings:
+    values = dict(data_dir=str(data_dir), max_tokens=40, slack_bot_token=fake.bot_token,
+                  slack_api_url=fake.api_url, slack_user_rate=0)
+    if mode == "socket":
+        values["slack_app_token"] = fake.app_token          # no signing secret needed
+    else:
+        values["slack_signing_secret"] = fake.signing_secret
+    values.update(overrides)
+    return Settings.from_env(env={}, dotenv=None, **values)
+
+
+@contextlib.asynccontextmanager
+async def running_confab(fake: SlackFake, mode: str, data_dir, **overrides):
+    engine = Engine(settings_for(fake, mode, data_dir, **overrides))
+    await engine.start()
+    app = create_app(engine)
+    running = None
+    runner = None
+    try:
+        running = await bots.slack.start(engine, Commands(engine), app)
+        url = None
+        if mode == "http":
+            runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+            fake.request_url = url
+        else:
+            await fake.wait_connected(1, timeout=10)
+        yield Confab(fake, engine, running, mode, url)
+    finally:
+        fake.request_url = None
+        if running is not None:
+            await asyncio.wait_for(running.stop(), 15)
+        if runner is not None:
+            await runner.cleanup()
+        await engine.close()
+
+
+@pytest_asyncio.fixture
+async def fake():
+    f = SlackFake()
+    await f.start()
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
+@pytest.fixture(params=["socket", "http"])
+def mode(request) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture
+async def confab(fake, mode, tmp_path):
+    async with running_confab(fake, mode, tmp_path) as c:
+        yield c
+        await c.idle()
+    assert not fake.problems, fake.problems
