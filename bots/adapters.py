@@ -15,6 +15,7 @@ import logging
 log = logging.getLogger(__name__)
 
 EXTENSIONS: list[str] = [
+    "bots.slack",
     "bots.common.image_commands",
 ]
 

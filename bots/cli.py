@@ -46,7 +46,12 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
     adapters.extend_commands(commands)
     started = []
     if with_adapters:
-        started = await adapters.start_configured(engine, commands, app)
+        from engine import ConfigError
+        try:
+            started = await adapters.start_configured(engine, commands, app)
+        except ConfigError as e:   # a wrong token or a missing setting: say which, not a traceback
+            await engine.close()
+            sys.exit(f"confab: {e}")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
