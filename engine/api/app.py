@@ -10,9 +10,16 @@ from aiohttp import web
 from ..engine import Engine
 from .errors import error_response, openai_errors
 from .app_util import caller_id  # noqa: F401  (re-exported)
-from .keys import ENGINE, SETTINGS
+from .keys import API_KEY, ENGINE, SETTINGS
 
-ROUTE_MODULES = ["engine.api.chat", "engine.api.images", "engine.api.audio", "engine.api.embeddings"]   # each has setup(app); later modalities append themselves
+# Each module has setup(app); a modality adds its routes by adding its module here, one a line.
+ROUTE_MODULES = [
+    "engine.api.chat",
+    "engine.api.audio",
+    "engine.api.images",
+    "engine.api.jobs",
+    "engine.api.embeddings",
+]
 # Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
 STREAMED_UPLOADS: set[str] = set()
 
@@ -28,7 +35,7 @@ async def require_key(request: web.Request, handler):
                 return error_response(401, "Missing or wrong API key. Send it as "
                                       "'Authorization: Bearer KEY'.", "authentication_error",
                                       "invalid_api_key")
-        request["api_key"] = token or None
+        request[API_KEY] = token
     return await handler(request)
 
 

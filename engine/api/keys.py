@@ -5,3 +5,4 @@ from ..engine import Engine
 
 ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", Settings)
+API_KEY = web.RequestKey("api_key", str)
