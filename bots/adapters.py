@@ -15,6 +15,8 @@ import logging
 log = logging.getLogger(__name__)
 
 EXTENSIONS: list[str] = [
+    "bots.common.speech",
+    "voice.cli",
     "bots.slack",
     "bots.common.image_commands",
 ]

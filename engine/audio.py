@@ -207,10 +207,15 @@ def wav_bytes(pcm: Pcm) -> bytes:
 
 def read_wav(path: str | Path) -> Pcm:
     """A mono 16-bit WAV as Pcm (Confab's own files; uploads go through `decode`)."""
-    with wave.open(str(path), "rb") as w:
+    source = path if isinstance(path, io.BytesIO) else str(path)
+    with wave.open(source, "rb") as w:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise BadMedia(f"{Path(path).name} is not 16-bit mono WAV.")
+            raise BadMedia("That WAV file is not 16-bit mono.")
         return Pcm(w.readframes(w.getnframes()), w.getframerate())
+
+
+def read_wav_bytes(data: bytes) -> Pcm:
+    return read_wav(io.BytesIO(data))
 
 
 # -- encoding ---------------------------------------------------------------------------------

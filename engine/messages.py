@@ -42,6 +42,7 @@ Commands:
   /ask QUESTION      ask the assistant (plain text works too)
   /speak TEXT        answer aloud
   /transcribe FILE   turn speech into text
+  /voicenote FILE    answer a recording, in text and aloud
   /translate TEXT    translate
   /imagine PROMPT    make a picture
   /queue             your jobs, their place in line and ETA

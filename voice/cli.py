@@ -1,0 +1,118 @@
+"""`confab voice`: the push-to-talk loop on the microphone, or headless over files.
+
+    confab voice                                   microphone and speaker (pip install 'confab-bot[voice]')
+    confab voice --input q.wav --output a.wav      one turn from a file
+    confab voice --input-dir turns/ --output-dir answers/   each file a turn, in name order,
+                                                   in one conversation
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".m4a", ".mp3", ".flac"}
+
+
+def register_cli(sub, common) -> None:
+    p = common(sub.add_parser("voice", help="push-to-talk voice loop (microphone, or files with --input)"))
+    p.add_argument("--input", help="a recorded question (ogg, webm, m4a, mp3, wav, flac)")
+    p.add_argument("--output", help="where to write the spoken answer (.wav, .mp3, .ogg, .flac)")
+    p.add_argument("--input-dir", help="a folder of recorded turns, answered in name order")
+    p.add_argument("--output-dir", help="where to write each turn's answer (NAME.wav)")
+    p.add_argument("--stt-model", help="speech-to-text model (default CONFAB_STT_MODEL)")
+    p.add_argument("--tts-model", help="voice model (default CONFAB_TTS_MODEL)")
+    p.add_argument("--voice", help="a voice of that model (e.g. v2/en_speaker_6 for Bark)")
+    p.add_argument("--user", default="", help="whose conversation this is (default: you)")
+    p.set_defaults(func=cmd_voice)
+
+
+def cmd_voice(args) -> None:
+    import getpass
+    import logging
+    from engine.config import ConfigError, Settings
+    try:
+        settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
+    except ConfigError as e:
+        sys.exit(f"confab: {e}")
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.input and not args.output:
+        sys.exit("confab voice: --input needs --output (where to write the answer)")
+    if args.input_dir and not args.output_dir:
+        sys.exit("confab voice: --input-dir needs --output-dir")
+    user = args.user or getpass.getuser()
+    sys.exit(asyncio.run(run_voice(settings, args, user)))
+
+
+async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
+    from engine import ConfabError, Engine
+    from engine.messages import explain
+    from .loop import FilePlayer, VoiceLoop
+
+    engine = Engine(settings)
+    await engine.start(resume=False)
+    try:
+        options = dict(user=user, stt_model=args.stt_model, tts_model=args.tts_model, voice=args.voice)
+        if args.input or args.input_dir:
+            loop = VoiceLoop(engine, FilePlayer(), **options)
+            if args.input:
+                turns = [(Path(args.input), Path(args.output))]
+            else:
+                folder, dest = Path(args.input_dir), Path(args.output_dir)
+                files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+                if not files:
+                    print(f"confab voice: no audio files in {folder}", file=sys.stderr)
+                    return 2
+                turns = [(p, dest / f"{p.stem}.wav") for p in files]
+            return await run_files(loop, turns, out)
+        from .devices import Microphone, SpeakerPlayer
+        from .ptt import Keys, push_to_talk
+        try:
+            mic, speaker = Microphone(), SpeakerPlayer()
+        except ConfabError as e:
+            print(f"confab voice: {e.message}\nWithout a sound card, use --input and --output.",
+                  file=sys.stderr)
+            return 2
+        loop = VoiceLoop(engine, speaker, **options)
+        try:
+            await push_to_talk(loop, mic, Keys(), out)
+        finally:
+            speaker.close()
+        return 0
+    except ConfabError as e:
+        print(explain(e), file=sys.stderr)
+        return 1
+    finally:
+        await engine.close()
+
+
+async def run_files(loop, turns: list[tuple[Path, Path]], out=sys.stdout) -> int:
+    """Each (question file, answer file) as one turn of the same conversation."""
+    from engine import audio
+    failures = 0
+    for src, dst in turns:
+        try:
+            data = await asyncio.to_thread(src.read_bytes)
+        except OSError as e:
+            print(f"{src}: {e.strerror}", file=sys.stderr)
+            failures += 1
+            continue
+        result = await loop.turn(data)
+        print(f"[{src.name}] you: {result.transcript}", file=out)
+        if result.error:
+            print(f"[{src.name}] {result.error}", file=out)
+            failures += 1
+            continue
+        print(f"[{src.name}] confab: {result.answer}", file=out)
+        if result.note:
+            print(f"[{src.name}] ({result.note})", file=out)
+        fmt = dst.suffix.lower().lstrip(".") or "wav"
+        fmt = {"oga": "ogg", "opus": "opus", "m4a": "aac"}.get(fmt, fmt)
+        data = await asyncio.to_thread(audio.encode, result.audio, fmt)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dst.write_bytes, data)
+        first = f"{result.first_audio_s:.2f}" if result.first_audio_s is not None else "-"
+        print(f"[{src.name}] answer: {dst} ({result.audio.duration_s:.1f} s of audio; first audio "
+              f"after {first} s, all of it after {result.full_audio_s or 0:.2f} s)", file=out)
+    return 1 if failures else 0
