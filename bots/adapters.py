@@ -15,6 +15,7 @@ import logging
 log = logging.getLogger(__name__)
 
 EXTENSIONS: list[str] = [
+    "bots.discord",
     "bots.common.speech",
     "voice.cli",
     "bots.slack",
