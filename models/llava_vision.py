@@ -58,11 +58,13 @@ def handler_name(options: dict, files: list[str]) -> str:
 
 
 def split_files(path: str | Path) -> tuple[str, str]:
-    """(language model GGUF, projector GGUF) in a model folder."""
-    folder = Path(path)
+    """(language model GGUF, projector GGUF) in a model folder; or, given the language model's
+    file (`confab models add FILE --kind vision`), the projector beside it."""
+    given = Path(path)
+    folder = given.parent if given.is_file() else given
     ggufs = sorted(p for p in folder.iterdir() if p.suffix == ".gguf") if folder.is_dir() else []
     projectors = [p for p in ggufs if "mmproj" in p.name.lower() or "projector" in p.name.lower()]
-    models = [p for p in ggufs if p not in projectors]
+    models = [given] if given.is_file() else [p for p in ggufs if p not in projectors]
     if len(projectors) != 1 or len(models) != 1:
         raise ValueError(f"{folder} must hold one language-model GGUF and one projector GGUF "
                          f"(its name containing 'mmproj'); found {[p.name for p in ggufs]}.")

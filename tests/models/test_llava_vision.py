@@ -1,0 +1,77 @@
+"""The vision backend without weights: which llama-cpp-python handler a model gets, the folder
+layout it needs, and the request the handler receives (images as data URLs, text last).
+
+No LLaVA-style weights can be had offline, so generation itself is not exercised here; the
+handler names are checked against the installed llama-cpp-python so that an upgrade that
+renames one fails here rather than at a user's first question."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from models.llava_vision import (DEFAULT_HANDLER, HANDLERS, VisionTurn, build_messages,
+                                 handler_name, split_files)
+
+
+@pytest.mark.parametrize("files, expected", [
+    (["ggml-model-q4_k.gguf", "mmproj-model-f16.gguf"], "llava-1.5"),      # the catalog's LLaVA 1.5
+    (["llava-v1.6-mistral-7b.Q4_K_M.gguf", "mmproj-model-f16.gguf"], "llava-1.6"),
+    (["moondream2-text-model-f16.gguf", "moondream2-mmproj-f16.gguf"], "moondream"),
+    (["nanollava-text-model-f16.gguf", "nanollava-mmproj-f16.gguf"], "nanollava"),
+    (["MiniCPM-V-2_6-Q4_K_M.gguf", "mmproj-model-f16.gguf"], "minicpm-v-2.6"),
+    (["Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf", "mmproj-Qwen2.5-VL-3B-f16.gguf"], "qwen2.5-vl"),
+])
+def test_handler_from_file_names(files, expected):
+    assert handler_name({}, files) == expected
+
+
+def test_handler_option_wins_and_is_checked():
+    assert handler_name({"handler": "moondream"}, ["llava.gguf"]) == "moondream"
+    with pytest.raises(ValueError, match="Unknown vision handler"):
+        handler_name({"handler": "gpt-4v"}, [])
+    assert DEFAULT_HANDLER == "llava-1.5"
+
+
+def test_every_handler_exists_in_llama_cpp():
+    chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
+    for name, cls in HANDLERS.items():
+        assert hasattr(chat_format, cls), f"{name}: llama_cpp has no {cls}"
+
+
+def test_split_files(tmp_path):
+    (tmp_path / "ggml-model-q4_k.gguf").write_bytes(b"GGUF")
+    (tmp_path / "mmproj-model-f16.gguf").write_bytes(b"GGUF")
+    model, projector = split_files(tmp_path)
+    assert model.endswith("ggml-model-q4_k.gguf") and projector.endswith("mmproj-model-f16.gguf")
+    assert split_files(model) == (model, projector)     # the model's file, projector beside it
+    (tmp_path / "mmproj-model-f16.gguf").unlink()
+    with pytest.raises(ValueError, match="projector"):
+        split_files(tmp_path)
+
+
+def test_request_shape_puts_images_first_as_data_urls():
+    png = b"\x89PNG\r\n\x1a\nfake"
+    messages = build_messages([VisionTurn("system", "Be brief."),
+                               VisionTurn("user", "What is this?", [(png, "image/png")]),
+                               VisionTurn("assistant", "A cat."),
+                               VisionTurn("user", "And its colour?")])
+    assert messages[0] == {"role": "system", "content": "Be brief."}
+    parts = messages[1]["content"]
+    assert parts[0]["type"] == "image_url" and parts[-1] == {"type": "text", "text": "What is this?"}
+    url = parts[0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,") and base64.b64decode(url.split(",", 1)[1]) == png
+    assert messages[2:] == [{"role": "assistant", "content": "A cat."},
+                            {"role": "user", "content": "And its colour?"}]
+
+
+def test_llava15_template_renders_our_request():
+    """The handler's own chat template turns our request into LLaVA 1.5's prompt, the image
+    URL where its mtmd marker goes and the question after it."""
+    chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
+    import jinja2
+    template = jinja2.Environment().from_string(chat_format.Llava15ChatHandler.CHAT_FORMAT)
+    messages = build_messages([VisionTurn("system", "Be brief."),
+                               VisionTurn("user", "What is this?", [(b"x", "image/png")])])
+    prompt = template.render(messages=messages, add_generation_prompt=True)
+    assert prompt == "Be brief.\nUSER: data:image/png;base64,eA==What is this?\nASSISTANT: "
