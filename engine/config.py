@@ -53,6 +53,11 @@ class Settings:
     job_timeout_s: float = field(default=600.0, metadata={"env": "CONFAB_JOB_TIMEOUT"})
     concurrency: int = field(default=1, metadata={"env": "CONFAB_CONCURRENCY"})
 
+    # limits on each person and key over time (0: no limit; admins are never limited)
+    user_rate: int = field(default=0, metadata={"env": "CONFAB_USER_RATE"})
+    key_rate: int = field(default=0, metadata={"env": "CONFAB_KEY_RATE"})
+    daily_gpu_seconds: float = field(default=0.0, metadata={"env": "CONFAB_DAILY_GPU_SECONDS"})
+
     # limits on what one request may ask for
     max_body_bytes: int = field(default=8 * 2**20, metadata={"env": "CONFAB_MAX_BODY_BYTES"})
     max_prompt_chars: int = field(default=32_000, metadata={"env": "CONFAB_MAX_PROMPT_CHARS"})
@@ -173,6 +178,9 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
+        for name in ("user_rate", "key_rate", "daily_gpu_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_env_name(name)} must be 0 (no limit) or more, not {getattr(self, name)}.")
         if self.slack_user_rate < 0:
             raise ConfigError(f"CONFAB_SLACK_USER_RATE must be 0 (no limit) or more, not {self.slack_user_rate}.")
         if self.discord_user_rate < 0:

@@ -16,6 +16,7 @@ from .config import Settings
 from .errors import (BackendFailed, ConfabError, EngineBusy, JobCancelled, JobTimeout,
                      UnknownModel, UserError, UserQueueFull)
 from .handle import JobHandle
+from .limits import Limits
 from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started
 from .memory import ModelManager, device_budgets
 from .metrics import Metrics
@@ -52,6 +53,7 @@ class Engine:
                                    settings.concurrency)
         self.store = Store(settings.data_path / "confab.db")
         self.metrics = Metrics()
+        self.limits = Limits.from_settings(settings)
         self._workers = ThreadPoolExecutor(max_workers=settings.concurrency + 1,
                                            thread_name_prefix="confab-infer")
         self._handles: dict[str, JobHandle] = {}
@@ -109,6 +111,8 @@ class Engine:
         self._started = True
         self.scheduler.start()
         self.models.start()
+        from .limits import day_start
+        self.limits.seed(await self.store.run_seconds_since(day_start(time.time())))
         if resume:
             await self._resume_unfinished()
 
@@ -147,6 +151,12 @@ class Engine:
         job.model = self.resolve_model(job.model, model_kind).name
         prio = job.priority if job.priority is not None else priority_class(job.origin, self.settings.admins)
         user = job.origin.user_key
+        try:
+            self.limits.check(job.origin)
+        except EngineBusy as e:
+            self.metrics.rejected.labels(e.code).inc()
+            await self.store.audit(user, f"refused:{job.kind}", {"model": job.model, "reason": e.code})
+            raise
         self._check_capacity(user)
         self._admitting[user] = self._admitting.get(user, 0) + 1
         try:
@@ -228,6 +238,7 @@ class Engine:
             log.exception("loading %s failed", job.model)
             return await self._fail(handle, BackendFailed(f"Loading the model '{job.model}' failed: {e}"))
         loop = asyncio.get_running_loop()
+        started = None
         try:
             handle.status, handle.device = "running", device
             handle.push(Started(job.model, device))
@@ -258,6 +269,8 @@ class Engine:
             log.exception("job %s failed", job.id)
             await self._fail(handle, BackendFailed(f"The model '{job.model}' failed: {e}"))
         finally:
+            if started is not None:   # the daily GPU-seconds budget counts run time, whatever the outcome
+                self.limits.charge(job.origin, time.monotonic() - started)
             self.metrics.running.dec()
             self.models.release(job.model)
             self._update_memory()

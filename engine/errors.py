@@ -9,7 +9,9 @@
     │   ├── Unauthorized          missing or wrong API key
     │   └── BadMedia              audio or image that cannot be used
     ├── EngineBusy                the queue (or your share of it) is full: retry_after seconds
-    │   └── UserQueueFull
+    │   ├── UserQueueFull
+    │   ├── RateLimited           too many requests this minute (per person or per API key)
+    │   └── BudgetExhausted       today's GPU-seconds are used up
     ├── JobCancelled
     ├── JobTimeout
     └── InfrastructureError       our fault, not the person's (HTTP 5xx)
@@ -96,6 +98,24 @@ class EngineBusy(ConfabError):
 
 class UserQueueFull(EngineBusy):
     code = "user_queue_full"
+
+
+class RateLimited(EngineBusy):
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float, limit: str, maximum: int):
+        super().__init__(message, retry_after)
+        self.limit, self.maximum = limit, maximum
+        self.data.update(limit=limit, maximum=maximum)
+
+
+class BudgetExhausted(EngineBusy):
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, retry_after: float, used_s: float, budget_s: float):
+        super().__init__(message, retry_after)
+        self.used_s, self.budget_s = used_s, budget_s
+        self.data.update(used_s=used_s, budget_s=budget_s)
 
 
 class JobCancelled(ConfabError):

@@ -4,12 +4,22 @@ Adapters call `explain(error)` and post what it returns; the API uses `error.mes
 """
 from __future__ import annotations
 
-from .errors import (BackendMissing, BadMedia, ConfabError, EngineBusy, InfrastructureError,
-                     JobCancelled, JobTimeout, LimitExceeded, ModelDoesNotFit, PromptTooLong,
-                     UnknownModel, UserError, UserQueueFull)
+from .errors import (BackendMissing, BadMedia, BudgetExhausted, ConfabError, EngineBusy,
+                     InfrastructureError, JobCancelled, JobTimeout, LimitExceeded, ModelDoesNotFit,
+                     PromptTooLong, RateLimited, UnknownModel, UserError, UserQueueFull)
+
+
+def _wait(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def explain(error: BaseException) -> str:
+    if isinstance(error, RateLimited):
+        return f"🚦 {error.message} Try again in about {_wait(error.retry_after)}."
+    if isinstance(error, BudgetExhausted):
+        return f"🪫 {error.message} It resets in about {_wait(error.retry_after)}."
     if isinstance(error, UserQueueFull):
         return f"⏳ {error.message} (try again in about {error.retry_after:.0f} s)"
     if isinstance(error, EngineBusy):

@@ -132,6 +132,15 @@ class Store:
             return [(json.loads(p), prio, ref) for p, prio, ref in rows]
         return await self._run(_list)
 
+    async def run_seconds_since(self, since: float) -> dict[str, float]:
+        """Seconds each user's jobs spent running, for jobs started at `since` or later."""
+        def _sum():
+            rows = self._db.execute(
+                "SELECT user, SUM(finished - started) FROM jobs WHERE started >= ? AND finished"
+                " IS NOT NULL GROUP BY user", (since,)).fetchall()
+            return {user: float(total or 0.0) for user, total in rows}
+        return await self._run(_sum)
+
     # -- conversations -------------------------------------------------------------------------
 
     async def append_message(self, conversation: str, role: str, content: str) -> None:
