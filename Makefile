@@ -24,6 +24,8 @@ bench: setup-test
 
 setup: system-deps $(VENV)/.confab-run
 setup-test: system-deps $(VENV)/.confab-test
+# the dashboard's browser test drives Debian's chromium (headless)
+setup-test: APT_PACKAGES += chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +45,7 @@ $(VENV)/.confab-test: $(VENV)/.confab-run
 # ffmpeg decodes and encodes audio; espeak-ng makes test speech. Installed when missing and
 # we may (root, or passwordless sudo); otherwise we say what to install.
 system-deps:
-	@missing=""; for p in ffmpeg espeak-ng; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

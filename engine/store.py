@@ -141,6 +141,16 @@ class Store:
             return {user: float(total or 0.0) for user, total in rows}
         return await self._run(_sum)
 
+    async def recent_failures(self, limit: int = 20) -> list[dict]:
+        """The last failed jobs, newest first: id, kind, model, user, error, finished."""
+        def _list():
+            cur = self._db.execute(
+                "SELECT id, kind, model, user, error, finished FROM jobs WHERE status='failed'"
+                " ORDER BY finished DESC LIMIT ?", (limit,))
+            keys = [d[0] for d in cur.description]
+            return [dict(zip(keys, row)) for row in cur.fetchall()]
+        return await self._run(_list)
+
     # -- conversations -------------------------------------------------------------------------
 
     async def append_message(self, conversation: str, role: str, content: str) -> None:
