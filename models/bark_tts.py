@@ -50,7 +50,8 @@ class BarkTTS:
         return sorted(k for k in presets if k != "repo_or_path")
 
     def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0,
-                   cancelled: Callable[[], bool] | None = None, max_semantic_tokens: int = 768) -> bytes:
+                   cancelled: Callable[[], bool] | None = None,
+                   max_semantic_tokens: int | None = None) -> bytes:
         """One sentence to 16-bit PCM at `sample_rate`. `speed` is applied by the caller (ffmpeg)."""
         torch = self.torch
         preset = voice if voice and voice in self.voices() else None
@@ -58,7 +59,9 @@ class BarkTTS:
         inputs = {k: (v.to(self.device) if hasattr(v, "to") else
                       {kk: vv.to(self.device) for kk, vv in v.items()} if isinstance(v, dict) else v)
                   for k, v in inputs.items()}
-        kwargs = {"semantic_max_new_tokens": max_semantic_tokens}
+        kwargs = {}
+        if max_semantic_tokens:       # else the model's generation config decides (Bark: 768)
+            kwargs["semantic_max_new_tokens"] = max_semantic_tokens
         if cancelled is not None:
             kwargs["semantic_stopping_criteria"] = _stop_when(cancelled)
         with self._lock, torch.inference_mode():
