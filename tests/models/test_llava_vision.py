@@ -75,3 +75,43 @@ def test_llava15_template_renders_our_request():
                                VisionTurn("user", "What is this?", [(b"x", "image/png")])])
     prompt = template.render(messages=messages, add_generation_prompt=True)
     assert prompt == "Be brief.\nUSER: data:image/png;base64,eA==What is this?\nASSISTANT: "
+
+
+# -- a tiny random-weight LLaVA-1.5-style model through llama-cpp-python's handler --------------
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    pytest.importorskip("gguf")
+    pytest.importorskip("llama_cpp")
+    from tests.models.tiny_llava import build_tiny_llava
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+def red_png() -> bytes:
+    import io
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (255, 0, 0)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_tiny_llava_loads_encodes_the_image_and_streams(tiny_llava):
+    from models.llama_chat import ChatRequest
+    from models.llava_vision import LlavaVision
+    vision = LlavaVision(str(tiny_llava), n_ctx=512, n_threads=2)
+    try:
+        assert vision.handler == "llava-1.5"
+        tokens = []
+        turns = [VisionTurn("user", "What colour is this?", [(red_png(), "image/png")])]
+        out = vision.chat(turns, ChatRequest([], max_tokens=6, temperature=0.0, seed=1),
+                          tokens.append, lambda: False)
+        assert 0 < out.completion_tokens == len(tokens) <= 6 and out.finish_reason == "length"
+        assert out.text == "".join(tokens)
+        again = vision.chat(turns, ChatRequest([], max_tokens=6, temperature=0.0, seed=1),
+                            lambda t: None, lambda: False)
+        assert again.text == out.text                      # greedy: the same answer
+        stopped = vision.chat(turns, ChatRequest([], max_tokens=50, temperature=0.0),
+                              lambda t: None, lambda: True)
+        assert stopped.finish_reason == "cancelled" and stopped.completion_tokens <= 1
+    finally:
+        vision.close()
