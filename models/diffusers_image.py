@@ -6,7 +6,6 @@ diffusers are imported when a pipeline loads, with an error that says what to in
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -233,9 +232,3 @@ class DiffusersImage:
         if self.device == "cuda":
             torch.cuda.empty_cache()
 
-
-def read_model_index(path: str | Path) -> dict:
-    try:
-        return json.loads((Path(path) / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return {}
