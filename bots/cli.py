@@ -29,6 +29,11 @@ def _logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def _redact_logs(settings) -> None:
+    from engine.redact import install
+    install(settings)
+
+
 # -- run / serve ------------------------------------------------------------------------------
 
 async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
@@ -88,12 +93,14 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
 def cmd_run(args) -> None:
     settings = _settings(args)
     _logging(settings.log_level)
+    _redact_logs(settings)
     asyncio.run(_serve(settings, with_adapters=True, console=args.console))
 
 
 def cmd_serve(args) -> None:
     settings = _settings(args)
     _logging(settings.log_level)
+    _redact_logs(settings)
     asyncio.run(_serve(settings, with_adapters=False, console=False))
 
 

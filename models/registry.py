@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,25 @@ def _package_file(dist: str, relpath: str) -> Path | None:
             p = Path(f.locate())
             return p if p.exists() else None
     return None
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    """A model name is a plain word (letters, digits, . _ + -), never a path: it may become a
+    folder name in the models folder, and it travels in API requests."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ModelError(f"'{name}' is not a usable model name: use letters, digits and . _ + - "
+                         "(up to 128), starting with a letter or digit.")
+    return name
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    """Whether `path` names something in `folder`, judged on the names (`..` included), so that
+    a symlink an admin placed in the models folder still counts as inside."""
+    folder = Path(os.path.abspath(folder))
+    return Path(os.path.normpath(folder / path)).is_relative_to(folder)
 
 
 def detect_kind(path: Path) -> tuple[str, str]:
@@ -136,6 +156,9 @@ class Registry:
                     model = InstalledModel(**json.loads(manifest.read_text()))
                 except (ValueError, TypeError) as e:
                     log.warning("ignoring unreadable manifest %s: %s", manifest, e)
+                    continue
+                if not _inside(model.path, manifest.parent) or not _NAME.fullmatch(model.name):
+                    log.warning("ignoring %s: its name or path leaves the models folder", manifest)
                     continue
                 found[model.name] = model
         for data in self._read_added().values():
@@ -213,9 +236,9 @@ class Registry:
             raise ModelError(f"Unknown kind '{kind}'; use one of {', '.join(KINDS)}.")
         if kind == "vision" and fmt == "gguf":
             fmt = "llava-gguf"
-        name = name or (p.stem if p.is_file() else p.name)
-        if not name or "/" in name or name.startswith("."):
-            raise ModelError(f"'{name}' is not a usable model name.")
+        if name is None:
+            name = re.sub(r"[^A-Za-z0-9._+-]+", "-", p.stem if p.is_file() else p.name).strip("-.")
+        name = check_name(name)
         files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file() and f.stat().st_size > 2**20]
         if fmt == "piper" and p.is_file():
             files.append(Path(str(p) + ".json"))
