@@ -1,0 +1,306 @@
+"""Confab on Discord: gateway events and interactions in, engine jobs out.
+
+A thin translator: it decides whether an event is addressed to Confab, who asks from where
+(access and priority in `access.py`), which conversation it belongs to (`history.py`), and
+hands the text to the shared command set with a Discord `Reply` (`reply.py`). Voice messages go
+through the voice-note path (`voice.py`). Every failure becomes a short reply (`explain`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+
+from bots.common.commands import Commands, Request
+from engine import ConfabError, Engine, Origin
+from engine.messages import explain
+
+from . import files, history
+from .access import DiscordAccess, Who
+from .buttons import CancelButton, SpeakButton
+from .reply import DiscordReply, InteractionReply, MessageReply
+from .slash import PRIVATE, build_tree
+from .voice import answer_voice_note
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0
+ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+def point_at(api_url: str, gateway_url: str) -> Callable[[], None]:
+    """Send discord.py's REST calls to `api_url` and its first gateway connection to
+    `gateway_url` (internals: `Route.BASE`, `DiscordWebSocket.DEFAULT_GATEWAY`); returns a
+    function that restores them."""
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    if api_url:
+        discord.http.Route.BASE = api_url.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+    def restore() -> None:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+    return restore
+
+
+class ConfabClient(discord.Client):
+    def __init__(self, adapter: "DiscordAdapter", guild_ready_timeout: float, identify_delay: float):
+        intents = discord.Intents.default()
+        intents.message_content = True      # privileged: enable it in the developer portal
+        super().__init__(intents=intents, guild_ready_timeout=guild_ready_timeout,
+                         allowed_mentions=discord.AllowedMentions.none())
+        self.adapter = adapter
+        self.identify_delay = identify_delay
+        self.tree = build_tree(self, adapter)
+        self.ready = asyncio.Event()
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(CancelButton, SpeakButton)
+        await self.adapter.sync_commands()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # Discord allows one IDENTIFY per 5 s per bot (max_concurrency 1): discord.py's default.
+        if not initial:
+            await asyncio.sleep(self.identify_delay)
+
+    async def on_ready(self) -> None:
+        log.info("Discord: connected as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
+        self.ready.set()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    def __init__(self, engine: Engine, commands: Commands, *, guild_ready_timeout: float = 2.0,
+                 identify_delay: float = 5.0):
+        self.engine, self.commands = engine, commands
+        self.settings = engine.settings
+        self.access = DiscordAccess(self.settings)
+        self.client = ConfabClient(self, guild_ready_timeout, identify_delay)
+        self._task: asyncio.Task | None = None
+        self._restore: Callable[[], None] | None = None
+        self.pipelines: dict[str, object] = {}   # first job id -> running voice note
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._restore = point_at(self.settings.discord_api_url, self.settings.discord_gateway_url)
+        try:
+            await self.client.login(self.settings.discord_bot_token)
+        except BaseException:
+            await self.client.close()
+            self._restore()
+            raise
+        self._task = asyncio.create_task(self._connect(), name="confab-discord-gateway")
+
+    async def _connect(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            log.error("Discord refused the Message Content intent. Enable it for the bot in the "
+                      "developer portal (Bot > Privileged Gateway Intents > Message Content Intent).")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the Discord gateway connection ended")
+
+    async def wait_until_ready(self, timeout: float) -> None:
+        await asyncio.wait_for(self.client.ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        if self._restore is not None:
+            self._restore()
+            self._restore = None
+
+    async def sync_commands(self) -> None:
+        tree = self.client.tree
+        try:
+            if self.settings.discord_guild_ids:
+                for gid in self.settings.discord_guild_ids:
+                    guild = discord.Object(id=int(gid))
+                    tree.copy_global_to(guild=guild)
+                    synced = await tree.sync(guild=guild)
+                    log.info("Discord: %d slash commands synced to server %s", len(synced), gid)
+            else:
+                synced = await tree.sync()
+                log.info("Discord: %d slash commands synced globally (they can take a while to "
+                         "appear; set CONFAB_DISCORD_GUILD_IDS for instant ones)", len(synced))
+        except discord.Forbidden:
+            log.error("Discord refused the slash commands: invite the bot with the "
+                      "applications.commands scope.")
+        except discord.HTTPException as e:
+            log.error("Discord refused the slash commands: %s", e)
+
+    def can_speak(self) -> bool:
+        return bool(self.engine.installed("tts"))
+
+    # -- who, where ----------------------------------------------------------------------------
+
+    def who_of(self, user: discord.abc.User, channel, guild_id: int | None) -> Who:
+        roles = frozenset(str(r.id) for r in getattr(user, "roles", ()) or ())
+        parent = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
+        return Who(user_id=str(user.id), channel_id=str(getattr(channel, "id", "") or ""),
+                   guild_id=str(guild_id) if guild_id else None, parent_id=str(parent) if parent else None,
+                   role_ids=roles, is_bot=user.bot)
+
+    def origin_of(self, who: Who, channel) -> Origin:
+        return self.access.origin(who, thread=str(channel.id) if isinstance(channel, discord.Thread) else "")
+
+    def addressed(self, message: discord.Message) -> bool:
+        me = self.client.user
+        if message.guild is None:
+            return True
+        if me in message.mentions:
+            return True
+        listen = set(self.settings.discord_listen_channels)
+        if {str(message.channel.id), str(getattr(message.channel, "parent_id", "") or "")} & listen:
+            return True
+        ref = message.reference
+        return bool(ref and isinstance(ref.resolved, discord.Message) and ref.resolved.author.id == me.id)
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.client.user
+        if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
+            return
+        if message.author.bot and not self.access.answers_bot(str(message.author.id)):
+            return
+        if not self.addressed(message):
+            return
+        reply = MessageReply(self, message)
+        await self._guarded(reply, self._answer_message(message, reply))
+
+    async def _answer_message(self, message: discord.Message, reply: MessageReply) -> None:
+        who = self.who_of(message.author, message.channel, message.guild.id if message.guild else None)
+        refusal = self.access.check(who)
+        if refusal:
+            await reply.say(refusal)
+            return
+        text = history.clean(message.content, self.client.user.id)
+        request = Request(self.origin_of(who, message.channel), self.conversation_of(message), text,
+                          attachments=list(message.attachments))
+        request.history = await self.history_of(message)
+        audio = [a for a in message.attachments if message.flags.voice or files.is_audio(a)]
+        if audio:
+            data = await files.download(audio[0], self.settings.max_audio_bytes, self.settings.discord_api_url)
+            await answer_voice_note(self, request, data, reply)
+        elif text:
+            await self.commands.handle(request, reply)
+        elif message.attachments:
+            await reply.say("📎 I can read text and voice messages here. Tell me in words what you "
+                            "want to know about the file.")
+        else:
+            await reply.say("👋 Yes? Ask me something after the mention, or try /help.")
+
+    def conversation_of(self, message: discord.Message) -> str:
+        if isinstance(message.channel, discord.Thread):
+            return f"discord:thread:{message.channel.id}"
+        if message.guild is None and message.reference is None:
+            return f"discord:dm:{message.channel.id}"
+        return f"discord:{message.channel.id}:{message.id}"
+
+    async def history_of(self, message: discord.Message) -> list[tuple[str, str]] | None:
+        """The reply chain (or thread) as memory; None lets the store answer (a DM)."""
+        limit = self.settings.history_messages
+        if message.reference is not None:
+            return await history.reply_chain(self.client, message, limit)
+        if isinstance(message.channel, discord.Thread):
+            return await history.thread_history(self.client, message, limit)
+        if message.guild is None:
+            return None
+        return []
+
+    # -- interactions ------------------------------------------------------------------------
+
+    async def run_slash(self, interaction: discord.Interaction, name: str, arg: str,
+                        attachment: discord.Attachment | None = None) -> None:
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        refusal = self.access.check(who)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True, ephemeral=name in PRIVATE)
+        reply = InteractionReply(self, interaction)
+        request = Request(self.origin_of(who, interaction.channel),
+                          f"discord:{interaction.channel_id}:{interaction.user.id}", f"/{name} {arg}".strip(),
+                          attachments=[])
+        await self._guarded(reply, self._slash(request, attachment, reply))
+
+    async def _slash(self, request: Request, attachment: discord.Attachment | None, reply: DiscordReply) -> None:
+        if attachment is not None:        # fetched here, from Discord's hosts only
+            request.attachments = [await files.download(attachment, self.settings.max_audio_bytes,
+                                                        self.settings.discord_api_url)]
+        await self.commands.handle(request, reply)
+
+    async def _say_aloud(self, origin: Origin, text: str, reply: DiscordReply) -> None:
+        from engine.speech import submit_speech
+        handle = await submit_speech(self.engine, text, origin, response_format="ogg", check_length=False)
+        speech = await asyncio.wait_for(handle.result(), self.settings.job_timeout_s)
+        await reply.send_file(speech.audio, "voice-message.ogg", title=speech.note, voice=True,
+                              duration_s=speech.duration_s)
+
+    async def cancel_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        handle = self.engine.handle(job_id)
+        note = self.pipelines.get(job_id)
+        if handle is None or (handle.done and note is None):
+            text = "That job has already finished."
+        elif handle.job.origin.user_key != f"discord:{who.user_id}" and not self.access.is_admin(who):
+            text = "That job is not yours to cancel."
+        else:
+            await (note.cancel() if note is not None else handle.cancel())
+            text = f"🛑 Cancelled {job_id}."
+        await interaction.followup.send(text, ephemeral=True)
+
+    async def speak_clicked(self, interaction: discord.Interaction) -> None:
+        message = interaction.message
+        reply = DiscordReply(self, interaction.channel_id, reply_to=message.id if message else None)
+
+        async def whisper(text: str) -> None:
+            await interaction.followup.send(text, ephemeral=True)
+        reply._post = lambda text, view=None: whisper(text)      # words go only to the clicker
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        refusal = self.access.check(who)
+        if refusal:
+            await whisper(refusal)
+            return
+        text = history.clean(message.content if message else "", self.client.user.id)
+        if text.startswith("🎙️"):
+            text = text.split("\n\n", 1)[-1]           # not the transcript, only the answer
+        await self._guarded(reply, self._say_aloud(self.origin_of(who, interaction.channel), text, reply))
+
+    # -- errors -------------------------------------------------------------------------------
+
+    async def _guarded(self, reply: DiscordReply, work: Awaitable[None]) -> None:
+        """Run `work`; any failure becomes a short reply, and never kills the adapter."""
+        try:
+            await work
+        except ConfabError as e:
+            await self._say_error(reply, explain(e))
+        except asyncio.TimeoutError:
+            await self._say_error(reply, "⌛ That took too long and was stopped. Please try again.")
+        except discord.HTTPException as e:
+            log.warning("Discord refused a reply: %s", e)
+            await self._say_error(reply, "💥 Discord refused my answer. An admin can check the logs.")
+        except Exception as e:
+            log.exception("answering on Discord failed")
+            await self._say_error(reply, explain(e))
+
+    async def _say_error(self, reply: DiscordReply, text: str) -> None:
+        try:
+            await reply.say(text)
+        except Exception:
+            log.exception("could not even say that something went wrong")

@@ -1,0 +1,57 @@
+"""Buttons on Confab's messages: cancel a queued or running job; speak a text answer.
+
+They are `DynamicItem`s: the state lives in the custom_id, so a click is understood after a
+restart too, and no view is kept in memory per message. A click is acknowledged at once
+(deferred), then answered by the adapter.
+"""
+from __future__ import annotations
+
+import re
+
+import discord
+
+JOB_ID = re.compile(r"job_[0-9a-f]{20}")
+
+
+class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:cancel:(?P<job>job_[0-9a-f]{20})"):
+    def __init__(self, job_id: str):
+        super().__init__(discord.ui.Button(label="Cancel", emoji="🛑", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"confab:cancel:{job_id}"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "CancelButton":
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.client.adapter.cancel_clicked(interaction, self.job_id)
+
+
+class SpeakButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:speak"):
+    def __init__(self):
+        super().__init__(discord.ui.Button(label="Speak this", emoji="🔊", style=discord.ButtonStyle.secondary,
+                                           custom_id="confab:speak"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "SpeakButton":
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer()      # a deferred update: no message of its own yet
+        await interaction.client.adapter.speak_clicked(interaction)
+
+
+def view_of(*items: discord.ui.Item) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for item in items:
+        view.add_item(item)
+    return view
+
+
+def job_id_in(status: str) -> str | None:
+    """The job id in a stream's status line ("queued (job_…)")."""
+    m = JOB_ID.search(status or "")
+    return m.group(0) if m else None

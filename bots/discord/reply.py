@@ -1,0 +1,157 @@
+"""How Confab answers on Discord: the shared `Reply` protocol for a message (a mention, a DM, a
+voice message) and for an interaction (a slash command, deferred at once).
+
+Streaming is a placeholder message edited at most once per `CONFAB_DISCORD_EDIT_INTERVAL`
+(discord.py waits out Discord's rate-limit buckets and 429s), moving on to a new message at
+2,000 characters. While a job runs its message carries a Cancel button; a finished text answer
+carries "Speak this".
+"""
+from __future__ import annotations
+
+import io
+import logging
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+
+import discord
+
+from bots.common.render import ThrottledStream, split_message
+
+from .buttons import CancelButton, SpeakButton, job_id_in, view_of
+from .voice import send_voice_message, voice_metadata
+
+if TYPE_CHECKING:
+    from .adapter import DiscordAdapter
+
+log = logging.getLogger(__name__)
+
+LIMIT = 2000
+PLACEHOLDER = "⏳ …"
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class DiscordReply:
+    """What both kinds of reply share: streaming with buttons, files and voice messages."""
+
+    def __init__(self, adapter: "DiscordAdapter", channel_id: int, reply_to: int | None = None):
+        self.adapter, self.channel_id, self.reply_to = adapter, channel_id, reply_to
+
+    # -- to implement ----------------------------------------------------------------------
+
+    async def _post(self, text: str, view: discord.ui.View | None = None) -> discord.Message:
+        raise NotImplementedError
+
+    async def _post_file(self, file: discord.File, text: str) -> object:
+        raise NotImplementedError
+
+    # -- the Reply protocol ------------------------------------------------------------------
+
+    async def say(self, text: str) -> object:
+        first = None
+        for piece in split_message(text, LIMIT):
+            msg = await self._post(piece)
+            first = first or msg
+        return first
+
+    async def private(self, text: str) -> object:
+        return await self.say(text)
+
+    async def update(self, ref: object, text: str) -> None:
+        await ref.edit(content=text[:LIMIT])
+
+    async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
+        job_id = job_id_in(status)
+        first_view = view_of(CancelButton(job_id)) if job_id else None
+        posted: list[discord.Message] = []
+
+        async def post(text: str) -> discord.Message:
+            msg = await self._post(text, first_view if not posted else None)
+            posted.append(msg)
+            return msg
+
+        async def edit(msg: discord.Message, text: str) -> None:
+            await msg.edit(content=text)
+
+        stream = ThrottledStream(post, edit, LIMIT, interval=self.adapter.settings.discord_edit_interval_s,
+                                 placeholder=PLACEHOLDER)
+        text = await stream.run(chunks)
+        await self._finish_buttons(posted, job_id, bool(text.strip()))
+        return text
+
+    async def _finish_buttons(self, posted: list[discord.Message], job_id: str | None, has_text: bool) -> None:
+        """Take the Cancel button off; put "Speak this" on a finished answer."""
+        handle = self.adapter.engine.handle(job_id) if job_id else None
+        finished = handle is None or handle.status == "done"
+        speak = has_text and finished and self.adapter.can_speak()
+        for i, msg in enumerate(posted):
+            last = i == len(posted) - 1
+            if last and speak:
+                view = view_of(SpeakButton())
+                await msg.edit(view=view)
+                view.stop()           # clicks go to the dynamic item, not to a stored view
+            elif i == 0 and job_id:
+                await msg.edit(view=None)
+
+    async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
+                        duration_s: float = 0.0) -> object:
+        if voice:
+            duration, wave = await voice_metadata(data, self.adapter.settings)
+            sent = await send_voice_message(self.adapter.client.http, self.channel_id, data,
+                                            duration or duration_s, wave, reply_to=self.reply_to)
+            if title:
+                await self._post(title)
+            return sent
+        return await self._post_file(discord.File(io.BytesIO(data), filename=filename), title)
+
+
+class MessageReply(DiscordReply):
+    """Answers to a message: replies to it (without pinging), then plain messages."""
+
+    def __init__(self, adapter: "DiscordAdapter", message: discord.Message):
+        super().__init__(adapter, message.channel.id, message.id)
+        self.message = message
+        self._replied = False
+
+    async def _post(self, text: str, view: discord.ui.View | None = None) -> discord.Message:
+        kw = {"allowed_mentions": NO_MENTIONS}
+        if view is not None:
+            kw["view"] = view
+        if not self._replied:
+            self._replied = True
+            msg = await self.message.reply(text, mention_author=False, **kw)
+        else:
+            msg = await self.message.channel.send(text, **kw)
+        if view is not None:
+            view.stop()
+        return msg
+
+    async def _post_file(self, file: discord.File, text: str) -> object:
+        return await self.message.channel.send(text or None, file=file, allowed_mentions=NO_MENTIONS)
+
+
+class InteractionReply(DiscordReply):
+    """Answers to a slash command that was deferred: the first follow-up fills in the
+    "thinking…" message; private answers are ephemeral."""
+
+    def __init__(self, adapter: "DiscordAdapter", interaction: discord.Interaction):
+        super().__init__(adapter, interaction.channel_id)
+        self.interaction = interaction
+
+    async def _post(self, text: str, view: discord.ui.View | None = None,
+                    ephemeral: bool = False) -> discord.Message:
+        kw = {"wait": True, "allowed_mentions": NO_MENTIONS, "ephemeral": ephemeral}
+        if view is not None:
+            kw["view"] = view
+        msg = await self.interaction.followup.send(text, **kw)
+        if view is not None:
+            view.stop()
+        return msg
+
+    async def private(self, text: str) -> object:
+        first = None
+        for piece in split_message(text, LIMIT):
+            msg = await self._post(piece, ephemeral=True)
+            first = first or msg
+        return first
+
+    async def _post_file(self, file: discord.File, text: str) -> object:
+        return await self.interaction.followup.send(text or discord.utils.MISSING, file=file, wait=True)
