@@ -1,34 +1,32 @@
 """Confab on Discord (discord.py): slash commands, mentions, DMs, reply chains, voice messages.
 
 `start` is the adapter's entry in `bots.adapters.EXTENSIONS`: it connects when
-DISCORD_BOT_TOKEN is set and returns the running adapter (with `stop()`), else None.
+DISCORD_BOT_TOKEN is set and returns the running adapter (with `stop()`), else None. A setting
+that cannot work (a wrong token, an unreachable CONFAB_DISCORD_API_URL, discord.py missing) is
+a ConfigError that says which, and `confab run` stops with it.
 """
 from __future__ import annotations
 
-import logging
-
-log = logging.getLogger(__name__)
-
 
 async def start(engine, commands, app):
+    from engine import ConfigError
     settings = engine.settings
     if not settings.discord_bot_token:
         return None
     try:
+        import discord
+
         from bots.discord.adapter import DiscordAdapter
     except ImportError as e:
-        log.error("DISCORD_BOT_TOKEN is set but discord.py is missing (%s). Install it with: "
-                  "pip install 'confab-bot[discord]'", e)
-        return None
-    import discord
+        raise ConfigError(f"DISCORD_BOT_TOKEN is set but discord.py is missing ({e.name}). Install it "
+                          "with: pip install 'confab-bot[discord]'") from None
     adapter = DiscordAdapter(engine, commands)
     try:
         await adapter.start()
     except discord.LoginFailure:
-        log.error("Discord refused DISCORD_BOT_TOKEN: it is wrong or was reset. Copy the bot's token "
-                  "again from the developer portal (Bot > Reset Token).")
-        return None
+        raise ConfigError("Discord refused DISCORD_BOT_TOKEN: it is wrong or was reset. Copy the bot's "
+                          "token again from the developer portal (Bot > Reset Token).") from None
     except (discord.HTTPException, OSError) as e:
-        log.error("Could not reach Discord (%s): %s", settings.discord_api_url or "discord.com", e)
-        return None
+        where = settings.discord_api_url or "https://discord.com/api/v10"
+        raise ConfigError(f"Could not reach Discord at {where} (CONFAB_DISCORD_API_URL): {e}") from None
     return adapter

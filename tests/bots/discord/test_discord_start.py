@@ -1,0 +1,74 @@
+"""`confab run`'s way in: with DISCORD_BOT_TOKEN (and, here, the two URL settings) the adapter
+logs in, syncs its commands and connects the gateway where it was told; a wrong token stops it
+with words, not a traceback. No model is needed: nothing is asked."""
+from __future__ import annotations
+
+import asyncio
+
+import discord.gateway
+import discord.http
+import pytest
+
+import bots.discord
+from bots.common.commands import Commands
+from engine import ConfigError, Settings
+from engine.engine import Engine
+from tests.fakes.discord_fake import DiscordFake
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+def env_settings(tmp_path, fake: DiscordFake, token: str, **more) -> Settings:
+    env = {"DISCORD_BOT_TOKEN": token, "CONFAB_DISCORD_API_URL": fake.api_base,
+           "CONFAB_DISCORD_GATEWAY_URL": fake.gateway_url, "CONFAB_DATA_DIR": str(tmp_path), **more}
+    return Settings.from_env(env=env, dotenv=None)
+
+
+async def test_start_connects_where_the_settings_say_and_restores(tmp_path):
+    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    async with DiscordFake() as fake:
+        settings = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=None or "")
+        engine = Engine(settings, gpu_total=None)
+        try:
+            adapter = await bots.discord.start(engine, Commands(engine), None)
+            assert adapter is not None
+            try:
+                await fake.wait_for_identify(timeout=10)
+                assert fake.identify_payloads[0]["intents"] & (1 << 15)       # message content
+                assert fake.global_commands and discord.http.Route.BASE == fake.api_base
+                await adapter.wait_until_ready(10)
+            finally:
+                await adapter.stop()
+        finally:
+            await engine.close()
+    assert discord.http.Route.BASE == base
+    assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == gateway
+
+
+async def test_commands_sync_per_guild_when_configured(tmp_path):
+    async with DiscordFake() as fake:
+        settings = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=fake.guild_id)
+        engine = Engine(settings, gpu_total=None)
+        try:
+            adapter = await bots.discord.start(engine, Commands(engine), None)
+            await adapter.stop()
+        finally:
+            await engine.close()
+        assert not fake.global_commands
+        assert {"ask", "queue"} <= {c["name"] for c in fake.guild_commands[fake.guild_id]}
+
+
+async def test_no_token_no_adapter_and_a_wrong_token_says_so(tmp_path):
+    async with DiscordFake() as fake:
+        engine = Engine(env_settings(tmp_path, fake, ""), gpu_total=None)
+        try:
+            assert await bots.discord.start(engine, Commands(engine), None) is None
+        finally:
+            await engine.close()
+        engine = Engine(env_settings(tmp_path, fake, "wrong-token"), gpu_total=None)
+        try:
+            with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN"):
+                await asyncio.wait_for(bots.discord.start(engine, Commands(engine), None), 20)
+        finally:
+            await engine.close()
+        assert fake.identify_count == 0
