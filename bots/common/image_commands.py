@@ -8,6 +8,7 @@ For platform buttons (Slack, Discord):
 - `ImagineSpec` is everything a picture depends on; `spec.payload()` / `ImagineSpec.from_payload`
   fit in a button's value (under 2,000 characters), `spec.reroll()` is the same request with a
   new seed, and `run_imagine(cmds, request, reply, spec)` runs one.
+- `deliver(reply, ref, result)` sends a finished job's images (for resume listeners).
 - A Reply may implement `async image_controls(ref, job_id, spec, done)`: it is called with the
   status message's ref when the job is queued (done=False: offer Cancel, which is
   `engine.cancel(job_id)`) and when it finished (done=True: offer Re-roll).
@@ -130,11 +131,17 @@ async def run_imagine(cmds: Commands, request: Request, reply: Reply, spec: Imag
     except ConfabError as e:
         await reply.update(ref, explain(e))
         return None
-    for image in result.images:
-        await reply.send_file(image.read(), f"confab-{image.seed}.{image.format}", title=spec.prompt)
-    await reply.update(ref, done_text(result))
+    await deliver(reply, ref, result)
     await _controls(reply, ref, handle.id, spec, done=True)
     return result
+
+
+async def deliver(reply: Reply, ref, result: ImageResult) -> None:
+    """Send a finished picture job's images and leave the summary in the status message (also
+    what an adapter's resume listener does with an image job that ran after a restart)."""
+    for image in result.images:
+        await reply.send_file(image.read(), f"confab-{image.seed}.{image.format}", title=result.prompt)
+    await reply.update(ref, done_text(result))
 
 
 async def reroll(cmds: Commands, request: Request, reply: Reply, payload: str) -> ImageResult | None:
