@@ -5,6 +5,7 @@ import json
 import logging
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from ..errors import ConfabError, EngineBusy
 from .keys import SETTINGS
@@ -57,6 +58,9 @@ async def openai_errors(request: web.Request, handler):
         headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(e.status, message, _HTTP_TYPES.get(e.status, "invalid_request_error"),
                               _HTTP_CODES.get(e.status), headers=headers)
+    except BadHttpMessage as e:   # a malformed body part (multipart headers, encodings)
+        return error_response(400, f"The request is malformed: {e.message}", "invalid_request_error",
+                              "malformed_request")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "Internal server error; the details are in Confab's log.",

