@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -45,6 +46,32 @@ def test_compose_has_confab_and_optional_redis_and_postgres():
     assert services["worker"]["command"] == ["worker"]
     for name in ("redis", "postgres"):
         assert services[name]["healthcheck"]["test"]
+
+
+def interpolated(text: str) -> str:
+    """${VAR:-default} -> default, as `docker compose` does with VAR unset."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def test_compose_file_is_valid_by_the_compose_specification():
+    """Parsed by compose_spec (a spec-complete parser: unknown keys, bad durations, port and
+    volume syntax are errors), standing in for `docker compose config` where Docker is absent."""
+    compose_spec = pytest.importorskip("compose_spec", reason="pip install compose-spec (test extra)")
+    parsed = compose_spec.PyCompose.from_yaml(interpolated((DEPLOY / "compose.yaml").read_text()))
+    assert set(parsed.service_names()) == set(compose()["services"])
+    data = parsed.to_dict()
+    assert data["services"]["confab"]["healthcheck"]["test"] == ["CMD", "confab-entrypoint", "healthcheck"]
+    with pytest.raises(ValueError):
+        compose_spec.PyCompose.from_yaml("services:\n  a:\n    image: x\n    restart_policy: 1\n")
+
+
+def test_every_named_volume_a_service_mounts_is_declared():
+    doc = compose()
+    for name, service in doc["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":", 1)[0]
+            if not source.startswith((".", "/", "$")):
+                assert source in doc["volumes"], f"{name} mounts undeclared volume {source}"
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
