@@ -1,0 +1,100 @@
+"""Discord adapter throughput: events per second, end to end through the loopback fake, with an
+instant engine (a chat "model" that answers at once), so that the figure is the adapter's own
+cost: gateway event -> discord.py -> access, history -> engine job (store, queue, worker) ->
+placeholder, final edit and button edit over REST. Goal: >= 300 events/s.
+
+The fake's rate-limit buckets are opened wide here: Discord's real ones (5 messages per 5 s per
+channel) would measure Discord, not Confab.
+
+Run: `python -m tests.bench.bench_discord` (or `make bench`).
+"""
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EVENTS = 300
+WIDE = (10**6, 1.0)
+
+
+@dataclass
+class _Out:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 8
+    completion_tokens: int = 3
+    trimmed_messages: int = 0
+
+
+class InstantChat:
+    """Answers every chat job at once, through the engine's own chat executor."""
+    n_ctx = 2048
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    def chat(self, req, on_text, cancelled) -> _Out:
+        for piece in ("Instant ", "answer", "."):
+            on_text(piece)
+        return _Out("Instant answer.")
+
+
+async def run(events: int = EVENTS) -> float:
+    from bots.common.commands import Commands
+    from bots.discord.adapter import DiscordAdapter
+    from engine.engine import Engine
+    from tests.conftest import make_settings
+    from tests.fakes.discord_fake import DEFAULT_BUCKETS, DiscordFake
+
+    fake = DiscordFake(buckets={k: WIDE for k in DEFAULT_BUCKETS})
+    await fake.start()
+    folder = Path(tempfile.mkdtemp(prefix="confab-bench-discord-"))
+    settings = make_settings(folder / "data", folder / "models", discord_bot_token=fake.token,
+                             discord_api_url=fake.api_base, discord_gateway_url=fake.gateway_url,
+                             discord_user_rate=0, queue_max=events * 2, user_queue_max=events * 2,
+                             concurrency=4)
+    engine = Engine(settings, load=lambda name, device: (InstantChat(), 1), gpu_total=None)
+    await engine.start(resume=False)
+    adapter = DiscordAdapter(engine, Commands(engine), guild_ready_timeout=0.1, identify_delay=0.1)
+    await adapter.start()
+    try:
+        await fake.wait_for_identify(timeout=10)
+        await adapter.wait_until_ready(10)
+        mentions = [fake.message_create_mention(f"question {i}") for i in range(events)]
+        asked = {m["id"] for m in mentions}
+        done: set[str] = set()
+        started = time.perf_counter()
+        for m in mentions:
+            await fake.dispatch("MESSAGE_CREATE", m)
+
+        def answered() -> bool:
+            for msg in list(fake.messages.values()):
+                ref = (msg.get("message_reference") or {}).get("message_id")
+                if ref in asked and msg["content"] == "Instant answer." and msg["components"]:
+                    if msg["components"][0]["components"][0].get("custom_id") == "confab:speak":
+                        done.add(ref)
+            return len(done) >= events
+
+        while not answered():
+            if time.perf_counter() - started > 300:
+                raise TimeoutError(f"only {len(done)} of {events} answered in 300 s")
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        await adapter.stop()
+        await engine.close()
+        await fake.stop()
+    return events / elapsed
+
+
+def main() -> None:
+    rate = asyncio.run(run())
+    print(f"discord adapter: {EVENTS} mentions answered end to end at {rate:.0f} events/s "
+          f"(goal >= 300/s): {'ok' if rate >= 300 else 'BELOW GOAL'}")
+
+
+if __name__ == "__main__":
+    main()
