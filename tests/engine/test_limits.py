@@ -169,3 +169,44 @@ async def test_api_answers_429_with_retry_after_per_key(tmp_path):
     finally:
         await runner.cleanup()
         await engine.close()
+
+
+class RecordingReply:
+    """A chat reply that keeps what it was told to post."""
+
+    def __init__(self):
+        self.said: list[str] = []
+
+    async def say(self, text: str):
+        self.said.append(text)
+
+    async def stream(self, chunks, status: str = "") -> str:
+        text = "".join([c async for c in chunks])
+        self.said.append(text)
+        return text
+
+    async def update(self, ref, text: str) -> None:
+        self.said.append(text)
+
+    async def send_file(self, data: bytes, filename: str, title: str = "", **kw) -> None:
+        self.said.append(f"<file {filename}>")
+
+    async def private(self, text: str):
+        self.said.append(text)
+
+
+async def test_chat_users_get_a_clear_message_when_over_a_limit(tmp_path):
+    from bots.common.commands import Commands, Request
+    engine = fake_engine(make_settings(tmp_path, user_rate=1, daily_gpu_seconds=3600))
+    await engine.start()
+    try:
+        commands = Commands(engine)
+        origin = Origin(platform="slack", user="U5", channel="C1")
+        first, second = RecordingReply(), RecordingReply()
+        await asyncio.wait_for(commands.handle(Request(origin, "slack:C1", "/ask hello"), first), 20)
+        assert "fake model" in first.said[-1]
+        await asyncio.wait_for(commands.handle(Request(origin, "slack:C1", "/ask again"), second), 20)
+        (message,) = second.said
+        assert message.startswith("🚦") and "1 per minute" in message and "Try again in about" in message
+    finally:
+        await engine.close()
