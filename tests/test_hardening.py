@@ -291,3 +291,26 @@ async def test_image_parts_are_judged_by_their_bytes(tmp_path, declared, data):
     finally:
         await runner.cleanup()
         await engine.close()
+
+
+# -- attachments come only from the platforms' own file hosts -------------------------------------------
+
+ATTACKER_URLS = ["https://evil.example/file.ogg", "http://files.slack.com/x", "https://files.slack.com.evil.example/x",
+                 "https://user@evil.example/files.slack.com", "file:///etc/passwd", "http://127.0.0.1:8080/v1/models",
+                 "http://169.254.169.254/latest/meta-data/", "https://cdn.discordapp.com.evil.example/a.ogg",
+                 "http://cdn.discordapp.com/attachments/1/2/a.ogg", "ftp://cdn.discordapp.com/a.ogg"]
+
+
+@pytest.mark.parametrize("url", ATTACKER_URLS)
+def test_slack_files_are_fetched_only_from_slack(url):
+    files = pytest.importorskip("bots.slack.files")
+    slack = files.SlackFiles("xoxb-test")
+    assert not slack.from_slack(url)
+    assert slack.from_slack("https://files.slack.com/files-pri/T1-F1/download/a.m4a")
+
+
+@pytest.mark.parametrize("url", ATTACKER_URLS)
+def test_discord_attachments_are_fetched_only_from_discord(url):
+    files = pytest.importorskip("bots.discord.files")
+    assert not files.may_download(url)
+    assert files.may_download("https://cdn.discordapp.com/attachments/1/2/voice-message.ogg")
