@@ -117,11 +117,12 @@ class Engine:
             await self._resume_unfinished()
 
     async def close(self) -> None:
-        await self.scheduler.stop()
         for handle in list(self._handles.values()):
             handle.cancel_flag.set()
+        await self.scheduler.stop()
+        # the workers stop at their next token or step; wait for them before unloading
+        await asyncio.to_thread(self._workers.shutdown, wait=True, cancel_futures=True)
         await self.models.close()
-        self._workers.shutdown(wait=True, cancel_futures=True)
         self.store.close()
 
     def on_resume(self, platform: str, listener: ResumeListener) -> None:

@@ -112,6 +112,7 @@ class LlamaChat:
             return ChatOutput("".join(parts), finish, prompt_tokens, completion_tokens, dropped)
 
     def close(self) -> None:
-        close = getattr(self.llm, "close", None)
-        if close:
-            close()
+        with self._lock:  # never free the context under a generation still running on it
+            close = getattr(self.llm, "close", None)
+            if close:
+                close()
