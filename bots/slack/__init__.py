@@ -23,8 +23,9 @@ class RunningSlack:
         await self.adapter.stop()
 
 
-async def start(engine, commands, app=None):
-    settings = engine.settings
+async def start(engine, commands, app=None, settings=None):
+    """`settings` default to the engine's (tests give each Slack fake its own)."""
+    settings = settings or engine.settings
     if not settings.slack_bot_token:
         return None
     try:
@@ -37,7 +38,7 @@ async def start(engine, commands, app=None):
     connection.check_settings(settings)
     client = connection.web_client(settings)
     identity = await connection.who_am_i(client)
-    adapter = SlackAdapter(engine, commands, client, identity)
+    adapter = SlackAdapter(engine, commands, client, identity, settings)
     if settings.slack_app_token:
         link = connection.SocketMode(adapter.app, settings.slack_app_token)
         mode = "Socket Mode"

@@ -7,7 +7,6 @@ within 3 s, and a model may take longer than that just to load); then a question
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -22,6 +21,7 @@ from engine.messages import explain
 
 from ..common.access import Access, Lists, RateLimit
 from ..common.commands import Commands, Request
+from ..common.delivery import Delivery
 from .events import Said, Seen, command_name, said
 from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackFiles
 from .reply import CANCEL_ACTION, SlashReply, ThreadReply
@@ -37,8 +37,9 @@ SLASH_COMMANDS = ("ask", "speak", "transcribe", "translate", "imagine", "queue",
 
 
 class SlackAdapter:
-    def __init__(self, engine, commands: Commands, client: AsyncWebClient, identity: dict):
-        settings = engine.settings
+    def __init__(self, engine, commands: Commands, client: AsyncWebClient, identity: dict,
+                 settings=None):
+        settings = settings or engine.settings
         self.engine, self.commands, self.client, self.settings = engine, commands, client, settings
         self.team = identity.get("team_id", "")
         self.bot_user_id = identity.get("user_id", "")
@@ -265,14 +266,14 @@ class SlackAdapter:
 
     async def _resume(self, handle, ref: dict) -> None:
         """A job accepted before a restart runs again: its answer goes where it would have."""
-        try:
-            where = json.loads(ref.get("reply_ref") or "{}")
-        except ValueError:
-            where = {}
+        delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
+        where = delivery.where
         if not where.get("channel"):
             return
         reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
                             where.get("user", ""), self.settings.slack_edit_interval_s)
+        # edit what was posted before the restart, never post a second answer
+        reply.earlier = delivery.messages or await reply.find_posted(handle.id)
         reply.reply_ref = {"conversation": where.get("conversation", "")}
 
         async def run() -> None:

@@ -77,16 +77,20 @@ class SocketMode:
     """Events over a websocket that Confab opens: no public URL needed."""
 
     def __init__(self, app: AsyncApp, app_token: str):
+        self.app, self.app_token = app, app_token
         self.handler = AsyncSocketModeHandler(app, app_token=app_token)
 
     async def start(self) -> None:
+        # The Socket Mode client retries a refused token forever: check it once first (the
+        # websocket address it gets is simply not used).
         try:
-            await self.handler.connect_async()
+            await self.app.client.apps_connections_open(app_token=self.app_token)
         except SlackApiError as e:
             error = e.response.get("error", "unknown_error")
             raise ConfigError(f"SLACK_APP_TOKEN was refused by Slack ({error}): use the app-level "
                               "token (xapp-…) with the connections:write scope, and turn on Socket "
                               "Mode in the app's settings.") from None
+        await self.handler.connect_async()
 
     async def stop(self) -> None:
         await self.handler.close_async()

@@ -9,7 +9,6 @@ question, or through the response_url when Confab is not in the channel.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from ..common.delivery import Delivery
 from ..common.render import ThrottledStream
 from .mrkdwn import to_mrkdwn
 
@@ -29,6 +29,7 @@ PIECE_LIMIT = 2800
 SECTION_LIMIT = 3000
 STATUS_EVERY_S = 2.0
 CANCEL_ACTION = "confab_cancel"
+ANSWER_EVENT = "confab_answer"     # message metadata naming the job an answer belongs to
 _JOB_ID = re.compile(r"\bjob_[0-9a-f]+\b")
 
 
@@ -51,6 +52,9 @@ class ThreadReply:
         self.channel, self.thread_ts, self.user = channel, thread_ts, user
         self.interval = interval
         self.reply_ref: dict = {}
+        # the messages this job's answer was posted in before a restart: edited, not re-posted
+        self.earlier: list[str] = []
+        self.delivery: Delivery | None = None
 
     # -- the Reply protocol ------------------------------------------------------------------
 
@@ -86,6 +90,8 @@ class ThreadReply:
                                     lambda ref, body: self._edit_piece(ref, body, job_id),
                                     PIECE_LIMIT, interval=self.interval,
                                     placeholder=self.status_text(job_id))
+        if self.earlier:
+            throttled.refs, throttled.shown = list(self.earlier), [None] * len(self.earlier)
         return await throttled.run(self._with_status(chunks, throttled, job_id))
 
     # -- streaming pieces ----------------------------------------------------------------------
@@ -99,8 +105,12 @@ class ThreadReply:
         extra: dict[str, Any] = {}
         if self._active(job_id):
             extra["blocks"] = cancel_blocks(text, job_id)
+        if job_id:   # so that a restart finds it even if the kill lands before it is recorded
+            extra["metadata"] = {"event_type": ANSWER_EVENT, "event_payload": {"job_id": job_id}}
         r = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
                                                text=text, unfurl_links=False, **extra)
+        if self.delivery is not None and self.delivery.job_id == job_id:
+            await self.delivery.posted(r["ts"])
         return r["ts"]
 
     async def _edit_piece(self, ref: object, body: str, job_id: str | None) -> None:
@@ -139,13 +149,28 @@ class ThreadReply:
         async for chunk in it:
             yield chunk
 
+    async def find_posted(self, job_id: str) -> list[str]:
+        """The messages posted for a job before a restart, found by their metadata (for a kill
+        that landed between a post and its record)."""
+        try:
+            if self.thread_ts:
+                r = await self.client.conversations_replies(channel=self.channel, ts=self.thread_ts,
+                                                            include_all_metadata=True, limit=200)
+            else:
+                r = await self.client.conversations_history(channel=self.channel,
+                                                            include_all_metadata=True, limit=50)
+        except SlackApiError as e:
+            log.info("could not look for %s's earlier messages: %s", job_id, e.response.get("error"))
+            return []
+        mine = [m for m in r.get("messages") or []
+                if ((m.get("metadata") or {}).get("event_payload") or {}).get("job_id") == job_id]
+        return [m["ts"] for m in sorted(mine, key=lambda m: float(m["ts"]))]
+
     async def _remember_where(self, job_id: str) -> None:
         """Write where the answer goes next to the job, so that after a restart it still arrives."""
         ref = dict(self.reply_ref, channel=self.channel, thread_ts=self.thread_ts, user=self.user)
-        try:
-            await self.engine.store.set_reply_ref(job_id, json.dumps(ref))
-        except Exception:
-            log.exception("could not record where %s answers", job_id)
+        self.delivery = Delivery(self.engine.store, job_id, ref, list(self.earlier))
+        await self.delivery.save()
 
 
 class SlashReply(ThreadReply):

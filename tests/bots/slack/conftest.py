@@ -25,6 +25,7 @@ class Confab:
 
     def __init__(self, fake: SlackFake, engine: Engine, running, mode: str, url: str | None):
         self.fake, self.engine, self.running, self.mode, self.url = fake, engine, running, mode, url
+        self._jobs_before = len(self._all_jobs())
 
     @property
     def adapter(self):
@@ -77,7 +78,7 @@ class Confab:
                 and "▌" not in text and not text.startswith(("⏳", "✍️", "🎧", "…"))
                 and "asked:" not in text)
 
-    async def answer(self, channel: str, thread_ts: str | None, timeout: float = 60) -> dict:
+    async def answer(self, channel: str, thread_ts: str | None, timeout: float = 120) -> dict:
         if thread_ts is None:   # the top of a DM
             return await self.fake.wait_until(
                 lambda: next((m for m in reversed(self.fake.messages(channel, top_level_only=True))
@@ -85,14 +86,22 @@ class Confab:
         return await self.fake.wait_message(channel, lambda m: self.is_answer(m, thread_ts),
                                             thread_ts=thread_ts, timeout=timeout)
 
-    async def idle(self, timeout: float = 60) -> None:
+    async def idle(self, timeout: float = 120) -> None:
         """Until no Slack task is in flight and the engine has nothing queued or running."""
         async def loop():
             while self.adapter._tasks or self.engine.active_jobs():
                 await asyncio.sleep(0.05)
-        await asyncio.wait_for(loop(), timeout)
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"still busy after {timeout}s: tasks {self.adapter._tasks}, jobs "
+                                 f"{[(h.id, h.status) for h in self.engine.active_jobs()]}") from None
 
     def jobs(self) -> list[dict]:
+        """The jobs this Confab submitted (the engine is shared by the module's tests)."""
+        return self._all_jobs()[self._jobs_before:]
+
+    def _all_jobs(self) -> list[dict]:
         import json
         db = sqlite3.connect(self.engine.settings.data_path / "confab.db")
         try:
@@ -101,26 +110,30 @@ class Confab:
             db.close()
 
 
-def settings_for(fake: SlackFake, mode: str, data_dir, **overrides) -> Settings:
-    values = dict(data_dir=str(data_dir), max_tokens=40, slack_bot_token=fake.bot_token,
-                  slack_api_url=fake.api_url, slack_user_rate=0)
+def engine_settings(data_dir) -> Settings:
+    # One thread: this test machine is shared, and llama.cpp's spinning threads slow down badly
+    # when cores are oversubscribed.
+    return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), max_tokens=24, threads=1)
+
+
+def settings_for(fake: SlackFake, mode: str, engine: Engine, **overrides) -> Settings:
+    values = dict(slack_bot_token=fake.bot_token, slack_api_url=fake.api_url, slack_user_rate=0)
     if mode == "socket":
         values["slack_app_token"] = fake.app_token          # no signing secret needed
     else:
         values["slack_signing_secret"] = fake.signing_secret
     values.update(overrides)
-    return Settings.from_env(env={}, dotenv=None, **values)
+    return engine.settings.replace(**values)
 
 
 @contextlib.asynccontextmanager
-async def running_confab(fake: SlackFake, mode: str, data_dir, **overrides):
-    engine = Engine(settings_for(fake, mode, data_dir, **overrides))
-    await engine.start()
+async def running_confab(fake: SlackFake, mode: str, engine: Engine, **overrides):
     app = create_app(engine)
     running = None
     runner = None
     try:
-        running = await bots.slack.start(engine, Commands(engine), app)
+        running = await bots.slack.start(engine, Commands(engine), app,
+                                         settings_for(fake, mode, engine, **overrides))
         url = None
         if mode == "http":
             runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1, access_log=None)
@@ -138,10 +151,25 @@ async def running_confab(fake: SlackFake, mode: str, data_dir, **overrides):
             await asyncio.wait_for(running.stop(), 15)
         if runner is not None:
             await runner.cleanup()
-        await engine.close()
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(tmp_path_factory):
+    """One engine with the real SmolLM2 for the module: loading and warming the model once."""
+    from engine import ChatJob, ChatMessage
+    e = Engine(engine_settings(tmp_path_factory.mktemp("confab")))
+    await e.start()
+    # The first evaluation after a load is slow (tens of seconds on a busy machine): pay it here,
+    # once, rather than inside a test's bounded waits.
+    warm = await e.submit(ChatJob(max_tokens=1, messages=[ChatMessage("user", "Hi")]))
+    await asyncio.wait_for(warm.result(), 240)
+    try:
+        yield e
+    finally:
+        await e.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
 async def fake():
     f = SlackFake()
     await f.start()
@@ -156,9 +184,9 @@ def mode(request) -> str:
     return request.param
 
 
-@pytest_asyncio.fixture
-async def confab(fake, mode, tmp_path):
-    async with running_confab(fake, mode, tmp_path) as c:
+@pytest_asyncio.fixture(loop_scope="module")
+async def confab(fake, mode, engine):
+    async with running_confab(fake, mode, engine) as c:
         yield c
         await c.idle()
     assert not fake.problems, fake.problems
