@@ -59,6 +59,7 @@ class Engine:
         self._handles: dict[str, JobHandle] = {}
         self._admitting: dict[str, int] = {}
         self._resume_listeners: dict[str, ResumeListener] = {}
+        self._unclaimed: dict[str, list[tuple[JobHandle, dict]]] = {}   # resumed before a listener
         self._started = False
 
     # -- models ----------------------------------------------------------------------------
@@ -127,8 +128,10 @@ class Engine:
 
     def on_resume(self, platform: str, listener: ResumeListener) -> None:
         """`listener(handle, reply_ref)` is called for each of the platform's jobs that were
-        accepted before a restart and run again now."""
+        accepted before a restart and run again now (also those resumed before it registered)."""
         self._resume_listeners[platform] = listener
+        for handle, ref in self._unclaimed.pop(platform, []):
+            asyncio.get_running_loop().create_task(listener(handle, ref))
 
     async def _resume_unfinished(self) -> None:
         for record, prio, reply_ref in await self.store.unfinished_jobs():
@@ -141,6 +144,8 @@ class Engine:
             listener = self._resume_listeners.get(job.origin.platform)
             if listener:
                 asyncio.create_task(listener(handle, {"reply_ref": reply_ref}))
+            else:   # its adapter starts after the engine: hand the job over when it registers
+                self._unclaimed.setdefault(job.origin.platform, []).append((handle, {"reply_ref": reply_ref}))
 
     # -- jobs --------------------------------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""Idempotent delivery: the messages a job's answer went into are kept with the job.
+
+A kill can land after an answer reached the platform but before the job was marked done. So an
+adapter records where the answer goes, and the id of every message it posts for the job (Slack's
+`ts`, Discord's message id) the moment the platform returns it. After a restart the job runs
+again with no new event; the adapter's resume listener gets the record back and edits those
+messages instead of posting a second answer.
+
+    delivery = Delivery(engine.store, job_id, {"channel": ..., "thread_ts": ...})
+    await delivery.save()                       # before the first post
+    ts = (await client.chat_postMessage(...))["ts"]
+    await delivery.posted(ts)                   # before anything else happens
+
+    delivery = Delivery.resumed(engine.store, handle.id, ref["reply_ref"])   # on resume
+    delivery.messages                           # edit these; post only past their end
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MESSAGES = "messages"
+
+
+@dataclass
+class Delivery:
+    store: Any
+    job_id: str
+    where: dict = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    @classmethod
+    def resumed(cls, store, job_id: str, ref: str | dict | None) -> "Delivery":
+        """The record written before a restart (a JSON string as the store keeps it)."""
+        if isinstance(ref, str):
+            try:
+                ref = json.loads(ref or "{}")
+            except ValueError:
+                log.warning("the reply record of %s is not JSON; answering anew", job_id)
+                ref = {}
+        ref = dict(ref or {})
+        messages = [str(m) for m in ref.pop(MESSAGES, None) or []]
+        return cls(store, job_id, ref, messages)
+
+    def to_ref(self) -> str:
+        return json.dumps({**self.where, MESSAGES: list(self.messages)})
+
+    async def save(self) -> None:
+        try:
+            await self.store.set_reply_ref(self.job_id, self.to_ref())
+        except Exception:
+            log.exception("could not record where %s answers", self.job_id)
+
+    async def posted(self, message_id: object) -> None:
+        """Call as soon as the platform returns the id of a message posted for this job."""
+        if message_id is None:
+            return
+        self.messages.append(str(message_id))
+        await self.save()

@@ -1,0 +1,207 @@
+"""Restart without loss, for real: a `confab run` process answering the loopback Slack over
+Socket Mode is killed with SIGKILL while its jobs are queued and running, then started again on
+the same data folder. Every acknowledged mention gets one answer, in one message, none twice.
+
+Also, in-process: a job whose answer message was already posted before the kill has that
+message edited on resume, never a second one posted.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.conftest import free_port, requires_chat_model
+
+pytest.importorskip("slack_bolt")
+from tests.fakes.slack import SlackFake  # noqa: E402
+
+pytestmark = requires_chat_model
+
+N = 4
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest_asyncio.fixture
+async def fake():
+    f = SlackFake()
+    await f.start()
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
+def confab_env(fake: SlackFake, data_dir: Path, models_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONFAB_", "SLACK_", "DISCORD_"))}
+    env.update(CONFAB_DATA_DIR=str(data_dir), CONFAB_MODELS_DIR=str(models_dir),
+               CONFAB_PORT=str(free_port()), CONFAB_MAX_TOKENS="24", CONFAB_THREADS="1",
+               CONFAB_SLACK_USER_RATE="0", CONFAB_SLACK_EDIT_INTERVAL="0.3",
+               SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token,
+               CONFAB_SLACK_API_URL=fake.api_url, PYTHONUNBUFFERED="1")
+    return env
+
+
+def start_confab(env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "bots.cli", "run", "--no-console"], env=env,
+                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    finally:
+        out.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def statuses(data_dir: Path) -> dict[str, str]:
+    db = sqlite3.connect(data_dir / "confab.db")
+    try:
+        return dict(db.execute("SELECT id, status FROM jobs"))
+    finally:
+        db.close()
+
+
+async def idle_then_close(engine) -> None:
+    """Cancel what still runs and wait for it: a model is never unloaded under a running job."""
+    for handle in engine.active_jobs():
+        await handle.cancel()
+
+    async def idle():
+        while engine.active_jobs() or engine.scheduler.running:
+            await asyncio.sleep(0.05)
+    try:
+        await asyncio.wait_for(idle(), 30)
+    finally:
+        await engine.close()
+
+
+def is_final(fake: SlackFake, m: dict) -> bool:
+    text = m.get("text", "")
+    return (m.get("bot_id") == fake.bot_id and "▌" not in text and not m.get("blocks")
+            and not text.startswith(("⏳", "✍️", "…")))
+
+
+async def test_sigkill_while_jobs_queue_then_restart_answers_each_mention_once(fake, tmp_path,
+                                                                                 shared_models_dir):
+    data = tmp_path / "data"
+    env = confab_env(fake, data, shared_models_dir)
+    log = tmp_path / "confab.log"
+    env["PYTHONPATH"] = str(ROOT)
+    first = start_confab(env, tmp_path, log)
+    second = None
+    threads = []
+    try:
+        await fake.wait_connected(1, timeout=60)
+        for i in range(N):
+            mention, message = fake.mention_pair(f"<@{fake.bot_user_id}> Tell me a long story "
+                                                 f"about the number {i}.")
+            for event in (message, mention):
+                eid = await fake.send_event(event)
+                await fake.wait_ack(eid, 3.0)
+            threads.append(mention["ts"])
+        # every job is in the store with where it answers (its placeholder is up), and not all done
+        await fake.wait_until(lambda: all(fake.bot_messages("C1", ts) for ts in threads), 60,
+                              "a placeholder in every thread")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        before = statuses(data)
+        assert len(before) == N
+        unfinished = [j for j, s in before.items() if s in ("queued", "running")]
+        assert unfinished, f"every job finished before the kill: {before}"
+
+        second = start_confab(env, tmp_path, log)
+        await fake.wait_connected(2, timeout=60)
+
+        def answered():
+            return all(len(fake.bot_messages("C1", ts)) == 1 and is_final(fake, fake.bot_messages("C1", ts)[0])
+                       for ts in threads)
+        await fake.wait_until(answered, 90, f"{N} final answers")
+        await fake.wait_until(lambda: set(statuses(data).values()) == {"done"}, 30, "every job done")
+        await asyncio.sleep(1.0)    # anything posted twice would show by now
+        for ts in threads:
+            msgs = fake.bot_messages("C1", ts)
+            assert len(msgs) == 1, (ts, msgs)
+            assert msgs[0]["text"].strip()
+        posts = [c for c in fake.calls_to("chat.postMessage") if c.ok]
+        assert len(posts) == N, [c.params for c in posts]
+        # the fake's echoes of the bot's own messages sent while no Confab ran are redelivered;
+        # that is the kill, not a slow ack. Anything else the fake noticed is a bug.
+        problems = [p for p in fake.problems if "not acknowledged" not in p or not p.startswith("events_api")]
+        assert not problems, problems
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-6000:])
+        sys.stderr.write(f"\nstore: {statuses(data)}\n")
+        for ts in threads:
+            sys.stderr.write(f"thread {ts}: {fake.bot_messages('C1', ts)}\n")
+        raise
+    finally:
+        stop(first)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            stop(second)
+
+
+async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake, tmp_path,
+                                                                          shared_models_dir):
+    """The kill landed after the answer's message reached Slack but before the job was done."""
+    import bots.slack
+    from bots.common.commands import Commands
+    from engine import ChatJob, ChatMessage, Engine, Origin
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, shared_models_dir, max_tokens=8, threads=1, slack_bot_token=fake.bot_token,
+                             slack_app_token=fake.app_token, slack_api_url=fake.api_url)
+    mention = fake.app_mention_event(f"<@{fake.bot_user_id}> What is 2 and 2?")
+    thread = mention["ts"]
+    # before the kill: the job was accepted and its answer message posted (a half answer)
+    first = Engine(settings)
+    job = ChatJob(origin=Origin(platform="slack", user="U1", channel="C1", thread=thread),
+                  messages=[ChatMessage("user", "What is 2 and 2?")], temperature=0.0)
+    await first.submit(job)
+    from slack_sdk.web.async_client import AsyncWebClient
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    posted = await client.chat_postMessage(channel="C1", thread_ts=thread, text="Two and two ma ▌")
+    await first.store.set_reply_ref(job.id, json.dumps({"channel": "C1", "thread_ts": thread, "user": "U1",
+                                                        "messages": [posted["ts"]]}))
+    await first.close()
+
+    engine = Engine(settings)
+    running = await bots.slack.start(engine, Commands(engine))
+    try:
+        await engine.start()
+        async def answered():
+            while not (engine.handle(job.id) and engine.handle(job.id).done
+                       and is_final(fake, fake.bot_messages("C1", thread)[0])):
+                await asyncio.sleep(0.1)
+        try:
+            await asyncio.wait_for(answered(), 90)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no resumed answer: {fake.bot_messages('C1', thread)}, "
+                                 f"{await engine.store.get_job(job.id)}") from None
+        await asyncio.sleep(0.3)
+        msgs = fake.bot_messages("C1", thread)
+        assert [m["ts"] for m in msgs] == [posted["ts"]]
+        assert "▌" not in msgs[0]["text"]
+        record = await engine.store.get_job(job.id)
+        assert record["status"] == "done"
+        assert json.loads(record["reply_ref"])["messages"] == [posted["ts"]]
+    finally:
+        await asyncio.wait_for(running.stop(), 15)
+        await idle_then_close(engine)
