@@ -23,7 +23,7 @@ from engine.messages import explain
 from . import files, history
 from .access import DiscordAccess, Who
 from .buttons import CancelButton, SpeakButton
-from .reply import DiscordReply, InteractionReply, MessageReply
+from .reply import ChannelReply, DiscordReply, InteractionReply, MessageReply
 from .slash import PRIVATE, build_tree
 from .voice import answer_voice_note
 
@@ -90,6 +90,7 @@ class DiscordAdapter:
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.engine.on_resume("discord", self._resume)
         self._restore = point_at(self.settings.discord_api_url, self.settings.discord_gateway_url)
         try:
             await self.client.login(self.settings.discord_bot_token)
@@ -192,6 +193,7 @@ class DiscordAdapter:
         text = history.clean(message.content, self.client.user.id)
         request = Request(self.origin_of(who, message.channel), self.conversation_of(message), text,
                           attachments=list(message.attachments))
+        reply.conversation = request.conversation
         request.history = await self.history_of(message)
         audio = [a for a in message.attachments if message.flags.voice or files.is_audio(a)]
         if audio:
@@ -237,6 +239,7 @@ class DiscordAdapter:
         request = Request(self.origin_of(who, interaction.channel),
                           f"discord:{interaction.channel_id}:{interaction.user.id}", f"/{name} {arg}".strip(),
                           attachments=[])
+        reply.conversation = request.conversation
         await self._guarded(reply, self._slash(request, attachment, reply))
 
     async def _slash(self, request: Request, attachment: discord.Attachment | None, reply: DiscordReply) -> None:
@@ -281,6 +284,32 @@ class DiscordAdapter:
         if text.startswith("🎙️"):
             text = text.split("\n\n", 1)[-1]           # not the transcript, only the answer
         await self._guarded(reply, self._say_aloud(self.origin_of(who, interaction.channel), text, reply))
+
+    # -- after a restart ----------------------------------------------------------------------
+
+    async def _resume(self, handle, ref: dict) -> None:
+        """A job accepted before a restart runs again: its answer goes where it would have,
+        into the message posted for it then (never a second answer)."""
+        from bots.common.delivery import Delivery
+        from bots.common.render import tokens_of
+        delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
+        where = delivery.where
+        if not where.get("channel") or handle.job.kind != "chat":
+            return
+        channel = int(where["channel"])
+        reply = ChannelReply(self, channel, int(where["reply_to"]) if where.get("reply_to") else None)
+        reply.conversation = where.get("conversation", "")
+        partial = self.client.get_partial_messageable(channel)
+        reply.earlier = [partial.get_partial_message(int(m)) for m in delivery.messages]
+
+        async def run() -> None:
+            await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
+            result = await handle.result()
+            if reply.conversation and handle.job.messages:
+                await self.engine.remember(reply.conversation, "user", handle.job.messages[-1].content)
+                await self.engine.remember(reply.conversation, "assistant", result.text)
+
+        await self._guarded(reply, run())
 
     # -- errors -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 import discord
 
+from bots.common.delivery import Delivery
 from bots.common.render import ThrottledStream, split_message
 
 from .buttons import CancelButton, SpeakButton, job_id_in, view_of
@@ -34,6 +35,8 @@ class DiscordReply:
 
     def __init__(self, adapter: "DiscordAdapter", channel_id: int, reply_to: int | None = None):
         self.adapter, self.channel_id, self.reply_to = adapter, channel_id, reply_to
+        self.conversation = ""
+        self.earlier: list = []     # messages posted for this job before a restart, to edit
 
     # -- to implement ----------------------------------------------------------------------
 
@@ -61,11 +64,19 @@ class DiscordReply:
     async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
         job_id = job_id_in(status)
         first_view = view_of(CancelButton(job_id)) if job_id else None
-        posted: list[discord.Message] = []
+        posted: list[discord.Message] = list(self.earlier)
+        delivery = None
+        if job_id:      # where the answer goes, kept with the job so a restart can finish it
+            delivery = Delivery(self.adapter.engine.store, job_id,
+                                {"channel": str(self.channel_id), "reply_to": str(self.reply_to or ""),
+                                 "conversation": self.conversation}, [str(m.id) for m in self.earlier])
+            await delivery.save()
 
         async def post(text: str) -> discord.Message:
             msg = await self._post(text, first_view if not posted else None)
             posted.append(msg)
+            if delivery is not None:
+                await delivery.posted(msg.id)
             return msg
 
         async def edit(msg: discord.Message, text: str) -> None:
@@ -73,6 +84,7 @@ class DiscordReply:
 
         stream = ThrottledStream(post, edit, LIMIT, interval=self.adapter.settings.discord_edit_interval_s,
                                  placeholder=PLACEHOLDER)
+        stream.refs, stream.shown = list(self.earlier), [""] * len(self.earlier)
         text = await stream.run(chunks)
         await self._finish_buttons(posted, job_id, bool(text.strip()))
         return text
@@ -155,3 +167,28 @@ class InteractionReply(DiscordReply):
 
     async def _post_file(self, file: discord.File, text: str) -> object:
         return await self.interaction.followup.send(text or discord.utils.MISSING, file=file, wait=True)
+
+
+class ChannelReply(DiscordReply):
+    """Answers posted straight to a channel by id (a job resumed after a restart)."""
+
+    def __init__(self, adapter: "DiscordAdapter", channel_id: int, reply_to: int | None = None):
+        super().__init__(adapter, channel_id, reply_to)
+        self.channel = adapter.client.get_partial_messageable(channel_id)
+        self._replied = False
+
+    async def _post(self, text: str, view: discord.ui.View | None = None) -> discord.Message:
+        kw = {"allowed_mentions": NO_MENTIONS}
+        if view is not None:
+            kw["view"] = view
+        if self.reply_to and not self._replied:
+            kw["reference"] = discord.MessageReference(message_id=self.reply_to, channel_id=self.channel_id,
+                                                       fail_if_not_exists=False)
+        self._replied = True
+        msg = await self.channel.send(text, **kw)
+        if view is not None:
+            view.stop()
+        return msg
+
+    async def _post_file(self, file: discord.File, text: str) -> object:
+        return await self.channel.send(text or None, file=file, allowed_mentions=NO_MENTIONS)
