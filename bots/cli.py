@@ -18,7 +18,8 @@ def _settings(args):
     from engine.config import ConfigError, Settings
     try:
         return Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None),
-                                 data_dir=getattr(args, "data_dir", None))
+                                 data_dir=getattr(args, "data_dir", None),
+                                 queue_url=getattr(args, "queue", None))
     except ConfigError as e:
         sys.exit(f"confab: {e}")
 
@@ -39,12 +40,12 @@ def _redact_logs(settings) -> None:
 async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
     from aiohttp import web
 
-    from engine import Engine
     from engine.api.app import create_app
+    from engine.scaleout import engine_for
     from .common.commands import Commands
     from . import adapters
 
-    engine = Engine(settings)
+    engine = engine_for(settings)      # in-process, or the front of a Redis queue (--queue)
     await engine.start()
     app = create_app(engine)
     commands = Commands(engine)
@@ -246,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_verify)
 
     common(sub.add_parser("doctor", help="check GPU, ffmpeg, models and ports")).set_defaults(func=cmd_doctor)
-    from . import adapters
+    from . import adapters, worker_cli
+    worker_cli.register_cli(sub, common)     # confab worker, confab db, --queue
     adapters.extend_cli(sub, common)
     return parser
 

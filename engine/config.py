@@ -53,6 +53,12 @@ class Settings:
     job_timeout_s: float = field(default=600.0, metadata={"env": "CONFAB_JOB_TIMEOUT"})
     concurrency: int = field(default=1, metadata={"env": "CONFAB_CONCURRENCY"})
 
+    # beyond one process: the Redis queue (front host and GPU workers), and PostgreSQL
+    queue_url: str = field(default="", metadata={"env": "CONFAB_QUEUE_URL"})
+    lease_s: float = field(default=30.0, metadata={"env": "CONFAB_LEASE_SECONDS"})
+    database_url: str = field(default="", metadata={"env": "CONFAB_DATABASE_URL", "secret": True},
+                              repr=False)
+
     # limits on each person and key over time (0: no limit; admins are never limited)
     user_rate: int = field(default=0, metadata={"env": "CONFAB_USER_RATE"})
     key_rate: int = field(default=0, metadata={"env": "CONFAB_KEY_RATE"})
@@ -94,7 +100,7 @@ class Settings:
     kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
     kb_top_k: int = field(default=4, metadata={"env": "CONFAB_KB_TOP_K"})
     kb_min_score: float = field(default=0.45, metadata={"env": "CONFAB_KB_MIN_SCORE"})
-    kb_grounding_min: float = field(default=0.6, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
+    kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
     kb_handover_text: str = field(default="Thanks for your question! Someone from the support team "
                                   "will follow up here.", metadata={"env": "CONFAB_KB_HANDOVER_TEXT"})
@@ -169,6 +175,11 @@ class Settings:
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
         positive += ["slack_edit_interval_s"]
         positive += ["discord_edit_interval_s"]
+        positive += ["lease_s"]
+        if self.queue_url and not self.queue_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"CONFAB_QUEUE_URL must be a redis:// address, not '{self.queue_url}'.")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
+            raise ConfigError("CONFAB_DATABASE_URL must be a postgresql:// address (or sqlite:PATH).")
         positive += ["kb_chunk_chars", "kb_max_file_bytes", "kb_top_k", "kb_escalate_minutes"]
         if self.kb_when_unsure not in ("handover", "silent"):
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")

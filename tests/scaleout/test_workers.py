@@ -1,0 +1,183 @@
+"""One front and two workers on a real redis-server, with the fake backend of fakes.py.
+
+- Real worker processes (`confab worker` code with the fake backend), one killed with SIGKILL
+  while it runs a job: every job is answered, once, with its whole text streamed once.
+- In-process workers: class 0 goes first and class 2 last across both workers; inside class 1 a
+  worker prefers what *it* has loaded, until aging says the oldest job goes first.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("redis")
+
+from engine import Origin, Token  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.redis_queue import RedisQueue  # noqa: E402
+from engine.scaleout import FrontEngine, Worker  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
+from tests.scaleout.fakes import SleepJob, fake_load, install_fake_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def start_front(tmp_path, url, **overrides) -> FrontEngine:
+    settings = make_settings(tmp_path / "front", queue_url=url, **overrides)
+    front = FrontEngine(settings, RedisQueue(url), gpu_total=None)
+    install_fake_models(front)
+    await front.start()
+    return front
+
+
+async def streamed(handle) -> str:
+    return "".join([e.text async for e in handle if isinstance(e, Token)])
+
+
+def start_worker(url: str, name: str, data: Path, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = {k: v for k, v in env.items() if not k.startswith("CONFAB_")}
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "tests.scaleout.fake_worker", "--queue", url,
+                                 "--name", name, "--data-dir", str(data), "--lease", "1.5"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+async def test_a_worker_killed_mid_job_loses_nothing_and_nothing_is_answered_twice(tmp_path, redis_url):
+    front = await start_front(tmp_path, redis_url)
+    log = tmp_path / "workers.log"
+    workers = {name: start_worker(redis_url, name, tmp_path / name, log) for name in ("w1", "w2")}
+    try:
+        texts = {}
+        handles = []
+        for i in range(8):
+            text = f"answer {i} " + " ".join(f"w{i}{k}" for k in range(8))
+            job = SleepJob(model="fake-a" if i % 2 else "fake-b", seconds=0.8, text=text,
+                           origin=Origin(platform="api", user=f"user{i}"))
+            handles.append(await front.submit(job))
+            texts[job.id] = text
+        streams = {h.id: asyncio.create_task(streamed(h)) for h in handles}
+
+        async def w1_runs_a_job():
+            while True:
+                owners = await front.queue.redis.hvals(front.queue.owner)
+                if any(o.startswith("w1|") for o in owners):
+                    return
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(w1_runs_a_job(), 30)
+        await asyncio.sleep(0.3)                      # mid-job: some tokens are out
+        workers["w1"].send_signal(signal.SIGKILL)
+
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 60)
+        for handle, result in zip(handles, results):
+            assert result.text == texts[handle.id]
+            assert await asyncio.wait_for(streams[handle.id], 5) == texts[handle.id]
+            assert (await front.store.get_job(handle.id))["status"] == "done"
+        events = await front.queue.read_events("0-0", block_ms=10, count=100_000)
+        done = Counter(f["job"] for _, f in events if f["kind"] in ("done", "failed"))
+        assert done == Counter({h.id: 1 for h in handles})
+        requeued = [f["job"] for _, f in events if f["kind"] == "requeued"]
+        assert requeued, "the killed worker's job never went back to the queue"
+        assert await front.queue.redis.hlen(front.queue.results) == 0   # the front took them all
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-4000:] if log.exists() else "")
+        raise
+    finally:
+        for proc in workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in workers.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        await front.close()
+
+
+class Rig:
+    """A front and two in-process workers, each with its own engine and fake models."""
+
+    def __init__(self, front, workers, engines, tasks, stop):
+        self.front, self.workers, self.engines, self.tasks, self.stop = front, workers, engines, tasks, stop
+
+    def order(self) -> list[tuple[str, str]]:
+        taken = [(when, jid, w.name) for w in self.workers for jid, _, when in w.taken]
+        return [(jid, name) for _, jid, name in sorted(taken)]
+
+
+async def start_rig(tmp_path, url, aging_s: float) -> Rig:
+    front = await start_front(tmp_path, url, aging_s=aging_s)
+    stop = asyncio.Event()
+    engines, workers, tasks = [], [], []
+    for name in ("w1", "w2"):
+        settings = make_settings(tmp_path / name, queue_url=url, aging_s=aging_s, lease_s=5.0)
+        engine = Engine(settings, load=fake_load, gpu_total=None)
+        await engine.start(resume=False)
+        worker = Worker(engine, RedisQueue(url), name, poll_s=0.1)
+        engines.append(engine)
+        workers.append(worker)
+    return Rig(front, workers, engines, tasks, stop)
+
+
+async def close_rig(rig: Rig) -> None:
+    rig.stop.set()
+    await asyncio.wait_for(asyncio.gather(*rig.tasks, return_exceptions=True), 15)
+    for worker, engine in zip(rig.workers, rig.engines):
+        await engine.close()
+        await worker.queue.close()
+    await rig.front.close()
+
+
+def job(name: str, model: str, cls: int, seconds: float = 0.2) -> SleepJob:
+    return SleepJob(model=model, seconds=seconds, text=name, priority=cls,
+                    origin=Origin(platform="api", user=name))
+
+
+@pytest.mark.parametrize("aging_s", [30.0, 0.4])
+async def test_priority_affinity_and_aging_hold_across_workers(tmp_path, redis_url, aging_s):
+    rig = await start_rig(tmp_path, redis_url, aging_s)
+    try:
+        front = rig.front
+        # each worker loads one model: w1 gets fake-a, w2 fake-b; w1 is free again first
+        first_a = await front.submit(job("warm-a", "fake-a", 1, seconds=0.8))
+        rig.tasks.append(asyncio.create_task(rig.workers[0].run(rig.stop)))
+        await asyncio.wait_for(_until(lambda: rig.workers[0].taken), 10)
+        first_b = await front.submit(job("warm-b", "fake-b", 1, seconds=2.5))
+        rig.tasks.append(asyncio.create_task(rig.workers[1].run(rig.stop)))
+        await asyncio.wait_for(_until(lambda: rig.workers[1].taken), 10)
+        # queued while both are busy, oldest first
+        queued = [await front.submit(j) for j in (
+            job("bg", "fake-a", 2), job("old-c", "fake-c", 1), job("new-a", "fake-a", 1),
+            job("dm", "fake-b", 0))]
+        handles = [first_a, first_b, *queued]
+        await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 30)
+        names = {h.id: h.job.text for h in handles}
+        order = [(names[jid], w) for jid, w in rig.order()]
+        ran = [n for n, _ in order]
+        assert ran[:2] == ["warm-a", "warm-b"]
+        assert ran[2] == "dm", order                    # class 0 first, on whichever worker is free
+        assert ran[-1] == "bg", order                   # class 2 last
+        if aging_s >= 30:
+            # w1 has fake-a loaded: it takes new-a past the older old-c (affinity, not yet aged)
+            assert order[3] == ("new-a", "w1"), order
+        else:
+            # old-c waited past the aging bound: it goes first in class 1, even on w1
+            assert order[3] == ("old-c", "w1"), order
+        for h in handles:
+            assert (await front.store.get_job(h.id))["status"] == "done"
+    finally:
+        await close_rig(rig)
+
+
+async def _until(predicate, every: float = 0.02) -> None:
+    while not predicate():
+        await asyncio.sleep(every)
