@@ -26,6 +26,8 @@ setup: system-deps $(VENV)/.confab-run
 setup-test: system-deps $(VENV)/.confab-test
 # the dashboard's browser test drives Debian's chromium (headless)
 setup-test: APT_PACKAGES += chromium
+# the scale-out tests start their own redis-server and PostgreSQL on loopback
+setup-test: APT_PACKAGES += redis-server postgresql
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +41,13 @@ $(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
 # diffusers models with it.
 $(VENV)/.confab-test: $(VENV)/.confab-run
 	$(PIP) install 'torch==2.13.0'
-	$(PIP) install -e '.[all,bark,images,ocr,kb,test]'
+	$(PIP) install -e '.[all,bark,images,ocr,kb,redis,postgres,test]'
 	touch $@
 
 # ffmpeg decodes and encodes audio; espeak-ng makes test speech. Installed when missing and
 # we may (root, or passwordless sudo); otherwise we say what to install.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
