@@ -179,3 +179,36 @@ async def test_access_lists_and_slash_outside_the_bots_channels(fake, mode, engi
                                        if p["json"].get("response_type") == "in_channel"], 30, "the answer")
         await confab.idle()
     assert not fake.problems, fake.problems
+
+
+@pytest.fixture(scope="module")
+def spoken_clip(tmp_path_factory) -> bytes:
+    """'What is the capital of France' as a Slack desktop clip would carry it: webm/opus."""
+    import shutil
+    import subprocess
+    if not (shutil.which("espeak-ng") and shutil.which("ffmpeg")):
+        pytest.skip("espeak-ng and ffmpeg make the test's speech")
+    folder = tmp_path_factory.mktemp("clip")
+    wav, webm = folder / "q.wav", folder / "q.webm"
+    subprocess.run(["espeak-ng", "-w", str(wav), "What is the capital of France?"], check=True, timeout=30)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus",
+                    "-b:a", "32k", str(webm)], check=True, timeout=30)
+    return webm.read_bytes()
+
+
+async def test_a_voice_clip_is_transcribed_answered_and_spoken(confab, spoken_clip):
+    fake = confab.fake
+    clip = fake.audio_clip_event(spoken_clip, mimetype="audio/webm", duration_ms=2000, channel="C1")
+    await confab.deliver(clip)
+    heard = await fake.wait_message("C1", lambda m: m.get("bot_id") and m["text"].startswith("🎧 “"),
+                                    thread_ts=clip["ts"], timeout=180)
+    assert "capital" in heard["text"].lower() and "france" in heard["text"].lower()
+    spoken = await fake.wait_message("C1", lambda m: m.get("bot_id") == fake.bot_id and m.get("files"),
+                                     thread_ts=clip["ts"], timeout=180)
+    assert spoken["files"][0]["name"].endswith(".mp3")
+    download = fake.calls_to("files.download")[0]
+    assert download.params["authed"] and download.headers["Authorization"] == f"Bearer {fake.bot_token}"
+    done = fake.calls_to("files.completeUploadExternal")[-1]
+    assert done.params["channel_id"] == "C1" and done.params["thread_ts"] == clip["ts"]
+    assert any(confab.is_answer(m, clip["ts"]) and not m.get("files") and not m["text"].startswith("🎧")
+               for m in fake.bot_messages("C1", clip["ts"]))
