@@ -20,6 +20,7 @@ EXTENSIONS: list[str] = [
     "voice.cli",
     "bots.slack",
     "bots.common.image_commands",
+    "bots.kb_cli",
 ]
 
 

@@ -19,6 +19,7 @@ from ..jobs import ChatJob, ChatMessage, Origin
 from .index import Hit, KnowledgeBase
 
 DECISIONS = ("answer", "silent", "handover")
+RESTATEMENT = 0.9   # an answer sentence this close to the question only repeats it
 
 _GREETINGS = {"hi", "hello", "hey", "hiya", "yo", "morning", "good morning", "good afternoon",
               "good evening", "thanks", "thank you", "thanks a lot", "thank you so much", "thx", "ty",
@@ -55,7 +56,7 @@ def is_question(text: str) -> bool:
 @dataclass(frozen=True)
 class Policy:
     min_score: float = 0.45
-    grounding_min: float = 0.6
+    grounding_min: float = 0.75
     when_unsure: str = "handover"       # handover | silent
     handover_text: str = "Someone from the support team will follow up here."
     top_k: int = 4
@@ -166,11 +167,11 @@ class SupportDeskAnswerer:
         if policy.answer_mode == "excerpt":
             return self._excerpt(strong[0], best)
         handle = await self.engine.submit(ChatJob(model=self.chat_model, origin=origin,
-                                                  messages=build_prompt(question, strong[:3]),
+                                                  messages=build_prompt(question, strong[:2]),
                                                   max_tokens=policy.max_tokens, temperature=0.0,
                                                   seed=0, repeat_penalty=1.1))
         generated = (await handle.result()).text.strip()
-        grounding, used = await self._grounding(generated, strong[:3], origin)
+        grounding, used = await self._grounding(question, generated, strong[:2], origin)
         if generated and grounding >= policy.grounding_min:
             cites = list(dict.fromkeys(_citation(strong[i]) for i in sorted(used)))
             return Outcome("answer", format_reply(generated, cites), generated, cites, best, grounding,
@@ -188,9 +189,10 @@ class SupportDeskAnswerer:
         cite = [_citation(hit)]
         return Outcome("answer", format_reply(text, cite), text, cite, best, 1.0, "quoted the source")
 
-    async def _grounding(self, answer: str, hits: list[Hit], origin: Origin) -> tuple[float, set[int]]:
+    async def _grounding(self, question: str, answer: str, hits: list[Hit],
+                         origin: Origin) -> tuple[float, set[int]]:
         """The weakest answer sentence's best similarity to a retrieved sentence, and which hits
-        supported the answer."""
+        supported the answer. Sentences that only restate the question support nothing."""
         claims = split_sentences(answer)
         if not claims:
             return 0.0, set()
@@ -199,8 +201,11 @@ class SupportDeskAnswerer:
             for s in split_sentences(h.text) or [h.text]:
                 support.append(s)
                 owner.append(i)
-        vectors = await self._embed(claims + support, origin)
-        sims = vectors[:len(claims)] @ vectors[len(claims):].T
-        best = sims.max(axis=1)
+        vectors = await self._embed([question] + claims + support, origin)
+        q, c, s = vectors[0], vectors[1:len(claims) + 1], vectors[len(claims) + 1:]
+        informative = (c @ q) < RESTATEMENT
+        if not informative.any():
+            return 0.0, set()
+        sims = c[informative] @ s.T
         used = {owner[j] for j in sims.argmax(axis=1)}
-        return float(best.min()), used
+        return float(sims.max(axis=1).min()), used

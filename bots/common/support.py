@@ -1,0 +1,143 @@
+"""Support channels, platform-neutral: what to do with each message, feedback and escalation.
+
+An adapter turns a platform message in a support channel into a `SupportMessage` and calls
+`SupportDesk.on_message`; the answer is None (do nothing) or a `SupportAction` to carry out (a
+threaded reply, with Helpful / Not helpful buttons when it is an answer). Button presses go to
+`feedback`, which may return a ping for the support group. A periodic task calls
+`due_escalations` (every minute or so) and posts what it returns.
+
+The rules, from the issue:
+- bots and non-questions (greetings, thanks, emoji) are left alone;
+- only new top-level questions are answered, in a thread, at class 1;
+- once a support-group member replied in a thread Confab never answers there again, and a
+  human reply that arrives while Confab is still thinking wins (the answer is dropped);
+- a hand-over with no human reply within `escalate_minutes` pings the group, once;
+  "not helpful" pings the group at once; "helpful" is recorded.
+
+Thread state is kept in memory, bounded; after a restart Confab does not escalate threads
+handed over before it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from engine import Origin
+from engine.kb import Outcome, SupportDeskAnswerer, is_question
+
+from .channels import ChannelsConfig, SupportChannel
+
+log = logging.getLogger(__name__)
+
+MAX_THREADS = 10_000
+
+
+@dataclass(frozen=True)
+class SupportMessage:
+    platform: str                  # slack | discord
+    channel: str
+    user: str
+    text: str
+    id: str                        # this message's id (Slack ts, Discord message id)
+    thread: str = ""               # the thread's root id for a reply; "" for a top-level message
+    is_bot: bool = False
+    memberships: tuple[str, ...] = ()   # user-group / role ids the author holds, where known
+
+
+@dataclass(frozen=True)
+class SupportAction:
+    kind: str                      # reply | ping
+    channel: str
+    thread: str                    # the thread to post in (the question's id)
+    text: str
+    outcome_id: int | None = None  # for the feedback buttons' value
+    buttons: bool = False          # show Helpful / Not helpful
+    decision: str = ""             # answer | handover (replies)
+
+
+@dataclass
+class _Thread:
+    state: str                     # thinking | answer | handover | silent | human
+    at: float
+    channel: SupportChannel
+    escalated: bool = False
+
+
+class SupportDesk:
+    def __init__(self, engine, answerer: SupportDeskAnswerer, channels: ChannelsConfig,
+                 clock: Callable[[], float] = time.time):
+        self.engine, self.answerer, self.channels, self.clock = engine, answerer, channels, clock
+        self._threads: OrderedDict[tuple[str, str, str], _Thread] = OrderedDict()
+
+    def _remember(self, key, thread: _Thread) -> None:
+        self._threads[key] = thread
+        self._threads.move_to_end(key)
+        while len(self._threads) > MAX_THREADS:
+            self._threads.popitem(last=False)
+
+    def is_support_channel(self, platform: str, channel: str) -> bool:
+        return self.channels.support_for(platform, channel) is not None
+
+    async def on_message(self, msg: SupportMessage) -> SupportAction | None:
+        channel = self.channels.support_for(msg.platform, msg.channel)
+        if channel is None or msg.is_bot:
+            return None
+        if msg.thread and msg.thread != msg.id:
+            if self.channels.is_support_member(channel, msg.user, msg.memberships):
+                key = (msg.platform, msg.channel, msg.thread)
+                known = self._threads.get(key)
+                self._remember(key, _Thread("human", self.clock(), channel,
+                                            known.escalated if known else False))
+            return None    # Confab answers new questions, never inside a conversation
+        key = (msg.platform, msg.channel, msg.id)
+        if key in self._threads or not is_question(msg.text):
+            return None
+        self._remember(key, _Thread("thinking", self.clock(), channel))
+        origin = Origin(platform=msg.platform, user=msg.user, channel=msg.channel, thread=msg.id)
+        outcome: Outcome = await self.answerer.answer(msg.text, channel.policy(self.engine.settings), origin)
+        thread = self._threads.get(key)
+        if thread is None or thread.state == "human":
+            log.info("a person answered %s first; dropping Confab's %s", key, outcome.decision)
+            return None
+        thread.state, thread.at = outcome.decision, self.clock()
+        if outcome.decision == "silent":
+            return None
+        return SupportAction("reply", msg.channel, msg.id, outcome.text, outcome.outcome_id,
+                             buttons=outcome.decision == "answer", decision=outcome.decision)
+
+    async def feedback(self, platform: str, channel: str, thread: str, outcome_id: int | None,
+                       helpful: bool) -> SupportAction | None:
+        """Record a Helpful / Not helpful press; "not helpful" returns a ping for the group."""
+        if outcome_id is not None:
+            await self.answerer.kb.feedback(outcome_id, helpful)
+        if helpful:
+            return None
+        return self._ping(platform, channel, thread,
+                          "the answer above did not help; could someone take this one?")
+
+    def due_escalations(self) -> list[SupportAction]:
+        """Pings for hand-overs that no person has answered in time (each thread once)."""
+        now, out = self.clock(), []
+        for (platform, channel, thread_id), t in list(self._threads.items()):
+            if t.state != "handover" or t.escalated:
+                continue
+            if now - t.at >= 60 * t.channel.escalate_minutes(self.engine.settings):
+                t.escalated = True
+                minutes = round((now - t.at) / 60)
+                ping = self._ping(platform, channel, thread_id,
+                                  f"this question has waited {minutes} min for a person.")
+                if ping:
+                    out.append(ping)
+        return out
+
+    def _ping(self, platform: str, channel: str, thread: str, why: str) -> SupportAction | None:
+        sc = self.channels.support_for(platform, channel)
+        group = self.channels.group_of(sc) if sc else None
+        mention = group.mention(platform) if group else ""
+        key = (platform, channel, thread)
+        if key in self._threads:
+            self._threads[key].escalated = True
+        return SupportAction("ping", channel, thread, f"{mention} {why}".strip())
