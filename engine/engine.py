@@ -51,7 +51,7 @@ class Engine:
                                    Policy(settings.aging_s, settings.class2_promote_s,
                                           settings.queue_max, settings.user_queue_max),
                                    settings.concurrency)
-        self.store = Store(settings.data_path / "confab.db")
+        self.store = Store(settings.database_url or settings.data_path / "confab.db")
         self.metrics = Metrics()
         self.limits = Limits.from_settings(settings)
         self._workers = ThreadPoolExecutor(max_workers=settings.concurrency + 1,

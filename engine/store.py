@@ -1,4 +1,5 @@
-"""Jobs, conversations and the audit log, in SQLite (WAL) in the data folder.
+"""Jobs, conversations and the audit log, in SQLite (WAL) in the data folder, or in PostgreSQL
+when CONFAB_DATABASE_URL says so (engine/store_pg.py); the schema comes from engine/migrations.py.
 
 All database work runs on one dedicated thread, so the event loop never waits on the disk and
 SQLite sees one writer.
@@ -13,56 +14,40 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    model TEXT NOT NULL,
-    user TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    result TEXT,
-    error TEXT,
-    reply_ref TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation TEXT NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation, id);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    user TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
+# The schema: engine/migrations.py (add a numbered migration there, for SQLite and PostgreSQL).
+
+
+def store_target(where: str | Path) -> str | Path:
+    """A PostgreSQL URL as it is; a SQLite file (a path, or sqlite:PATH) as a Path."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text[len("sqlite:"):] if text.startswith("sqlite:") else text).expanduser()
 
 
 class Store:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """`path`: the SQLite file, or a postgresql:// URL."""
+        target = store_target(path)
+        self.url = target if isinstance(target, str) else None
+        self.path = Path("postgresql") if self.url else target
+        if not self.url:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confab-store")
         self._db: sqlite3.Connection | None = None
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
+        from . import migrations
+        if self.url:
+            from .store_pg import PgConnection
+            self._db = PgConnection(self.url)
+            migrations.apply(self._db, "postgres")
+            return
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._db.commit()
+        migrations.apply(self._db, "sqlite")
 
     async def _run(self, fn, *args) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
