@@ -51,7 +51,9 @@ class LlamaChat:
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads,
                                    n_gpu_layers=n_gpu_layers, n_batch=n_batch, n_ubatch=n_batch,
                                    verbose=verbose)
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp pads the context (to a multiple of 256) and reports the padded size, but
+        # llama-cpp-python sizes its token buffer to the size asked for: never go past that.
+        self.n_ctx = min(self.llm.n_ctx(), n_ctx) if n_ctx > 0 else self.llm.n_ctx()
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8", "ignore"), add_bos=False, special=False))
