@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Policy:
     aging_s: float = 30.0          # affinity may pass a class-1 job over for at most this long
+                                   # (the run time of later jobs that went before it)
     promote_s: float = 120.0       # a class-2 job waiting this long competes in class 1
     queue_max: int = 256
     user_queue_max: int = 8
@@ -37,9 +38,13 @@ class Entry:
     arrived: float
     seq: int = 0
     payload: object = None
+    passed_s: float = 0.0   # run time of later jobs that went before it (what affinity cost it)
 
     def waited(self, now: float) -> float:
         return now - self.arrived
+
+
+EXACT_POSITION_MAX = 64   # queues longer than this get an estimated place in line
 
 
 def _fifo(entry: Entry) -> tuple[float, int]:
@@ -58,13 +63,16 @@ def pick_next(waiting: Sequence[Entry], resident: Iterable[str], now: float,
     pool = interactive + promoted
     if not pool:
         return min(waiting, key=_fifo)
-    oldest = min(pool, key=_fifo)
-    if oldest.waited(now) >= policy.aging_s:
-        choice = oldest
+    # Aging bounds what affinity costs a job: the time later jobs ran before it. (Its plain
+    # waiting time would not do: under a backlog every job is "old", and oldest-first is FIFO,
+    # loading a model for nearly every job.)
+    aged = [e for e in pool if e.passed_s >= policy.aging_s]
+    if aged:
+        choice = min(aged, key=_fifo)
     else:
         warm = set(resident)
         warm_jobs = [e for e in pool if e.model in warm]
-        choice = min(warm_jobs, key=_fifo) if warm_jobs else oldest
+        choice = min(warm_jobs, key=_fifo) if warm_jobs else min(pool, key=_fifo)
     if choice.cls == BACKGROUND:
         # A promoted job competes in class 1 but never passes a class-1 job that came first.
         earlier = [e for e in interactive if _fifo(e) < _fifo(choice)]
@@ -136,6 +144,10 @@ class Scheduler:
     def finished(self, entry: Entry, service_s: float | None = None) -> None:
         self._running.pop(entry.job_id, None)
         if service_s is not None:
+            for waiting in self._waiting:   # it went before these: charge its time to them
+                if waiting.cls <= entry.cls and _fifo(waiting) < _fifo(entry):
+                    waiting.passed_s += service_s
+        if service_s is not None:
             old = self._service_s.get(entry.model)
             self._service_s[entry.model] = service_s if old is None else 0.7 * old + 0.3 * service_s
         self._poke()
@@ -173,14 +185,26 @@ class Scheduler:
         return self._service_s.get(model, 5.0)
 
     def position(self, job_id: str) -> tuple[int, float] | None:
-        """1-based place in line and the estimated seconds until it starts."""
+        """1-based place in line and the estimated seconds until it starts.
+
+        Exact (the policy replayed) for short queues; for long ones, first come first served
+        within each class, which is close and keeps a submit O(n) instead of O(n^2)."""
         now = self.clock()
-        eta = sum(self.service_estimate(e.model) for e in self._running.values()) / max(1, self.concurrency)
-        for i, entry in enumerate(order(self._waiting, self._resident(), now, self.policy), 1):
-            if entry.job_id == job_id:
-                return i, eta
-            eta += self.service_estimate(entry.model) / max(1, self.concurrency)
-        return None
+        per_slot = 1 / max(1, self.concurrency)
+        eta = sum(self.service_estimate(e.model) for e in self._running.values()) * per_slot
+        if len(self._waiting) <= EXACT_POSITION_MAX:
+            for i, entry in enumerate(order(self._waiting, self._resident(), now, self.policy), 1):
+                if entry.job_id == job_id:
+                    return i, eta
+                eta += self.service_estimate(entry.model) * per_slot
+            return None
+        target = next((e for e in self._waiting if e.job_id == job_id), None)
+        if target is None:
+            return None
+        key = (target.cls, target.arrived, target.seq)
+        ahead = [e for e in self._waiting if (e.cls, e.arrived, e.seq) < key]
+        eta += sum(self.service_estimate(e.model) for e in ahead) * per_slot
+        return len(ahead) + 1, eta
 
     def retry_after(self, user: str | None = None) -> float:
         jobs = [e for e in self._waiting if user is None or e.user == user] or self._waiting
