@@ -4,7 +4,9 @@ Uploaded audio is decoded at intake (so a bad file is refused before it is queue
 as a 16 kHz mono WAV under `DATA_DIR/uploads/JOBID.wav`, the job holding its path. A file
 rather than base64 in the job record: the store keeps every queued job's payload as JSON and
 reads all of them back at start-up, and a 10-minute clip would add 25 MB to each of those rows;
-the file is removed when the job ends.
+the file is removed when the job ends. Only when jobs go to workers on other hosts (the Redis
+queue, CONFAB_QUEUE_URL) does the WAV travel inside the job, base64-encoded, since a worker
+cannot read the front host's disk.
 
 Text-to-speech has two engines behind one job type: Piper (the fast voice, the offline default)
 and Bark. `pick_tts` falls back to the fast voice when Bark is not installed or its expected
@@ -55,6 +57,7 @@ class TranscribeJob(Job):
     word_timestamps: bool = False
     vad_filter: bool | None = None    # None: the setting CONFAB_STT_VAD
     delete_audio: bool = True         # remove audio_path when the job ends
+    audio_b64: str = ""               # the WAV itself, when workers on other hosts run the job
 
 
 @register_job_type
@@ -185,7 +188,11 @@ def run_transcribe(stt, job: TranscribeJob, ctx: RunContext) -> TranscriptResult
             if job.language and job.language != "en":
                 raise BadRequest(f"The model '{job.model}' knows English only; it cannot transcribe "
                                  f"'{job.language}'.", param="language")
-        pcm = audio.read_wav(job.audio_path)
+        if job.audio_b64:
+            import base64
+            pcm = audio.read_wav_bytes(base64.b64decode(job.audio_b64))
+        else:
+            pcm = audio.read_wav(job.audio_path)
         vad = ctx.settings.stt_vad if job.vad_filter is None else job.vad_filter
         beam = int(getattr(stt, "beam_size", 0) or ctx.settings.stt_beam_size)
         options = SttOptions(task=job.task, language=job.language or None,
@@ -285,6 +292,10 @@ async def submit_transcription(engine, data: bytes | audio.Pcm, origin: Origin, 
     job = TranscribeJob(model=stt_model_name(engine, model) or "", origin=origin, priority=priority,
                         task=task, language=language, prompt=prompt, temperature=temperature,
                         word_timestamps=word_timestamps)
+    if getattr(settings, "queue_url", ""):
+        import base64
+        job.audio_b64 = base64.b64encode(audio.wav_bytes(pcm)).decode("ascii")
+        return await engine.submit(job)
     job.audio_path = str(uploads_dir(settings) / f"{job.id}.wav")
     await asyncio.to_thread(audio.write_wav, job.audio_path, pcm)
     try:

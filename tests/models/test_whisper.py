@@ -137,3 +137,15 @@ async def test_speech_progress_events(engine):
     handle = await submit_speech(engine, "One. Two is here. Three is here too.", Origin(), response_format="wav")
     progress = [ev for ev in [e async for e in handle] if isinstance(ev, Progress)]
     assert [(p.step, p.total) for p in progress] == [(1, 2), (2, 2)] or progress[-1].step == progress[-1].total
+
+
+async def test_audio_can_travel_inside_the_job(engine, tmp_path):
+    """With workers on other hosts the 16 kHz WAV rides in the job (base64), not on disk."""
+    import base64
+    from engine.audio import decode, wav_bytes
+    from engine.speech import TranscribeJob
+    text = "Remember to water the plants."
+    pcm = decode(espeak(text, tmp_path / "w.wav").read_bytes(), 2**25, 60, 30)
+    job = TranscribeJob(model="whisper-tiny.en", audio_b64=base64.b64encode(wav_bytes(pcm)).decode())
+    result = await (await engine.submit(job)).result()
+    assert wer(text, result.text) <= 0.35, result.text
