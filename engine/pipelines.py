@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from . import audio
-from .errors import BadMedia, ConfabError, JobCancelled
+from .errors import BadMedia, JobCancelled
 from .handle import JobHandle
 from .jobs import ChatJob, ChatMessage, ChatResult, Origin, Token
 from .priority import priority_class
@@ -50,9 +50,6 @@ class VoiceNoteResult:
     duration_s: float
     note: str = ""                 # e.g. why the fast voice answered instead of Bark
     jobs: list[str] = field(default_factory=list)
-
-
-MessagesFor = Callable[[str], "list[ChatMessage] | asyncio.Future"]
 
 
 class VoiceNote:

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 
 from engine import Engine
-from engine.audio import Pcm, decode, levels, read_wav
+from engine.audio import decode, levels, read_wav
 from engine.speech import SpeechChunk
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, wer
