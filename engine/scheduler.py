@@ -144,10 +144,11 @@ class Scheduler:
     def finished(self, entry: Entry, service_s: float | None = None) -> None:
         self._running.pop(entry.job_id, None)
         if service_s is not None:
-            for waiting in self._waiting:   # it went before these: charge its time to them
-                if waiting.cls <= entry.cls and _fifo(waiting) < _fifo(entry):
+            # It went before these older jobs of its class (class 2 counts as the class 1 it is
+            # promoted into): charge its time to them.
+            for waiting in self._waiting:
+                if min(waiting.cls, INTERACTIVE) <= entry.cls and _fifo(waiting) < _fifo(entry):
                     waiting.passed_s += service_s
-        if service_s is not None:
             old = self._service_s.get(entry.model)
             self._service_s[entry.model] = service_s if old is None else 0.7 * old + 0.3 * service_s
         self._poke()
