@@ -21,6 +21,7 @@ EXTENSIONS: list[str] = [
     "bots.slack",
     "bots.common.image_commands",
     "bots.kb_cli",
+    "bots.skills",
 ]
 
 

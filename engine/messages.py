@@ -53,7 +53,9 @@ Commands:
   /speak TEXT        answer aloud
   /transcribe FILE   turn speech into text
   /voicenote FILE    answer a recording, in text and aloud
-  /translate TEXT    translate
+  /translate [fr,de:] TEXT  translate into one or several languages
+  /promo             a promotion: text and poster (asks for what it needs)
+  /write KIND TOPIC  a product description, announcement or story
   /imagine PROMPT    make a picture
   /queue             your jobs, their place in line and ETA
   /cancel [JOB]      cancel your last job, or the one named

@@ -15,9 +15,19 @@ from ..common.commands import Commands, Request
 class ConsoleReply:
     """Answers printed to a terminal: streamed token by token, files saved to disk."""
 
-    def __init__(self, out: TextIO, files_dir):
+    def __init__(self, out: TextIO, files_dir, stdin: TextIO | None = None):
         self.out = out
         self.files_dir = files_dir
+        self.stdin = stdin
+
+    async def ask(self, prompt: str) -> str | None:
+        """One line typed at a prompt (commands that collect slots, like /promo); None at
+        end of input."""
+        if self.stdin is None:
+            return None
+        self._print(prompt, end="")
+        line = await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
+        return line.rstrip("\n") if line else None
 
     def _print(self, text: str, end: str = "\n") -> None:
         self.out.write(text + end)
@@ -58,7 +68,7 @@ class Console:
         self.stdin, self.stdout, self.prompt = stdin, stdout, prompt
         self.user = user or getpass.getuser()
         self.session = uuid.uuid4().hex[:8]
-        self.reply = ConsoleReply(stdout, engine.settings.data_path / "console")
+        self.reply = ConsoleReply(stdout, engine.settings.data_path / "console", stdin)
 
     def origin(self) -> Origin:
         # One person at their own terminal: a direct conversation, so class 0.

@@ -19,6 +19,7 @@ ROUTE_MODULES = [
     "engine.api.images",
     "engine.api.jobs",
     "engine.api.embeddings",
+    "engine.api.templates",
     "engine.api.dashboard",
 ]
 # Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
