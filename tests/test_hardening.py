@@ -23,6 +23,7 @@ from engine.api.app import create_app
 from engine.redact import MASK, RedactSecrets, install, redact, secret_values
 from models.registry import ModelError, Registry
 from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model
+from tests.fakes.discord_fake import DiscordFake
 from tests.fakes.slack import SlackFake
 from tests.ops_helpers import FAKE_MODEL, fake_engine, serve
 
@@ -76,11 +77,13 @@ async def _until(predicate, timeout: float, what: str):
 
 @requires_chat_model
 async def test_a_full_run_logs_no_secret(tmp_path, shared_models_dir):
-    """`confab run` at DEBUG with API keys, Slack tokens (Socket Mode, against the loopback
-    fake) and a Discord token in its environment: API calls with right and wrong keys, a Slack
+    """`confab run` at DEBUG with API keys, Slack tokens (Socket Mode) and a Discord token in
+    its environment, both platforms' loopback fakes standing in for them: API calls with right and wrong keys, a Slack
     mention answered; then every line it logged is searched for every secret."""
     slack = SlackFake(bot_token=SLACK_BOT, app_token=SLACK_APP)
     await slack.start()
+    discord = DiscordFake(token=DISCORD)
+    await discord.start()
     port = free_port()
     log_path = tmp_path / "confab.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CONFAB_", "SLACK_", "DISCORD_"))},
@@ -91,10 +94,8 @@ async def test_a_full_run_logs_no_secret(tmp_path, shared_models_dir):
            "CONFAB_MAX_TOKENS": "8", "CONFAB_THREADS": "2",
            "SLACK_BOT_TOKEN": SLACK_BOT, "SLACK_APP_TOKEN": SLACK_APP,
            "SLACK_SIGNING_SECRET": SLACK_SIGNING, "CONFAB_SLACK_API_URL": slack.api_url,
-           # the Discord adapter, when present, would dial out: point it at a closed loopback port
-           "DISCORD_BOT_TOKEN": DISCORD,
-           "CONFAB_DISCORD_API_URL": f"http://127.0.0.1:{free_port()}/api/v10",
-           "CONFAB_DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{free_port()}/gw"}
+           "DISCORD_BOT_TOKEN": DISCORD, "CONFAB_DISCORD_API_URL": discord.api_base,
+           "CONFAB_DISCORD_GATEWAY_URL": discord.gateway_url}
     with open(log_path, "wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "confab"), "run", "--no-console", cwd=tmp_path, env=env,
@@ -140,6 +141,7 @@ async def test_a_full_run_logs_no_secret(tmp_path, shared_models_dir):
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         await slack.stop()
+        await discord.stop()
     logged = log_path.read_text(errors="replace")
     assert "DEBUG" in logged and len(logged.splitlines()) > 10     # the run really logged
     leaks = [(s[:12] + "…", line[:200]) for line in logged.splitlines() for s in SECRETS if s in line]
