@@ -3,10 +3,12 @@
 Every decision is one Lua script, so it is atomic in Redis:
 
 - `push`: the front queues a job (idempotent: a job already queued, leased or finished is left
-  alone). Arrival times are Redis's clock, so aging means the same on every host.
+  alone). Arrival times are Redis's clock, so order and class-2 promotion mean the same on
+  every host.
 - `take`: a worker takes the next job by the same rules as `scheduler.pick_next` (class, then
   affinity to the models *that worker* has loaded, with aging; class 2 promoted after its bound),
-  and holds it on a lease. Leases that ran out go back to the queue first, keeping their arrival
+  and holds it on a lease. Aging counts what affinity cost a job, as in-process: `finish`
+  charges a job's run time to the older jobs of its class it went before. Leases that ran out go back to the queue first, keeping their arrival
   time, so a job of a dead worker runs again.
 - `renew`: a running worker extends its lease (and hears whether the job was cancelled).
 - `publish` / `finish`: events and the result go back to the front through one stream; both
@@ -84,6 +86,7 @@ local all = {}
 for i, raw in ipairs(raws) do
   local e = cjson.decode(raw)
   e.arrived = tonumber(e.arrived)
+  e.passed = tonumber(e.passed) or 0
   e.raw = raw
   all[i] = e
 end
@@ -107,9 +110,9 @@ if choice == nil then
   if first == nil then
     choice = oldest(all, function(e) return true end)
   else
-    if now - first.arrived >= aging then
-      choice = first
-    else
+    -- aging: what affinity cost a job, the run time of later jobs that went before it
+    choice = oldest(all, function(e) return in_pool(e) and e.passed >= aging end)
+    if choice == nil then
       choice = oldest(all, function(e) return in_pool(e) and resident[e.model] end) or first
     end
     if choice.cls == 2 then
@@ -146,10 +149,27 @@ return 1
 """ % EVENTS_MAXLEN
 
 FINISH = """
--- KEYS: owner lease inflight job attempt results events cancel
--- ARGV: id token attempt kind data
+-- KEYS: owner lease inflight job attempt results events cancel waiting
+-- ARGV: id token attempt kind data service_s
 local id = ARGV[1]
 if redis.call('HGET', KEYS[1], id) ~= ARGV[2] then return 0 end
+-- It went before the older jobs still waiting in its class (class 2 counts as the class 1 it
+-- is promoted into): charge its run time to them, as Scheduler.finished does.
+local raw = redis.call('HGET', KEYS[3], id)
+local service = tonumber(ARGV[6]) or 0
+if raw and service > 0 then
+  local f = cjson.decode(raw)
+  local farr, fcls, fseq = tonumber(f.arrived), tonumber(f.cls), tonumber(f.seq)
+  local waiting = redis.call('HGETALL', KEYS[9])
+  for i = 1, #waiting, 2 do
+    local w = cjson.decode(waiting[i + 1])
+    local warr = tonumber(w.arrived)
+    if math.min(tonumber(w.cls), 1) <= fcls and (warr < farr or (warr == farr and tonumber(w.seq) < fseq)) then
+      w.passed = string.format('%%.17g', (tonumber(w.passed) or 0) + service)
+      redis.call('HSET', KEYS[9], waiting[i], cjson.encode(w))
+    end
+  end
+end
 redis.call('HSET', KEYS[6], id, ARGV[5])
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', %d, '*', 'job', id, 'kind', ARGV[4],
            'attempt', ARGV[3], 'data', ARGV[5])
@@ -187,7 +207,8 @@ class Taken:
 
 def entry_of(raw: str | bytes) -> Entry:
     d = json.loads(raw)
-    return Entry(d["id"], int(d["cls"]), d["model"], d["user"], float(d["arrived"]), int(d["seq"]))
+    return Entry(d["id"], int(d["cls"]), d["model"], d["user"], float(d["arrived"]), int(d["seq"]),
+                 passed_s=float(d.get("passed") or 0.0))
 
 
 class RedisQueue:
@@ -283,9 +304,10 @@ class RedisQueue:
         return bool(await self._publish(keys=[self.owner, self.events],
                                         args=[taken.entry.job_id, taken.token, taken.attempt, *events_json]))
 
-    async def finish(self, taken: Taken, kind: str, data_json: str) -> bool:
-        """kind is "done" or "failed"; False when the lease was lost (someone else runs it)."""
+    async def finish(self, taken: Taken, kind: str, data_json: str, service_s: float = 0.0) -> bool:
+        """kind is "done" or "failed"; False when the lease was lost (someone else runs it).
+        `service_s`, the job's run time, is charged to the older jobs it went before (aging)."""
         return bool(await self._finish(
             keys=[self.owner, self.lease, self.inflight, self.jobs, self.attempts, self.results,
-                  self.events, self.cancels],
-            args=[taken.entry.job_id, taken.token, taken.attempt, kind, data_json]))
+                  self.events, self.cancels, self.waiting],
+            args=[taken.entry.job_id, taken.token, taken.attempt, kind, data_json, repr(float(service_s))]))

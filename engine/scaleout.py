@@ -285,6 +285,7 @@ class Worker:
                 if state == 2:
                     handle.cancel_flag.set()
 
+        began = time.monotonic()
         helpers = [asyncio.create_task(c) for c in (flush(), keep_lease())]
         pumping = asyncio.create_task(pump())
         try:
@@ -296,7 +297,8 @@ class Worker:
                 value, kind = await handle.result(), "done"
             except ConfabError as e:
                 value, kind = e, "failed"
-            if lost.is_set() or not await self.queue.finish(taken, kind, wire.dumps(value)):
+            if lost.is_set() or not await self.queue.finish(taken, kind, wire.dumps(value),
+                                                            time.monotonic() - began):
                 self.lost += 1
                 log.warning("%s: the lease on %s ran out before it finished; its result is dropped "
                             "(another worker runs it)", self.name, job.id)

@@ -18,12 +18,13 @@ MODELS = ["a", "b", "c"]
 
 
 def _entries(draw_list) -> list[Entry]:
-    return [Entry(f"job_{i}", cls, model, f"u{i % 3}", arrived, seq=i + 1)
-            for i, (cls, model, arrived) in enumerate(draw_list)]
+    return [Entry(f"job_{i}", cls, model, f"u{i % 3}", arrived, seq=i + 1, passed_s=passed)
+            for i, (cls, model, arrived, passed) in enumerate(draw_list)]
 
 
 queues = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(MODELS),
-                            st.floats(0, 400, allow_nan=False, allow_infinity=False)),
+                            st.floats(0, 400, allow_nan=False, allow_infinity=False),
+                            st.one_of(st.just(0.0), st.floats(0, 120, allow_nan=False))),
                   min_size=1, max_size=25)
 
 
@@ -49,7 +50,8 @@ def test_lua_policy_agrees_with_pick_next(redis_url):
             await queue.redis.delete(queue.waiting)
             await queue.redis.hset(queue.waiting, mapping={
                 e.job_id: json.dumps({"id": e.job_id, "cls": e.cls, "model": e.model, "user": e.user,
-                                      "arrived": repr(e.arrived), "seq": e.seq}) for e in entries})
+                                      "arrived": repr(e.arrived), "seq": e.seq,
+                                      "passed": repr(e.passed_s)}) for e in entries})
             return await queue.peek(resident, policy, now)
         assert loop.run_until_complete(lua()) == expected
 
@@ -77,10 +79,13 @@ async def test_take_by_class_then_affinity_then_aging(redis_url):
         assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "a1"     # affinity
         await push(queue, "b2", model="b")
         await push(queue, "a2", model="a")
-        await asyncio.sleep(0.7)                                                      # b1 aged
-        assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "b1"
+        await push(queue, "a3", model="a")
+        a2 = await queue.take("w1", ["a"], policy, 30)
+        assert a2.entry.job_id == "a2"                                              # affinity again
+        assert await queue.finish(a2, "done", "{}", service_s=0.7)   # b1 was passed over for 0.7 s
+        assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "b1"    # aged: it goes first
         assert (await queue.take("w2", ["b"], policy, 30)).entry.job_id == "b2"
-        assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "a2"
+        assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "a3"
         assert (await queue.take("w1", ["a"], policy, 30)).entry.job_id == "bg"      # class 2 last
         assert await queue.take("w1", ["a"], policy, 30) is None
     finally:
@@ -126,5 +131,31 @@ async def test_cancel_queued_and_running(redis_url):
         assert await queue.cancel(running.entry.job_id) == 2   # flagged for its worker
         assert await queue.renew(running, 30) == 2
         assert await queue.cancel("nope") == 0
+    finally:
+        await queue.close()
+
+
+async def test_finish_charges_its_run_time_to_the_older_jobs_it_went_before(redis_url):
+    """The same rule as Scheduler.finished: older jobs of its class, class 2 counting as 1."""
+    queue = RedisQueue(redis_url)
+    try:
+        await push(queue, "old1", cls=1)
+        await push(queue, "old2", cls=2)
+        await push(queue, "old0", cls=0)
+        await push(queue, "runs", cls=1, model="b")
+        await push(queue, "new1", cls=1)
+        await queue.redis.hdel(queue.waiting, "old0")      # (a class 0 job would have run first)
+        arrived = json.loads(await queue.redis.hget(queue.waiting, "old1"))["arrived"]
+        raw = await queue.redis.hget(queue.waiting, "runs")
+        await queue.redis.hdel(queue.waiting, "runs")
+        await queue.redis.hset(queue.inflight, "runs", raw)
+        await queue.redis.hset(queue.owner, "runs", "w1|1")
+        from engine.redis_queue import Taken, entry_of
+        taken = Taken(entry_of(raw), 1, "w1|1", "{}")
+        assert await queue.finish(taken, "done", "{}", service_s=0.25)
+        passed = {k: json.loads(v).get("passed") for k, v in (await queue.redis.hgetall(queue.waiting)).items()}
+        assert float(passed["old1"]) == 0.25 and float(passed["old2"]) == 0.25
+        assert passed["new1"] is None
+        assert json.loads(await queue.redis.hget(queue.waiting, "old1"))["arrived"] == arrived
     finally:
         await queue.close()

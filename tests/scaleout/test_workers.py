@@ -142,38 +142,57 @@ def job(name: str, model: str, cls: int, seconds: float = 0.2) -> SleepJob:
                     origin=Origin(platform="api", user=name))
 
 
-@pytest.mark.parametrize("aging_s", [30.0, 0.4])
-async def test_priority_affinity_and_aging_hold_across_workers(tmp_path, redis_url, aging_s):
-    rig = await start_rig(tmp_path, redis_url, aging_s)
+async def warm_up(rig: Rig, seconds_a: float, seconds_b: float):
+    """w1 loads fake-a and w2 fake-b, each running one job for the given seconds."""
+    front = rig.front
+    first_a = await front.submit(job("warm-a", "fake-a", 1, seconds=seconds_a))
+    rig.tasks.append(asyncio.create_task(rig.workers[0].run(rig.stop)))
+    await asyncio.wait_for(_until(lambda: rig.workers[0].taken), 10)
+    first_b = await front.submit(job("warm-b", "fake-b", 1, seconds=seconds_b))
+    rig.tasks.append(asyncio.create_task(rig.workers[1].run(rig.stop)))
+    await asyncio.wait_for(_until(lambda: rig.workers[1].taken), 10)
+    return [first_a, first_b]
+
+
+async def run_all(rig: Rig, handles) -> list[tuple[str, str]]:
+    await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 30)
+    for h in handles:
+        assert (await rig.front.store.get_job(h.id))["status"] == "done"
+    names = {h.id: h.job.text for h in handles}
+    return [(names[jid], w) for jid, w in rig.order()]
+
+
+async def test_priority_and_affinity_hold_across_workers(tmp_path, redis_url):
+    rig = await start_rig(tmp_path, redis_url, aging_s=30.0)
     try:
-        front = rig.front
-        # each worker loads one model: w1 gets fake-a, w2 fake-b; w1 is free again first
-        first_a = await front.submit(job("warm-a", "fake-a", 1, seconds=0.8))
-        rig.tasks.append(asyncio.create_task(rig.workers[0].run(rig.stop)))
-        await asyncio.wait_for(_until(lambda: rig.workers[0].taken), 10)
-        first_b = await front.submit(job("warm-b", "fake-b", 1, seconds=2.5))
-        rig.tasks.append(asyncio.create_task(rig.workers[1].run(rig.stop)))
-        await asyncio.wait_for(_until(lambda: rig.workers[1].taken), 10)
-        # queued while both are busy, oldest first
-        queued = [await front.submit(j) for j in (
+        warm = await warm_up(rig, 0.8, 2.5)          # w1 is free again first
+        queued = [await rig.front.submit(j) for j in (           # queued while both are busy
             job("bg", "fake-a", 2), job("old-c", "fake-c", 1), job("new-a", "fake-a", 1),
             job("dm", "fake-b", 0))]
-        handles = [first_a, first_b, *queued]
-        await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 30)
-        names = {h.id: h.job.text for h in handles}
-        order = [(names[jid], w) for jid, w in rig.order()]
+        order = await run_all(rig, warm + queued)
         ran = [n for n, _ in order]
         assert ran[:2] == ["warm-a", "warm-b"]
         assert ran[2] == "dm", order                    # class 0 first, on whichever worker is free
+        assert order[3] == ("new-a", "w1"), order       # affinity to what w1 has loaded
         assert ran[-1] == "bg", order                   # class 2 last
-        if aging_s >= 30:
-            # w1 has fake-a loaded: it takes new-a past the older old-c (affinity, not yet aged)
-            assert order[3] == ("new-a", "w1"), order
-        else:
-            # old-c waited past the aging bound: it goes first in class 1, even on w1
-            assert order[3] == ("old-c", "w1"), order
-        for h in handles:
-            assert (await front.store.get_job(h.id))["status"] == "done"
+    finally:
+        await close_rig(rig)
+
+
+@pytest.mark.parametrize("aging_s", [30.0, 0.5])
+async def test_aging_bounds_what_affinity_costs_across_workers(tmp_path, redis_url, aging_s):
+    rig = await start_rig(tmp_path, redis_url, aging_s=aging_s)
+    try:
+        warm = await warm_up(rig, 0.3, 4.0)          # w2 stays busy throughout
+        queued = [await rig.front.submit(j) for j in (
+            job("old-c", "fake-c", 1), *(job(f"a{i}", "fake-a", 1, seconds=0.25) for i in range(1, 5)))]
+        order = await run_all(rig, warm + queued)
+        on_w1 = [n for n, w in order if w == "w1"][1:]
+        assert sorted(on_w1) == ["a1", "a2", "a3", "a4", "old-c"], order
+        if aging_s >= 30:     # never passed over long enough: w1 keeps to its loaded model
+            assert on_w1 == ["a1", "a2", "a3", "a4", "old-c"], order
+        else:                 # later fake-a jobs ran 0.5 s before it: then it goes first
+            assert on_w1[0] == "a1" and on_w1.index("old-c") < on_w1.index("a4"), order
     finally:
         await close_rig(rig)
 
