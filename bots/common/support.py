@@ -23,7 +23,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from engine import Origin
 from engine.kb import Outcome, SupportDeskAnswerer, is_question
@@ -141,3 +141,33 @@ class SupportDesk:
         if key in self._threads:
             self._threads[key].escalated = True
         return SupportAction("ping", channel, thread, f"{mention} {why}".strip())
+
+
+def build_support_desk(engine, clock: Callable[[], float] = time.time) -> SupportDesk | None:
+    """The desk for CONFAB_CHANNELS_FILE's support channels; None when there are none (or the
+    kb extra is not installed: the log says so). Adapters call this once at start-up."""
+    from .channels import load_channels
+    channels = load_channels(engine.settings.channels_file)
+    if not channels.support:
+        return None
+    from engine import ConfabError
+    from engine.kb import open_kb
+    try:
+        kb = open_kb(engine)
+    except ConfabError as e:
+        log.warning("support channels are configured but the knowledge base cannot open: %s", e.message)
+        return None
+    return SupportDesk(engine, SupportDeskAnswerer(engine, kb), channels, clock)
+
+
+async def run_escalations(desk: SupportDesk, post: Callable[[SupportAction], Awaitable[object]],
+                          every_s: float = 60.0) -> None:
+    """Post due escalation pings every `every_s` seconds until cancelled (an adapter's task)."""
+    import asyncio
+    while True:
+        await asyncio.sleep(every_s)
+        for action in desk.due_escalations():
+            try:
+                await post(action)
+            except Exception:
+                log.exception("posting an escalation in %s failed", action.channel)
