@@ -155,15 +155,17 @@ async def test_page_shows_a_queued_job_and_a_click_cancels_it(tmp_path):
         await browser.goto(f"{base}/dashboard")
         row = f'#queued tr[data-job-id="{target.id}"]'
         await browser.wait_for(f"document.querySelector('{row}') !== null")
-        assert await browser.eval("document.getElementById('status').textContent") == "live"
+        await browser.wait_for("document.getElementById('status').textContent === 'live'")
         text = await browser.eval("document.getElementById('board').innerText")
         assert "fake-chat" in text and "slack:U2" in text and "interactive: 2" in text
         assert "cpu:" in text and "1 MiB" in text          # the loaded model and its memory
         await browser.screenshot(tmp_path / "dashboard-queued.png")
+        late = await engine.submit(job("U7"))            # arrives after the page loaded: live
+        await browser.wait_for(f"document.querySelector('#queued tr[data-job-id=\"{late.id}\"]') !== null")
         await browser.click(f'{row} button')
         await asyncio.wait_for(_until(lambda: target.status == "cancelled"), 10)
         await browser.wait_for(f"document.querySelector('{row}') === null")
-        assert queued[0].status == "queued"                # only the one clicked
+        assert queued[0].status == "queued" and late.status == "queued"   # only the one clicked
         await browser.click(f'#running tr[data-job-id="{first.id}"] button')
         await asyncio.wait_for(_until(lambda: first.status == "cancelled"), 10)
         await browser.wait_for(f"document.querySelector('#running tr[data-job-id=\"{first.id}\"]') === null")

@@ -102,6 +102,16 @@ def test_dockerfiles_run_as_a_user_with_volumes_and_a_healthcheck(dockerfile):
     assert user > last_run
 
 
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cpu"])
+def test_everything_the_dockerfiles_copy_exists(dockerfile):
+    root = DEPLOY.parent
+    for line in (DEPLOY / dockerfile).read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not parts[1].startswith("--from"):
+            for source in parts[1:-1]:
+                assert (root / source).exists(), f"{dockerfile} copies {source}, which is not in the repo"
+
+
 def unit(name: str) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str
