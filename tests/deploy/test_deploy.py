@@ -65,6 +65,19 @@ def test_compose_file_is_valid_by_the_compose_specification():
         compose_spec.PyCompose.from_yaml("services:\n  a:\n    image: x\n    restart_policy: 1\n")
 
 
+def test_compose_sets_only_settings_confab_reads():
+    import dataclasses
+    from engine.config import Settings
+    known = {f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata}
+    for name, service in compose()["services"].items():
+        env = service.get("environment") or {}
+        for var in env:
+            if var.startswith("CONFAB_"):
+                assert var in known, f"{name} sets {var}, which Confab does not read"
+    worker = compose()["services"]["worker"]["environment"]
+    assert "redis://" in worker["CONFAB_QUEUE_URL"] and "postgresql://" in worker["CONFAB_DATABASE_URL"]
+
+
 def test_every_named_volume_a_service_mounts_is_declared():
     doc = compose()
     for name, service in doc["services"].items():
