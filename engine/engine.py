@@ -112,8 +112,7 @@ class Engine:
         self._started = True
         self.scheduler.start()
         self.models.start()
-        from .limits import day_start
-        self.limits.seed(await self.store.run_seconds_since(day_start(time.time())))
+        await self.limits.refresh(self.store, every_s=0)   # today's GPU-seconds, from the store
         if resume:
             await self._resume_unfinished()
 
@@ -158,6 +157,7 @@ class Engine:
         prio = job.priority if job.priority is not None else priority_class(job.origin, self.settings.admins)
         user = job.origin.user_key
         try:
+            await self.limits.refresh(self.store)
             self.limits.check(job.origin)
         except EngineBusy as e:
             self.metrics.rejected.labels(e.code).inc()

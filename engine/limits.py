@@ -99,6 +99,7 @@ class Limits:
         self._used: dict[str, float] = {}        # principal -> GPU-seconds today
         self._seen: OrderedDict[str, int] = OrderedDict()   # principal -> requests today
         self._recent = SlidingWindow(1 << 30)               # principal -> requests this minute
+        self._refreshed = float("-inf")
 
     @classmethod
     def from_settings(cls, settings, clock: Callable[[], float] = time.time) -> "Limits":
@@ -155,11 +156,26 @@ class Limits:
         who = principal(origin_or_user_key)
         self._used[who] = self._used.get(who, 0.0) + max(0.0, seconds)
 
-    def seed(self, used_by_user_key: dict[str, float]) -> None:
-        """Today's GPU-seconds per user key, as the store remembers them (at start-up)."""
-        self._roll(self.clock())
-        for user_key, seconds in used_by_user_key.items():
-            self.charge(user_key, seconds)
+    async def refresh(self, store, every_s: float = 60.0) -> None:
+        """Catch up with today's GPU-seconds in the store, at most every `every_s` seconds.
+
+        The store is where every worker writes its jobs' run times (with scale-out, other hosts
+        run them), so a front that never runs a job still sees its users' budgets. A total
+        only ever grows: run time charged here and not yet written is not lost."""
+        if self.daily_gpu_s <= 0:
+            return
+        now = self.clock()
+        if now - self._refreshed < every_s:
+            return
+        self._refreshed = now
+        totals = await store.run_seconds_since(day_start(now))
+        self._roll(now)
+        fresh: dict[str, float] = {}
+        for user_key, seconds in totals.items():
+            who = principal(user_key)
+            fresh[who] = fresh.get(who, 0.0) + seconds
+        for who, seconds in fresh.items():
+            self._used[who] = max(self._used.get(who, 0.0), seconds)
 
     def usage(self) -> list[Usage]:
         """Per principal: GPU-seconds today and requests in the last minute (for the dashboard)."""

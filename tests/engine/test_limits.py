@@ -210,3 +210,29 @@ async def test_chat_users_get_a_clear_message_when_over_a_limit(tmp_path):
         assert message.startswith("🚦") and "1 per minute" in message and "Try again in about" in message
     finally:
         await engine.close()
+
+
+async def test_budget_follows_the_store_that_workers_write():
+    """With scale-out the front never runs jobs: it learns run time from the shared store."""
+    class Store:
+        totals = {"api:key-k/alice": 30.0, "api:key-k/bob": 40.0, "slack:U1": 5.0}
+        reads = 0
+
+        async def run_seconds_since(self, since):
+            Store.reads += 1
+            return dict(Store.totals)
+
+    clock = Clock(DAY + 100)
+    limits = Limits(daily_gpu_s=60, clock=clock)
+    store = Store()
+    await limits.refresh(store, every_s=0)
+    with pytest.raises(BudgetExhausted):                 # 30 + 40 under one key
+        limits.check(Origin(platform="api", user="key-k/carol"))
+    limits.check(Origin(platform="slack", user="U1"))
+    limits.charge("slack:U1", 10)                        # charged here, not yet in the store
+    await limits.refresh(store)                          # too soon: not read again
+    assert Store.reads == 1
+    clock.now += 61
+    await limits.refresh(store)
+    assert Store.reads == 2
+    assert {u.who: u.gpu_s_today for u in limits.usage()}["slack:U1"] == 15   # never lowered
