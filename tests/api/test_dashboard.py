@@ -160,8 +160,10 @@ async def test_page_shows_a_queued_job_and_a_click_cancels_it(tmp_path):
         assert "fake-chat" in text and "slack:U2" in text and "interactive: 2" in text
         assert "cpu:" in text and "1 MiB" in text          # the loaded model and its memory
         await browser.screenshot(tmp_path / "dashboard-queued.png")
-        late = await engine.submit(job("U7"))            # arrives after the page loaded: live
+        late = await engine.submit(job('<img id="pwn" src="x">'))   # after the page loaded: live
         await browser.wait_for(f"document.querySelector('#queued tr[data-job-id=\"{late.id}\"]') !== null")
+        assert await browser.eval("document.getElementById('pwn') === null")     # text, never HTML
+        assert '<img id="pwn"' in await browser.eval("document.getElementById('queued').innerText")
         await browser.click(f'{row} button')
         await asyncio.wait_for(_until(lambda: target.status == "cancelled"), 10)
         await browser.wait_for(f"document.querySelector('{row}') === null")
