@@ -140,6 +140,22 @@ async def snapshot(app: web.Application) -> dict:
                         "device": handle.device if handle else None,
                         "status": handle.status if handle else "running",
                         "waited_s": round(entry.waited(now), 1)})
+    # Jobs this process holds that its own scheduler does not (a scale-out front: they wait in
+    # Redis and run on workers) are listed from their handles.
+    listed = {j["id"] for j in queued} | {j["id"] for j in running}
+    by_class = {str(k): v for k, v in sched.depth_by_class().items()}
+    for handle in handles.values():
+        if handle.id in listed:
+            continue
+        origin = handle.job.origin
+        row = {"id": handle.id, "kind": handle.job.kind, "model": handle.job.model,
+               "user": origin.user_key, "class": handle.priority,
+               "waited_s": round(max(0.0, time.time() - handle.job.created_at), 1)}
+        if handle.status == "running":
+            running.append({**row, "device": handle.device, "status": "running"})
+        elif len(queued) < SHOW_QUEUED:
+            queued.append({**row, "position": len(queued) + 1})
+            by_class[str(handle.priority)] = by_class.get(str(handle.priority), 0) + 1
     devices = []
     resident = engine.models.snapshot()
     for device, budget in engine.budgets.items():
@@ -164,7 +180,7 @@ async def snapshot(app: web.Application) -> dict:
                  "source": f"job {f['id']} ({f['kind']}, {f['model']}, {f['user']})"}
                 for f in await engine.store.recent_failures(RECENT_ERRORS)]
     errors = sorted(failures + list(app[ERRORS]), key=lambda e: -e["at"])[:RECENT_ERRORS]
-    return {"time": time.time(), "queue_by_class": {str(k): v for k, v in sched.depth_by_class().items()},
+    return {"time": time.time(), "queue_by_class": by_class,
             "queue_max": sched.policy.queue_max, "queued": queued, "running": running,
             "devices": devices, "errors": errors, "usage": list(per_user.values())}
 

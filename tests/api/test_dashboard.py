@@ -206,3 +206,22 @@ async def test_page_asks_for_a_key_once_and_keeps_a_secure_cookie(tmp_path):
         await browser.close()
         await runner.cleanup()
         await engine.close()
+
+
+async def test_jobs_held_outside_the_local_scheduler_are_listed_too(tmp_path):
+    """A scale-out front keeps its jobs in Redis, not in its own scheduler: the dashboard lists
+    them from the engine's handles (here: a job taken out of the local queue by hand)."""
+    engine, runner, base = await rig(tmp_path)
+    try:
+        first, queued = await hold_one_running_and_queue(engine, 1)
+        remote = queued[0]
+        engine.scheduler.cancel_queued(remote.id)        # as if it waited elsewhere
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/dashboard/state") as r:
+                state = await r.json()
+        assert [q["id"] for q in state["queued"]] == [remote.id]
+        assert state["queue_by_class"]["1"] == 1 and state["queued"][0]["user"] == "slack:U1"
+    finally:
+        engine.gate.set()
+        await runner.cleanup()
+        await engine.close()
