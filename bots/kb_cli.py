@@ -33,9 +33,12 @@ async def _with_kb(args, work):
 
 def cmd_add(args) -> None:
     async def work(engine, kb):
-        report = await kb.add(args.paths, force=args.force, progress=lambda line: print(line, flush=True))
+        report = await kb.add(args.paths, force=args.force, prune=args.prune,
+                              progress=lambda line: print(line, flush=True))
         print(f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} "
-              f"unchanged, {len(report.failed)} failed; {report.chunks_embedded} chunks embedded.")
+              f"unchanged, {len(report.failed)} failed" + (f", {len(report.removed)} removed" if report.removed
+                                                          else "") +
+              f"; {report.chunks_embedded} chunks embedded.")
         if report.failed:
             sys.exit(1)
     asyncio.run(_with_kb(args, work))
@@ -148,6 +151,8 @@ def register_cli(sub, common) -> None:
                                             "Q/A CSV or JSON); unchanged documents are skipped"))
     p.add_argument("paths", nargs="+")
     p.add_argument("--force", action="store_true", help="re-embed even unchanged documents")
+    p.add_argument("--prune", action="store_true",
+                   help="remove documents ingested from these folders whose files are gone")
     p.set_defaults(func=cmd_add)
     common(ksub.add_parser("list", help="the documents in the knowledge base")).set_defaults(func=cmd_list)
     p = common(ksub.add_parser("remove", help="remove documents by id, file name or path"))

@@ -99,7 +99,7 @@ class Settings:
     kb_chunk_chars: int = field(default=900, metadata={"env": "CONFAB_KB_CHUNK_CHARS"})
     kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
     kb_top_k: int = field(default=4, metadata={"env": "CONFAB_KB_TOP_K"})
-    kb_min_score: float = field(default=0.45, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    kb_min_score: float = field(default=0.4, metadata={"env": "CONFAB_KB_MIN_SCORE"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
     kb_handover_text: str = field(default="Thanks for your question! Someone from the support team "

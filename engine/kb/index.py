@@ -111,6 +111,7 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
     chunks_embedded: int = 0
 
 
@@ -193,10 +194,20 @@ class KnowledgeBase:
         h.update(f"|chunk={self.chunk_chars}|model={self.model}".encode())
         return h.hexdigest()
 
-    async def add(self, paths: list[str | Path], force: bool = False,
+    async def add(self, paths: list[str | Path], force: bool = False, prune: bool = False,
                   progress: Callable[[str], None] | None = None) -> IngestReport:
+        """Ingest files and folders; with `prune`, documents once ingested from these folders
+        whose files are gone are removed."""
         report = IngestReport()
-        for path in find_files(paths):
+        files = find_files(paths)
+        if prune:
+            present = {str(f) for f in files}
+            for folder in (Path(p).expanduser().resolve() for p in paths):
+                if folder.is_dir():
+                    for doc in await self.documents():
+                        if doc["source"].startswith(str(folder) + "/") and doc["source"] not in present:
+                            report.removed += await self.remove(doc["source"])
+        for path in files:
             name = path.name
             try:
                 size = path.stat().st_size

@@ -15,10 +15,14 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+import logging
+
+from ..errors import BackendMissing, UnknownModel
 from ..jobs import ChatJob, ChatMessage, Origin
 from .index import Hit, KnowledgeBase
 
 DECISIONS = ("answer", "silent", "handover")
+log = logging.getLogger(__name__)
 RESTATEMENT = 0.9   # an answer sentence this close to the question only repeats it
 
 _GREETINGS = {"hi", "hello", "hey", "hiya", "yo", "morning", "good morning", "good afternoon",
@@ -55,7 +59,7 @@ def is_question(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Policy:
-    min_score: float = 0.45
+    min_score: float = 0.4
     grounding_min: float = 0.75
     when_unsure: str = "handover"       # handover | silent
     handover_text: str = "Someone from the support team will follow up here."
@@ -166,11 +170,15 @@ class SupportDeskAnswerer:
             return self._unsure(policy, "weak retrieval", best)
         if policy.answer_mode == "excerpt":
             return self._excerpt(strong[0], best)
-        handle = await self.engine.submit(ChatJob(model=self.chat_model, origin=origin,
-                                                  messages=build_prompt(question, strong[:2]),
-                                                  max_tokens=policy.max_tokens, temperature=0.0,
-                                                  seed=0, repeat_penalty=1.1))
-        generated = (await handle.result()).text.strip()
+        try:
+            handle = await self.engine.submit(ChatJob(model=self.chat_model, origin=origin,
+                                                      messages=build_prompt(question, strong[:2]),
+                                                      max_tokens=policy.max_tokens, temperature=0.0,
+                                                      seed=0, repeat_penalty=1.1))
+            generated = (await handle.result()).text.strip()
+        except (UnknownModel, BackendMissing) as e:   # no chat model here: quote the source
+            log.warning("support answers quote their sources: %s", e.message)
+            return self._excerpt(strong[0], best)
         grounding, used = await self._grounding(question, generated, strong[:2], origin)
         if generated and grounding >= policy.grounding_min:
             cites = list(dict.fromkeys(_citation(strong[i]) for i in sorted(used)))

@@ -171,3 +171,71 @@ async def test_grounded_answers_cite_or_stand_down(engine, tmp_path):
         assert (stats["helpful"], stats["not_helpful"]) == (1, 1)
     finally:
         kb.close()
+
+
+# A few dozen one-topic documents: (file stem, heading, text, a question it answers).
+TOPICS = [
+    ("vpn", "Connecting to the VPN", "Install the WireGuard client and import the profile from the IT portal.", "How do I connect to the VPN?"),
+    ("printer", "Printing", "The office printer on floor two is called Hermes; add it by its IP 10.0.2.40.", "How do I add the office printer?"),
+    ("parking", "Parking", "Staff parking is in garage B; request a badge from reception.", "Where can employees park their cars?"),
+    ("holidays", "Holiday allowance", "Full-time staff get 25 days of paid holiday per year.", "How many vacation days do I get?"),
+    ("expenses", "Expense claims", "Submit receipts in the Expensly app within 30 days.", "How do I claim my expenses?"),
+    ("wifi", "Guest Wi-Fi", "Visitors join the network Confab-Guest with the password shown at reception.", "What is the guest wifi network?"),
+    ("laptop", "Laptop replacement", "Laptops are replaced every three years; open a ticket with IT.", "When will my laptop be replaced?"),
+    ("payroll", "Payroll dates", "Salaries are paid on the 25th of each month.", "On what day is salary paid?"),
+    ("security", "Reporting phishing", "Forward suspicious emails to security@example.com and delete them.", "What should I do with a phishing email?"),
+    ("onboarding", "First day", "New hires meet their buddy at 9:30 in the lobby.", "What happens on my first day at work?"),
+    ("coffee", "Coffee machine", "Descale the coffee machine every Friday; the kit is under the sink.", "How do we clean the coffee machine?"),
+    ("meeting-rooms", "Booking rooms", "Book meeting rooms in the calendar by adding the room as a guest.", "How can I book a meeting room?"),
+    ("sick-leave", "Sick leave", "Tell your manager before 10:00 and file a sick note after three days.", "What do I do when I am ill?"),
+    ("bikes", "Bike storage", "Bicycles go in the basement rack; the door code is on the intranet.", "Where can I leave my bicycle?"),
+    ("pets", "Dogs at the office", "Dogs are welcome on Fridays if they are calm and vaccinated.", "Can I bring my dog to work?"),
+    ("training", "Training budget", "Each person has a yearly learning budget of 1,000 euros.", "How much money is there for courses?"),
+    ("passwords", "Password manager", "Company passwords are stored in Bitwarden; ask IT for an invite.", "Which password manager do we use?"),
+    ("mail", "Post and parcels", "Personal parcels may be delivered to reception and picked up by 18:00.", "Can I get packages delivered to the office?"),
+    ("fire", "Fire drill", "At the alarm, leave by the stairs and gather in the car park across the street.", "Where do we assemble during a fire alarm?"),
+    ("remote", "Remote work", "Everyone may work from home up to three days a week.", "How many days can I work from home?"),
+    ("lunch", "Lunch", "A catered lunch is served in the canteen on Tuesdays and Thursdays.", "Is there free lunch at the office?"),
+    ("keys", "Lost keys", "Report lost keys or badges to facilities; a replacement costs 20 euros.", "I lost my office badge, what now?"),
+    ("travel", "Business travel", "Book flights through the travel desk at least two weeks ahead.", "How do I book a business trip?"),
+    ("gym", "Gym discount", "Staff get half-price membership at the FitLab gym next door.", "Is there a discount for the gym?"),
+    ("recycling", "Recycling", "Paper goes in the blue bins, plastic in the yellow ones.", "Which bin is for plastic?"),
+    ("software", "Software requests", "Request new software through the IT self-service catalogue.", "How do I get new software installed?"),
+    ("heating", "Heating", "The thermostat is set to 21 degrees; facilities can adjust it.", "The office is too cold, who can change the temperature?"),
+    ("accessibility", "Accessibility", "A lift and an accessible toilet are on every floor.", "Is the building wheelchair accessible?"),
+]
+
+
+@needs_kb
+async def test_a_few_dozen_documents_each_question_cites_its_own(engine, tmp_path):
+    from engine.kb import Policy, SupportDeskAnswerer
+    docs = write_docs(tmp_path / "many")
+    for stem, heading, text, _ in TOPICS:
+        (docs / f"{stem}.md").write_text(f"# {stem.replace('-', ' ').title()}\n\n## {heading}\n\n{text}\n")
+    kb = open_kb(engine)
+    try:
+        report = await asyncio.wait_for(kb.add([docs]), 150)
+        assert len(report.added) == len(TOPICS) + len(DOCS)
+        desk = SupportDeskAnswerer(engine, kb)
+        policy = Policy.from_settings(engine.settings, answer_mode="excerpt")
+        wrong, answered = [], 0
+        for stem, heading, text, question in TOPICS:
+            out = await asyncio.wait_for(desk.answer(question, policy, log=False), 60)
+            if out.decision == "answer":
+                answered += 1
+                if out.sources != [f"{stem}.md"] or text not in out.text:
+                    wrong.append((question, out.sources))
+            else:
+                assert out.decision == "handover" and out.sources == []
+        assert not wrong                              # right when it speaks...
+        assert answered >= 0.85 * len(TOPICS)         # ...and speaks for most covered questions (25/28 here)
+        for question in ("What is the boiling point of mercury?", "Recommend a good sci-fi novel",
+                         "Who is the prime minister of Japan?"):
+            out = await asyncio.wait_for(desk.answer(question, policy, log=False), 60)
+            assert out.decision == "handover", (question, out.score, out.sources)
+        # files gone from the folder are pruned on request
+        (docs / "gym.md").unlink()
+        pruned = await asyncio.wait_for(kb.add([docs], prune=True), 60)
+        assert pruned.removed == ["gym.md"] and pruned.chunks_embedded == 0
+    finally:
+        kb.close()
