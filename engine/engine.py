@@ -17,7 +17,7 @@ from .errors import (BackendFailed, ConfabError, EngineBusy, JobCancelled, JobTi
                      UnknownModel, UserError, UserQueueFull)
 from .handle import JobHandle
 from .limits import Limits
-from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started
+from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started, Token, Usage
 from .memory import ModelManager, device_budgets
 from .metrics import Metrics
 from .priority import priority_class
@@ -27,6 +27,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 ResumeListener = Callable[[JobHandle, dict], Awaitable[None]]
+REDELIVER_WITHIN_S = 3600.0   # a finished answer whose last edit a kill cut off is re-sent this long
 
 
 class Engine:
@@ -145,6 +146,25 @@ class Engine:
                 asyncio.create_task(listener(handle, {"reply_ref": reply_ref}))
             else:   # its adapter starts after the engine: hand the job over when it registers
                 self._unclaimed.setdefault(job.origin.platform, []).append((handle, {"reply_ref": reply_ref}))
+        await self._redeliver(time.time() - REDELIVER_WITHIN_S)
+
+    async def _redeliver(self, since: float) -> None:
+        """Jobs that finished but whose answer's last edit never reached the platform (a kill
+        landed in between) are handed to their adapter again, done, with the whole text."""
+        for record, prio, reply_ref, result in await self.store.undelivered_jobs(since):
+            cls = JOB_TYPES.get(record.get("kind"))
+            value = result_from_record(result)
+            if cls is None or value is None:
+                continue
+            handle = JobHandle(job_from_record(cls, record), prio, self._cancel)
+            handle.push(Token(value.text))
+            handle.resolve(value)
+            log.info("delivering the answer of %s again: it finished before the restart", handle.id)
+            listener = self._resume_listeners.get(handle.job.origin.platform)
+            if listener:
+                asyncio.create_task(listener(handle, {"reply_ref": reply_ref}))
+            else:
+                self._unclaimed.setdefault(handle.job.origin.platform, []).append((handle, {"reply_ref": reply_ref}))
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -341,6 +361,16 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def result_from_record(record: dict | None) -> ChatResult | None:
+    """A chat result as the store keeps it, rebuilt (None for other results)."""
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        return None
+    usage = record.get("usage") or {}
+    return ChatResult(record["text"], record.get("finish_reason", "stop"),
+                      Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+                      record.get("model", ""), record.get("trimmed_messages", 0))
 
 
 def job_from_record(cls: type[Job], record: dict) -> Job:

@@ -316,7 +316,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None =
         from .config import ConfigError
         raise ConfigError("confab worker needs the queue: --queue redis://HOST:6379/0 or CONFAB_QUEUE_URL.")
     queue = RedisQueue(settings.queue_url)
-    engine = Engine(settings, **engine_kw)
+    # The front's store owns each job's record; a worker's engine keeps its scratch in SQLite.
+    engine = Engine(settings.replace(database_url=""), **engine_kw)
     await queue.ping()
     await engine.start(resume=False)
     worker = Worker(engine, queue, name)

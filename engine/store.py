@@ -117,6 +117,24 @@ class Store:
             return [(json.loads(p), prio, ref) for p, prio, ref in rows]
         return await self._run(_list)
 
+    async def undelivered_jobs(self, since: float) -> list[tuple[dict, int, str, dict | None]]:
+        """Jobs done since `since` whose answer was posted but whose reply record (see
+        bots/common/delivery.py) does not say its final text went out: a kill landed between."""
+        def _list():
+            rows = self._db.execute(
+                "SELECT payload, priority, reply_ref, result FROM jobs WHERE status='done'"
+                " AND reply_ref IS NOT NULL AND finished >= ? ORDER BY created", (since,)).fetchall()
+            out = []
+            for payload, prio, ref, result in rows:
+                try:
+                    where = json.loads(ref)
+                except ValueError:
+                    continue
+                if isinstance(where, dict) and where.get("messages") and not where.get("delivered"):
+                    out.append((json.loads(payload), prio, ref, json.loads(result) if result else None))
+            return out
+        return await self._run(_list)
+
     async def run_seconds_since(self, since: float) -> dict[str, float]:
         """Seconds each user's jobs spent running, for jobs started at `since` or later."""
         def _sum():

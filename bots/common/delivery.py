@@ -11,8 +11,14 @@ messages instead of posting a second answer.
     ts = (await client.chat_postMessage(...))["ts"]
     await delivery.posted(ts)                   # before anything else happens
 
+    ...                                         # the final edit
+    await delivery.delivered()                  # a restart now leaves the job alone
+
     delivery = Delivery.resumed(engine.store, handle.id, ref["reply_ref"])   # on resume
     delivery.messages                           # edit these; post only past their end
+
+A job that was marked done before its final edit reached the platform (the kill landed after the
+store's write) is handed to the adapter again on restart, finished, with its whole text.
 """
 from __future__ import annotations
 
@@ -54,6 +60,11 @@ class Delivery:
             await self.store.set_reply_ref(self.job_id, self.to_ref())
         except Exception:
             log.exception("could not record where %s answers", self.job_id)
+
+    async def delivered(self) -> None:
+        """Call when the answer's final text reached the platform: a restart leaves it alone."""
+        self.where["delivered"] = True
+        await self.save()
 
     async def posted(self, message_id: object) -> None:
         """Call as soon as the platform returns the id of a message posted for this job."""

@@ -205,3 +205,48 @@ async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake,
     finally:
         await asyncio.wait_for(running.stop(), 15)
         await idle_then_close(engine)
+
+
+async def test_an_answer_marked_done_before_its_last_edit_gets_that_edit_after_a_restart(
+        fake, tmp_path, shared_models_dir):
+    """The kill landed after the store said done but before the final edit reached Slack."""
+    import bots.slack
+    from bots.common.commands import Commands
+    from engine import ChatJob, ChatMessage, Engine, Origin
+    from slack_sdk.web.async_client import AsyncWebClient
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, shared_models_dir, slack_bot_token=fake.bot_token,
+                             slack_app_token=fake.app_token, slack_api_url=fake.api_url)
+    mention = fake.app_mention_event(f"<@{fake.bot_user_id}> What is 2 and 2?")
+    thread = mention["ts"]
+    first = Engine(settings)
+    job = ChatJob(origin=Origin(platform="slack", user="U1", channel="C1", thread=thread),
+                  messages=[ChatMessage("user", "What is 2 and 2?")])
+    await first.submit(job)
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    posted = await client.chat_postMessage(channel="C1", thread_ts=thread, text="Two and two ma ▌")
+    await first.store.set_reply_ref(job.id, json.dumps({"channel": "C1", "thread_ts": thread, "user": "U1",
+                                                        "messages": [posted["ts"]]}))
+    await first.store.set_status(job.id, "done", result={
+        "text": "Two and two make four.", "finish_reason": "stop", "model": job.model,
+        "usage": {"prompt_tokens": 9, "completion_tokens": 6}, "trimmed_messages": 0})
+    await first.close()
+
+    engine = Engine(settings)
+    running = await bots.slack.start(engine, Commands(engine))
+    try:
+        await engine.start()
+
+        async def edited():
+            while fake.bot_messages("C1", thread)[0]["text"] != "Two and two make four.":
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(edited(), 30)
+        await asyncio.sleep(0.3)
+        assert [m["ts"] for m in fake.bot_messages("C1", thread)] == [posted["ts"]]
+        record = await engine.store.get_job(job.id)
+        assert json.loads(record["reply_ref"])["delivered"] is True
+        assert await engine.store.undelivered_jobs(0) == []     # the next restart leaves it alone
+    finally:
+        await asyncio.wait_for(running.stop(), 15)
+        await idle_then_close(engine)

@@ -47,6 +47,10 @@ async def test_the_store_contract(store_url):
         unfinished = await store.unfinished_jobs()
         assert [(r["id"], prio, ref) for r, prio, ref in unfinished] == [
             ("j1", 1, None), ("j2", 0, '{"channel": "C1", "messages": ["1.2"]}')]
+        await store.set_status("j2", "done", result={"text": "answer"})
+        assert [(r["id"], res) for r, _, _, res in await store.undelivered_jobs(0)] == [("j2", {"text": "answer"})]
+        await store.set_reply_ref("j2", '{"channel": "C1", "messages": ["1.2"], "delivered": true}')
+        assert await store.undelivered_jobs(0) == []
         await store.set_status("j1", "failed", error="boom")
         assert [f["id"] for f in await store.recent_failures()] == ["j1"]
         assert set(await store.run_seconds_since(0)) == {"slack:alice"}
