@@ -127,3 +127,24 @@ async def test_write_and_the_named_prompts_api(engine):
                 assert r.status == 400
     finally:
         await runner.cleanup()
+
+
+def test_modal_shapes_for_slack_and_discord():
+    from bots.common.forms import discord_modal, discord_values, slack_modal, slack_values
+    promo = T.get("promo")
+    view = slack_modal(promo, {"product": "Lemonade"}, {"channel": "C1"})
+    assert view["type"] == "modal" and view["callback_id"] == "confab_template:promo"
+    blocks = {b["block_id"]: b for b in view["blocks"]}
+    assert list(blocks) == [s.name for s in promo.slots]
+    assert blocks["product"]["element"]["initial_value"] == "Lemonade"
+    assert blocks["output"]["element"]["type"] == "static_select"
+    assert blocks["output"]["element"]["initial_option"]["value"] == "text"
+    state = {"product": {"product": {"type": "plain_text_input", "value": "Lemonade"}},
+             "size": {"size": {"type": "plain_text_input", "value": "330 ml"}},
+             "output": {"output": {"type": "static_select", "selected_option": {"value": "both"}}}}
+    assert slack_values(promo, state) == {"product": "Lemonade", "size": "330 ml", "output": "both"}
+    modal = discord_modal(promo, {"price": "$1.50"})
+    inputs = [row["components"][0] for row in modal["components"]]
+    assert [i["custom_id"] for i in inputs] == ["product", "size", "container", "store", "setting"]
+    assert all(i["type"] == 4 and len(i["label"]) <= 45 for i in inputs) and len(inputs) <= 5
+    assert discord_values(promo, {"product": "Tea", "bogus": "x", "size": " "}) == {"product": "Tea"}
