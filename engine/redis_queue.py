@@ -270,6 +270,9 @@ class RedisQueue:
     async def depth(self) -> int:
         return int(await self.redis.hlen(self.waiting))
 
+    async def waiting_entries(self) -> list[Entry]:
+        return [entry_of(raw) for raw in await self.redis.hvals(self.waiting)]
+
     # -- a worker's side ---------------------------------------------------------------------
 
     async def take(self, worker: str, resident: Iterable[str], policy: Policy,

@@ -72,6 +72,8 @@ class FrontEngine(Engine):
         self.queue = queue
         self._streams: dict[str, _Stream] = {}
         self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self._positions: dict[str, tuple[int, float]] = {}
         self._pushes: set[asyncio.Task] = set()
         self._last_id = "$"
         self._push_order = asyncio.Lock()   # jobs reach Redis in the order they were accepted
@@ -82,12 +84,14 @@ class FrontEngine(Engine):
         await self.queue.ping()
         self._last_id = await self.queue.last_event_id()
         self._reader = asyncio.create_task(self._read_events(), name="confab-front-events")
+        self._watcher = asyncio.create_task(self._watch_queue(), name="confab-front-positions")
         await super().start(resume)
 
     async def close(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._watcher):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for task in list(self._pushes):
             task.cancel()
         await asyncio.gather(*self._pushes, return_exceptions=True)
@@ -146,7 +150,27 @@ class FrontEngine(Engine):
         return True   # a running job stops at its worker's next lease renewal
 
     def position(self, job_id: str) -> tuple[int, float] | None:
-        return None
+        """Place in line across all workers (by class, then arrival; refreshed every second)."""
+        handle = self._handles.get(job_id)
+        if handle is None or handle.done or handle.status != "queued":
+            return None
+        return self._positions.get(job_id)
+
+    async def _watch_queue(self, every_s: float = 1.0) -> None:
+        while True:
+            try:
+                entries = sorted(await self.queue.waiting_entries(),
+                                 key=lambda e: (e.cls, e.arrived, e.seq))
+                eta, positions = 0.0, {}
+                for place, entry in enumerate(entries, 1):
+                    positions[entry.job_id] = (place, eta)
+                    eta += self.scheduler.service_estimate(entry.model)
+                self._positions = positions
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("reading the queue's order failed: %s", e)
+            await asyncio.sleep(every_s)
 
     # -- results from the workers --------------------------------------------------------------
 

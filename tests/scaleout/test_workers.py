@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("redis")
 
-from engine import Origin, Token  # noqa: E402
+from engine import JobCancelled, Origin, Token  # noqa: E402
 from engine.engine import Engine  # noqa: E402
 from engine.redis_queue import RedisQueue  # noqa: E402
 from engine.scaleout import FrontEngine, Worker  # noqa: E402
@@ -200,3 +200,16 @@ async def test_aging_bounds_what_affinity_costs_across_workers(tmp_path, redis_u
 async def _until(predicate, every: float = 0.02) -> None:
     while not predicate():
         await asyncio.sleep(every)
+
+
+async def test_the_front_knows_each_queued_jobs_place_in_line(tmp_path, redis_url):
+    front = await start_front(tmp_path, redis_url)       # no worker: everything waits
+    try:
+        handles = [await front.submit(job(f"j{i}", "fake-a", cls)) for i, cls in enumerate((1, 2, 1, 0))]
+        await asyncio.wait_for(_until(lambda: all(front.position(h.id) for h in handles)), 10)
+        places = [front.position(h.id)[0] for h in handles]
+        assert places == [2, 4, 3, 1]
+        await handles[3].cancel()
+        assert handles[3].done and isinstance(handles[3].error(), JobCancelled)
+    finally:
+        await front.close()
