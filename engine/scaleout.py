@@ -299,8 +299,8 @@ class Worker:
                     lost.set()
 
         async def keep_lease() -> None:
-            while True:
-                await asyncio.sleep(self.lease_s / 3)
+            while True:   # at least every second: a cancel from the front is heard that soon
+                await asyncio.sleep(min(self.lease_s / 3, 1.0))
                 state = await self.queue.renew(taken, self.lease_s)
                 if state == 0:
                     lost.set()

@@ -213,3 +213,20 @@ async def test_the_front_knows_each_queued_jobs_place_in_line(tmp_path, redis_ur
         assert handles[3].done and isinstance(handles[3].error(), JobCancelled)
     finally:
         await front.close()
+
+
+async def test_cancelling_a_job_running_on_a_worker_stops_it_there(tmp_path, redis_url):
+    rig = await start_rig(tmp_path, redis_url, aging_s=30.0)
+    try:
+        long = await rig.front.submit(SleepJob(model="fake-a", seconds=20.0, text=" ".join(["word"] * 200),
+                                               origin=Origin(platform="api", user="alice")))
+        rig.tasks.append(asyncio.create_task(rig.workers[0].run(rig.stop)))
+        await asyncio.wait_for(_until(lambda: long.status == "running"), 10)
+        started = asyncio.get_running_loop().time()
+        assert await long.cancel()
+        with pytest.raises(JobCancelled):
+            await asyncio.wait_for(long.result(), 10)
+        assert asyncio.get_running_loop().time() - started < 5
+        assert (await rig.front.store.get_job(long.id))["status"] == "cancelled"
+    finally:
+        await close_rig(rig)
