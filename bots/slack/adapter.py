@@ -23,8 +23,8 @@ from ..common.access import Access, Lists, RateLimit
 from ..common.commands import Commands, Request
 from ..common.delivery import Delivery
 from .events import Said, Seen, command_name, said
-from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackFiles
-from .reply import CANCEL_ACTION, SlashReply, ThreadReply
+from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
+from .reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
 from .voice import answer_voice_clip
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class SlackAdapter:
         self.seen = Seen()
         self._admins: dict[str, tuple[bool, float]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.pipelines: dict[str, Any] = {}     # first stage's job id -> running voice note
         self.app = self._build_app()
         engine.on_resume("slack", self._resume)
 
@@ -66,6 +67,7 @@ class SlackAdapter:
         app.event(re.compile(r".*"))(self._on_other_event)
         app.command(re.compile(r"^/.+"))(self._on_command)
         app.action(CANCEL_ACTION)(self._on_cancel)
+        app.action(REROLL_ACTION)(self._on_reroll)
         app.action(re.compile(r".*"))(self._on_other_action)
         app.view(re.compile(r".*"))(self._on_other_action)
         app.shortcut(re.compile(r".*"))(self._on_other_action)
@@ -112,6 +114,10 @@ class SlackAdapter:
     async def _on_cancel(self, ack, body: dict, respond) -> None:
         await ack()
         self._spawn(self._cancel(body, respond))
+
+    async def _on_reroll(self, ack, body: dict, respond) -> None:
+        await ack()
+        self._spawn(self._reroll(body, respond))
 
     async def _on_other_action(self, ack, body: dict) -> None:
         await ack()
@@ -162,19 +168,28 @@ class SlackAdapter:
         files = [SharedFile.of(f) for f in q.files]
         clips = [f for f in files if f.kind == "audio"]
         if clips:
-            await answer_voice_clip(self.commands, self.files, request, clips[0], reply)
+            await answer_voice_clip(self.commands, self.files, request, clips[0], reply, self.pipelines)
             return
-        notes, request.text = await self._read_files(files, q.text)
+        images = [f for f in files if f.kind == "image"]
+        notes, request.text = await self._read_files(files, q.text, bool(images))
         for note in notes:
             await reply.private(note)
+        if images:
+            from ..common.image_commands import answer_about_images
+            request.attachments = [SlackAttachment(self.files, f, self.settings.max_image_bytes)
+                                   for f in images]
+            await answer_about_images(self.commands, request, request.text, reply)
+            return
         if not request.text:
             if not notes:   # an empty mention: say how to ask rather than nothing
                 await reply.private("👋 Ask me something after the mention, or try /help.")
             return
         await self.commands.handle(request, reply)
 
-    async def _read_files(self, files: list[SharedFile], text: str) -> tuple[list[str], str]:
-        """Text files become part of the question; other files get a word, never silence."""
+    async def _read_files(self, files: list[SharedFile], text: str,
+                          images: bool = False) -> tuple[list[str], str]:
+        """Text files become part of the question; images are the caller's (`images`: it can
+        look at them); other files get a word, never silence."""
         notes = []
         for f in files:
             if f.kind == "text" and f.size <= MAX_TEXT_FILE_BYTES:
@@ -186,6 +201,8 @@ class SlackAdapter:
                 except ConfabError as e:
                     notes.append(explain(e))
                     continue
+            if f.kind == "image" and images:
+                continue
             if f.kind == "image":
                 notes.append(f"🖼️ I can't look at images here yet, so I skipped {f.name}."
                              + ("" if text else " Tell me what you'd like to know in words."))
@@ -228,8 +245,15 @@ class SlackAdapter:
         user = (body.get("user") or {}).get("id", "")
         job_id = (body.get("actions") or [{}])[0].get("value", "")
         handle = self.engine.handle(job_id)
+        note = self.pipelines.get(job_id)       # a voice note: cancel whichever stage runs
         try:
-            if handle is None or handle.done:
+            if note is not None and not note.done:
+                if note.origin.user != user and not await self.is_admin(user):
+                    await respond(text="Only the person who asked (or an admin) can cancel that.",
+                                  response_type="ephemeral", replace_original=False)
+                else:
+                    await note.cancel()
+            elif handle is None or handle.done:
                 await respond(text="That job has already finished.", response_type="ephemeral",
                               replace_original=False)
             elif handle.job.origin.user != user and not await self.is_admin(user):
@@ -239,6 +263,30 @@ class SlackAdapter:
                 await handle.cancel()
         except Exception:
             log.exception("cancelling %s from a button failed", job_id)
+
+    async def _reroll(self, body: dict, respond) -> None:
+        """Re-roll: the same picture with a new seed, drawn into the thread of the one clicked."""
+        from ..common.image_commands import reroll
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
+        message = body.get("message") or {}
+        thread_ts = message.get("thread_ts") or message.get("ts") or (body.get("container") or {}).get("message_ts")
+        payload = (body.get("actions") or [{}])[0].get("value", "")
+        reply = ThreadReply(self.client, self.engine, channel, thread_ts, user,
+                            self.settings.slack_edit_interval_s)
+
+        async def run() -> None:
+            admin = await self.is_admin(user)
+            refusal = self.access.check(user, channel, admin)
+            if refusal:
+                await respond(text=refusal, response_type="ephemeral", replace_original=False)
+                return
+            origin = Origin(platform="slack", user=user, channel=channel, thread=thread_ts or "",
+                            is_dm=channel.startswith("D"), is_admin=admin)
+            request = Request(origin, f"slack:{self.team}:{channel}:{thread_ts or 'dm'}")
+            await reroll(self.commands, request, reply, payload)
+
+        await self._guard(reply, run())
 
     async def _guard(self, reply, work: Awaitable[None]) -> None:
         """The one place where a failure becomes words in the thread."""
@@ -272,6 +320,12 @@ class SlackAdapter:
             return
         reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
                             where.get("user", ""), self.settings.slack_edit_interval_s)
+        if handle.job.kind in ("transcribe", "speak"):
+            # a voice note's first stage: the pipeline that chained the stages is gone
+            await handle.cancel()
+            self._spawn(self._say_safely(reply, "🎧 I restarted while working on your voice clip; "
+                                                "please send it again."))
+            return
         # edit what was posted before the restart, never post a second answer
         reply.earlier = delivery.messages or await reply.find_posted(handle.id)
         reply.reply_ref = {"conversation": where.get("conversation", "")}

@@ -92,3 +92,15 @@ class SlackFiles:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class SlackAttachment:
+    """A shared file as `Request.attachments` holds it (see bots/common/image_commands.py):
+    its name, mimetype and size, and `read()`, which downloads it with the bot token."""
+
+    def __init__(self, files: SlackFiles, f: SharedFile, max_bytes: int):
+        self.files, self.file, self.max_bytes = files, f, max_bytes
+        self.name, self.mimetype, self.size = f.name, f.mimetype, f.size
+
+    async def read(self) -> bytes:
+        return await self.files.download(self.file, self.max_bytes)

@@ -29,6 +29,7 @@ PIECE_LIMIT = 2800
 SECTION_LIMIT = 3000
 STATUS_EVERY_S = 2.0
 CANCEL_ACTION = "confab_cancel"
+REROLL_ACTION = "confab_reroll"
 ANSWER_EVENT = "confab_answer"     # message metadata naming the job an answer belongs to
 _JOB_ID = re.compile(r"\bjob_[0-9a-f]+\b")
 
@@ -43,6 +44,17 @@ def cancel_blocks(text: str, job_id: str) -> list[dict]:
     ]
 
 
+def image_blocks(text: str, job_id: str, payload: str, done: bool) -> list[dict]:
+    """An /imagine status message: its text, with Cancel while the job runs, Re-roll after."""
+    button = ({"type": "button", "action_id": REROLL_ACTION, "value": payload,
+               "text": {"type": "plain_text", "text": "Re-roll"}} if done else
+              {"type": "button", "action_id": CANCEL_ACTION, "value": job_id,
+               "text": {"type": "plain_text", "text": "Cancel"}})
+    return [{"type": "section", "block_id": "image",
+             "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT] or " "}},
+            {"type": "actions", "block_id": "job", "elements": [button]}]
+
+
 class ThreadReply:
     """Answers in one place of one channel: a thread (thread_ts) or the top of a DM (None)."""
 
@@ -55,16 +67,42 @@ class ThreadReply:
         # the messages this job's answer was posted in before a restart: edited, not re-posted
         self.earlier: list[str] = []
         self.delivery: Delivery | None = None
+        # (job id of its first stage, running pipeline): a voice note's message keeps its
+        # Cancel button while any stage runs
+        self.pipeline: tuple[str, Any] | None = None
+        self._controls: dict[str, tuple[str, str, bool]] = {}   # ts -> (job id, payload, done)
+        self._texts: dict[str, str] = {}                        # ts -> text shown, for controls
 
     # -- the Reply protocol ------------------------------------------------------------------
 
     async def say(self, text: str) -> object:
         r = await self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts,
                                                text=to_mrkdwn(text), unfurl_links=False)
+        self._texts[r["ts"]] = to_mrkdwn(text)
         return r["ts"]
 
     async def update(self, ref: object, text: str) -> None:
-        await self.client.chat_update(channel=self.channel, ts=str(ref), text=to_mrkdwn(text))
+        text = to_mrkdwn(text)
+        controls = self._controls.get(str(ref))
+        if controls is None:
+            await self.client.chat_update(channel=self.channel, ts=str(ref), text=text)
+            return
+        self._texts[str(ref)] = text
+        job_id, _, done = controls
+        if not done and not self._active(job_id):    # failed or cancelled: no button left
+            del self._controls[str(ref)]
+            await self.client.chat_update(channel=self.channel, ts=str(ref), text=text, blocks=[])
+            return
+        await self.client.chat_update(channel=self.channel, ts=str(ref), text=text,
+                                      blocks=image_blocks(text, *controls))
+
+    async def image_controls(self, ref: object, job_id: str, spec, done: bool) -> None:
+        """Buttons on an /imagine status message: Cancel while queued or drawing, Re-roll after."""
+        if ref is None:
+            return
+        self._controls[str(ref)] = (job_id, spec.payload(), done)
+        text = self._texts.get(str(ref)) or f"🎨 “{spec.prompt}” ({job_id})"
+        await self.update(ref, text)
 
     async def private(self, text: str) -> object:
         try:
@@ -92,14 +130,13 @@ class ThreadReply:
                                     placeholder=self.status_text(job_id))
         if self.earlier:
             throttled.refs, throttled.shown = list(self.earlier), [None] * len(self.earlier)
-        text = await throttled.run(self._with_status(chunks, throttled, job_id))
-        if self.delivery is not None and self.delivery.job_id == job_id:
-            await self.delivery.delivered()
-        return text
+        return await throttled.run(self._with_status(chunks, throttled, job_id))
 
     # -- streaming pieces ----------------------------------------------------------------------
 
     def _active(self, job_id: str | None) -> bool:
+        if self.pipeline is not None and self.pipeline[0] == job_id:
+            return not self.pipeline[1].done
         handle = self.engine.handle(job_id) if job_id else None
         return handle is not None and not handle.done
 

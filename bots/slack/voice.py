@@ -1,14 +1,19 @@
 """The voice-clip path: a Slack audio clip in, the transcript, the answer and the answer aloud out.
 
-One function, so that it can hand over to the engine's voice-note pipeline when that lands
-(transcribe -> chat -> speak, each a job of its own with the asker's priority). Until then it
-runs the same three stages here with the engine's speech jobs. The clip's container (webm from
-the desktop, m4a from phones) is never relied on: ffmpeg probes the bytes.
+The clip goes through the engine's voice-note pipeline (transcribe -> chat -> speak, each stage
+a job of its own at the asker's priority). One message in the thread shows the transcript and
+the answer as it streams, with a Cancel button that cancels whichever stage is queued or
+running; then the spoken answer is uploaded into the same thread. The clip's container (webm
+from the desktop, m4a from phones) is never relied on: ffmpeg probes the bytes.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
+from typing import AsyncIterator
+
+from engine import ConfabError, Token
+from engine.audio import EXTENSIONS as AUDIO_EXT
+from engine.messages import explain
 
 from ..common.commands import Commands, Request
 from .files import SharedFile, SlackFiles
@@ -20,38 +25,61 @@ SPOKEN_FORMAT = "mp3"     # Slack plays mp3 inline on every client
 
 
 async def answer_voice_clip(commands: Commands, files: SlackFiles, request: Request,
-                            clip: SharedFile, reply: ThreadReply) -> None:
-    """Download the clip with the bot token, transcribe it, answer in the thread, then attach
-    the answer as audio. Raises ConfabError for the caller to put into words."""
-    from engine import speech   # the speech modality; a missing backend says what to install
+                            clip: SharedFile, reply: ThreadReply, pipelines: dict | None = None) -> None:
+    """Download the clip with the bot token, run the voice-note pipeline on it, and answer in the
+    thread. `pipelines` (job id of the first stage -> running pipeline) is where the adapter's
+    Cancel button finds it. Raises ConfabError for the caller to put into words."""
+    from engine.pipelines import StageStarted, Transcript, voice_note
 
     engine = commands.engine
-    settings = engine.settings
-    data = await files.download(clip, settings.max_audio_bytes)
-    note = await reply.say("🎧 Listening…")
-    heard = await speech.submit_transcription(engine, data, request.origin)
-    transcript = (await heard.result()).text.strip()
-    if not transcript:
-        await reply.update(note, "🎧 I couldn't make out any words in that clip.")
-        return
-    await reply.update(note, f"🎧 “{transcript}”")
-    question = f"{request.text}\n\n{transcript}".strip() if request.text else transcript
-    asked = dataclasses.replace(request, text=question)
-    answer = (await commands.answer(asked, question, reply)).strip()
-    if not answer:
-        return
-    spoken = _speakable(answer, settings.max_speech_chars)
-    voiced = await speech.submit_speech(engine, spoken, request.origin, response_format=SPOKEN_FORMAT)
-    result = await voiced.result()
-    await reply.send_file(result.audio, f"answer.{result.format}", title="The answer, spoken",
-                          voice=True, duration_s=result.duration_s)
+    data = await files.download(clip, engine.settings.max_audio_bytes)
 
+    def messages_for(transcript: str):
+        question = f"{request.text}\n\n{transcript}".strip() if request.text else transcript
+        return commands.conversation_messages(request, question)
 
-def _speakable(text: str, limit: int) -> str:
-    """The answer without Markdown marks, cut at a sentence end within the speech limit."""
-    plain = text.replace("**", "").replace("__", "").replace("`", "").replace("#", "")
-    if len(plain) <= limit:
-        return plain
-    cut = plain[:limit]
-    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "), cut.rfind("\n"))
-    return cut[: end + 1] if end > limit // 2 else cut
+    note = await voice_note(engine, data, request.origin, conversation=request.conversation,
+                            messages_for=messages_for, response_format=SPOKEN_FORMAT)
+    events = note.events()
+    first = await anext(events, None)
+    if not isinstance(first, StageStarted):
+        await note.result()           # raises what stopped the pipeline before its first stage
+        return
+    key = first.job_id
+    reply.pipeline = (key, note)      # the message keeps its Cancel button while any stage runs
+    if pipelines is not None:
+        pipelines[key] = note
+
+    async def shown() -> AsyncIterator[str]:
+        """The transcript, then the answer's tokens; ends when the whole pipeline has, so the
+        final edit (and the Cancel button's removal) comes after the speech too."""
+        said = False
+        async for event in events:
+            if isinstance(event, Transcript):
+                said = True
+                yield f"🎧 “{event.text.strip()}”\n\n"
+            elif isinstance(event, Token):
+                said = True
+                yield event.text
+        try:
+            await note.result()
+        except ConfabError as e:      # the same message says why it stopped
+            yield ("\n\n" if said else "") + explain(e)
+
+    try:
+        await reply.stream(shown(), status=f"queued ({key})")
+        try:
+            result = await note.result()
+        except ConfabError:
+            return                    # already said in the message
+    except BaseException:
+        await note.cancel()
+        raise
+    finally:
+        if pipelines is not None:
+            pipelines.pop(key, None)
+    if result.note:
+        await reply.say(f"🔊 {result.note}")
+    if result.audio:
+        await reply.send_file(result.audio, f"answer.{AUDIO_EXT[result.format]}",
+                              title="The answer, spoken", voice=True, duration_s=result.duration_s)

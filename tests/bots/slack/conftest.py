@@ -112,8 +112,21 @@ class Confab:
 
 def engine_settings(data_dir) -> Settings:
     # One thread: this test machine is shared, and llama.cpp's spinning threads slow down badly
-    # when cores are oversubscribed.
-    return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), max_tokens=24, threads=1)
+    # when cores are oversubscribed. Short answers (voice notes' too) keep the suite fast and
+    # its timings stable on a busy machine.
+    return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), max_tokens=24,
+                             voice_max_tokens=24, threads=1)
+
+
+def commands_for(engine: Engine) -> Commands:
+    """The shared command set with the image commands, as `confab serve` builds it."""
+    commands = Commands(engine)
+    try:
+        from bots.common import image_commands
+    except ImportError:      # the images extra is not installed: /imagine says so
+        return commands
+    image_commands.register_commands(commands)
+    return commands
 
 
 def settings_for(fake: SlackFake, mode: str, engine: Engine, **overrides) -> Settings:
@@ -132,7 +145,7 @@ async def running_confab(fake: SlackFake, mode: str, engine: Engine, **overrides
     running = None
     runner = None
     try:
-        running = await bots.slack.start(engine, Commands(engine), app,
+        running = await bots.slack.start(engine, commands_for(engine), app,
                                          settings_for(fake, mode, engine, **overrides))
         url = None
         if mode == "http":

@@ -154,9 +154,9 @@ async def test_errors_become_short_replies(confab):
     fake = confab.fake
     clip = fake.audio_clip_event(b"\x1aE\xdf\xa3 this is not really webm", channel="C1")
     await confab.deliver(clip)
-    reply = await fake.wait_message("C1", lambda m: m.get("bot_id") and m["text"].startswith("🎧 ")
-                                    and "Listening" not in m["text"], thread_ts=clip["ts"], timeout=20)
-    assert len(reply["text"]) < 300
+    reply = await fake.wait_message("C1", lambda m: m.get("bot_id") and not m.get("blocks")
+                                    and not m["text"].startswith(("⏳", "✍️")), thread_ts=clip["ts"], timeout=20)
+    assert len(reply["text"]) < 300 and "▌" not in reply["text"]
     # a file-only message gets a word, never silence
     image = fake.file_share_event([fake.image_file(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32, user="U2")],
                                   user="U2", channel=fake.im_with("U2"))
@@ -182,33 +182,154 @@ async def test_access_lists_and_slash_outside_the_bots_channels(fake, mode, engi
 
 
 @pytest.fixture(scope="module")
-def spoken_clip(tmp_path_factory) -> bytes:
-    """'What is the capital of France' as a Slack desktop clip would carry it: webm/opus."""
+def spoken_clips(tmp_path_factory) -> dict[str, bytes]:
+    """'What is the capital of France' as Slack clips carry it: webm/opus from the desktop
+    client, m4a (AAC in MP4, its index at the end as ffmpeg writes it) from phones."""
     import shutil
     import subprocess
     if not (shutil.which("espeak-ng") and shutil.which("ffmpeg")):
         pytest.skip("espeak-ng and ffmpeg make the test's speech")
     folder = tmp_path_factory.mktemp("clip")
-    wav, webm = folder / "q.wav", folder / "q.webm"
+    wav = folder / "q.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "What is the capital of France?"], check=True, timeout=30)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-c:a", "libopus",
-                    "-b:a", "32k", str(webm)], check=True, timeout=30)
-    return webm.read_bytes()
+    clips = {}
+    for mimetype, name, codec in (("audio/webm", "q.webm", "libopus"), ("audio/mp4", "q.m4a", "aac")):
+        out = folder / name
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-c:a", codec,
+                        "-b:a", "32k", str(out)], check=True, timeout=30)
+        clips[mimetype] = out.read_bytes()
+    return clips
 
 
-async def test_a_voice_clip_is_transcribed_answered_and_spoken(confab, spoken_clip):
+def _final(confab, clip_ts: str):
+    """A bot message in the clip's thread that is finished: no button, no cursor, no status."""
+    return lambda m: (m.get("bot_id") == confab.fake.bot_id and not m.get("blocks") and not m.get("files")
+                      and "▌" not in m.get("text", "") and not m["text"].startswith(("⏳", "✍️")))
+
+
+@pytest.mark.parametrize("mimetype", ["audio/webm", "audio/mp4"])
+async def test_a_voice_clip_goes_through_the_voice_note_pipeline(confab, spoken_clips, mimetype):
     fake = confab.fake
-    clip = fake.audio_clip_event(spoken_clip, mimetype="audio/webm", duration_ms=2000, channel="C1")
+    clip = fake.audio_clip_event(spoken_clips[mimetype], mimetype=mimetype, duration_ms=2000, channel="C1")
+    assert clip["files"][0]["filetype"] == {"audio/webm": "webm", "audio/mp4": "m4a"}[mimetype]
     await confab.deliver(clip)
-    heard = await fake.wait_message("C1", lambda m: m.get("bot_id") and m["text"].startswith("🎧 “"),
-                                    thread_ts=clip["ts"], timeout=180)
-    assert "capital" in heard["text"].lower() and "france" in heard["text"].lower()
     spoken = await fake.wait_message("C1", lambda m: m.get("bot_id") == fake.bot_id and m.get("files"),
                                      thread_ts=clip["ts"], timeout=180)
-    assert spoken["files"][0]["name"].endswith(".mp3")
+    assert spoken["files"][0]["name"] == "answer.mp3"
+    # one message holds the transcript and the answer, finished before the audio was uploaded
+    said = [m for m in fake.bot_messages("C1", clip["ts"]) if not m.get("files")]
+    assert len(said) == 1 and _final(confab, clip["ts"])(said[0]), said
+    heard, _, answer = said[0]["text"].partition("\n\n")
+    assert heard.startswith("🎧 “") and "capital" in heard.lower() and "france" in heard.lower()
+    assert answer.strip()
     download = fake.calls_to("files.download")[0]
     assert download.params["authed"] and download.headers["Authorization"] == f"Bearer {fake.bot_token}"
     done = fake.calls_to("files.completeUploadExternal")[-1]
     assert done.params["channel_id"] == "C1" and done.params["thread_ts"] == clip["ts"]
-    assert any(confab.is_answer(m, clip["ts"]) and not m.get("files") and not m["text"].startswith("🎧")
-               for m in fake.bot_messages("C1", clip["ts"]))
+    await confab.idle()
+    # three stages, each a job of its own at the asker's priority, and the thread remembers
+    kinds = [j["kind"] for j in confab.jobs()]
+    assert kinds == ["transcribe", "chat", "speak"], kinds
+    assert len({j["priority"] for j in confab.jobs()}) == 1
+    history = await confab.engine.history(f"slack:T1:C1:{clip['ts']}")
+    assert [r for r, _ in history] == ["user", "assistant"] and "France" in history[0][1]
+
+
+async def test_cancel_button_cancels_the_voice_note_at_a_later_stage(confab, spoken_clips):
+    fake, engine = confab.fake, confab.engine
+    clip = fake.audio_clip_event(spoken_clips["audio/webm"], mimetype="audio/webm", duration_ms=2000,
+                                 channel="C1", user="U2")
+    await confab.deliver(clip)
+    note = await fake.wait_until(lambda: next(iter(confab.adapter.pipelines.values()), None), 30, "the pipeline")
+    await fake.wait_until(lambda: note.handles and note.handles[0].status == "running", 60, "transcribing")
+    blocker = await _blocker(engine)          # runs next, so the chat stage waits behind it
+    await fake.wait_until(lambda: note.stage == "chat", 120, "the chat stage")
+    status = await fake.wait_message("C1", lambda m: m.get("bot_id") and m.get("blocks"),
+                                     thread_ts=clip["ts"], timeout=10)
+    button = status["blocks"][1]["elements"][0]
+    assert button["value"] == note.handles[0].id and note.handles[0].done   # the first stage's id
+    await confab.click("confab_cancel", button["value"], user="U2", channel="C1", message_ts=status["ts"])
+    final = await fake.wait_message("C1", lambda m: m["ts"] == status["ts"] and _final(confab, clip["ts"])(m)
+                                    and m["text"].endswith("🛑 Cancelled."), thread_ts=clip["ts"], timeout=30)
+    assert final
+    await blocker.cancel()
+    await confab.idle()
+    assert [h.job.kind for h in note.handles] == ["transcribe", "chat"] and note.handles[1].status == "cancelled"
+    assert not [m for m in fake.bot_messages("C1", clip["ts"]) if m.get("files")]
+
+
+# -- images: /imagine with a tiny random-weight diffusers pipeline, and screenshots read by OCR --
+
+@pytest.fixture(scope="module")
+def tiny_sd_model(engine):
+    """A tiny Stable Diffusion of the real architecture, registered as `confab models add` does."""
+    pytest.importorskip("diffusers")
+    from tests.models.tiny_diffusers import tiny_sd
+    engine.registry.add(tiny_sd(), name="tiny-sd")
+    engine.refresh_models()
+    return "tiny-sd"
+
+
+def _buttons(m: dict) -> list[str]:
+    return [el["action_id"] for b in m.get("blocks") or [] if b.get("type") == "actions"
+            for el in b["elements"]]
+
+
+async def test_imagine_shows_progress_sends_the_image_and_rerolls(confab, tiny_sd_model):
+    fake = confab.fake
+    assert await confab.slash("/imagine", "a lighthouse --steps 3 --seed 42") < 3.0
+    parent = await fake.wait_message("C1", lambda m: "asked:" in m.get("text", "") and "lighthouse" in m["text"],
+                                     timeout=10)
+    image = await fake.wait_message("C1", lambda m: m.get("bot_id") == fake.bot_id and m.get("files"),
+                                    thread_ts=parent["ts"], timeout=90)
+    assert image["files"][0]["name"] == "confab-42.png"
+    assert fake.file_contents[image["files"][0]["id"]].startswith(b"\x89PNG")
+    status = await fake.wait_message("C1", lambda m: _buttons(m) == ["confab_reroll"], thread_ts=parent["ts"],
+                                     timeout=10)
+    assert "seed 42" in status["text"] and "3 steps" in status["text"]
+    edits = [c for c in fake.calls_to("chat.update") if c.ok and c.params["ts"] == status["ts"]]
+    assert any("step 3 of 3" in c.params["text"] for c in edits)
+    assert any("confab_cancel" in str(c.params.get("blocks")) for c in edits)    # while it ran
+    # the status message's section shows what its text says (blocks win over text in Slack)
+    assert status["blocks"][0]["text"]["text"] == status["text"]
+    reroll = status["blocks"][1]["elements"][0]
+    await confab.click("confab_reroll", reroll["value"], user="U1", channel="C1", message_ts=status["ts"])
+    again = await fake.wait_until(lambda: [m for m in fake.bot_messages("C1", parent["ts"]) if m.get("files")][1:],
+                                  90, "the re-rolled image")
+    assert again[0]["files"][0]["name"].startswith("confab-") and again[0]["files"][0]["name"] != "confab-42.png"
+    await confab.idle()
+    prompts = [(j["prompt"], j["steps"]) for j in confab.jobs() if j["kind"] == "image"]
+    assert prompts == [("a lighthouse", 3), ("a lighthouse", 3)]
+
+
+async def test_imagine_cancel_button(confab, tiny_sd_model):
+    fake, engine = confab.fake, confab.engine
+    blocker = await _blocker(engine)
+    mention = await confab.mention("/imagine a storm --steps 2", user="U2")
+    queued = await fake.wait_message("C1", lambda m: _buttons(m) == ["confab_cancel"], thread_ts=mention["ts"],
+                                     timeout=10)
+    assert "a storm" in queued["blocks"][0]["text"]["text"]
+    await confab.click("confab_cancel", queued["blocks"][1]["elements"][0]["value"], user="U2", channel="C1",
+                       message_ts=queued["ts"])
+    await fake.wait_message("C1", lambda m: m["ts"] == queued["ts"] and m["text"] == "🛑 Cancelled."
+                            and not m.get("blocks"), thread_ts=mention["ts"], timeout=10)
+    await blocker.cancel()
+    await confab.idle()
+    assert not [m for m in fake.bot_messages("C1", mention["ts"]) if m.get("files")]
+
+
+async def test_a_screenshot_with_a_question_is_answered_in_its_thread(confab):
+    from engine.messages import OCR_ONLY_NOTE
+    from tests.models.tiny_diffusers import text_png
+    fake = confab.fake
+    shot = fake.image_file(text_png(["Error 503: disk full"]), name="error.png", user="U2")
+    mention = await confab.mention("what went wrong?", user="U2", files=[shot])
+    answer = await confab.answer("C1", mention["ts"])
+    assert answer["text"].startswith(OCR_ONLY_NOTE.split(",")[0])
+    await confab.idle()
+    download = [c for c in fake.calls_to("files.download") if c.params["file"] == shot["id"]]
+    assert download and download[0].params["authed"]
+    jobs = confab.jobs()
+    assert [j["kind"] for j in jobs] == ["ocr", "chat"]
+    context = " ".join(m["content"] for m in jobs[-1]["messages"])
+    assert "disk full" in context.lower() and "what went wrong?" in context

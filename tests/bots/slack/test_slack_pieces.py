@@ -151,3 +151,30 @@ async def test_socket_mode_reconnects_after_disconnect(fake, bare_engine):
         assert took < 3.0
         await fake.wait_until(lambda: fake.response_url_posts, 10, "the help text")
     assert not fake.problems
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_file_downloads_carry_the_bot_token_and_refuse_slacks_sign_in_page(fake):
+    from bots.slack.files import SharedFile, SlackAttachment, SlackFiles
+    from engine import BadMedia
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    shot = SharedFile.of(fake.image_file(png, name="shot.png"))
+    good = SlackFiles(fake.bot_token, fake.api_url)
+    wrong = SlackFiles("xoxb-not-this-one", fake.api_url)
+    try:
+        attachment = SlackAttachment(good, shot, 2**20)
+        assert (attachment.name, attachment.mimetype, attachment.size) == ("shot.png", "image/png", len(png))
+        assert await attachment.read() == png
+        # Slack answers a download without the right token with a 200 HTML sign-in page
+        with pytest.raises(BadMedia, match="sign-in page"):
+            await SlackAttachment(wrong, shot, 2**20).read()
+        assert fake.calls_to("files.download")[-1].response == "login page"
+        fake.problems.clear()       # the fake notes that download as a problem; it was meant
+        elsewhere = SharedFile.of(dict(fake.image_file(png), url_private_download="https://evil.example/x.png"))
+        with pytest.raises(BadMedia, match="stored in Slack"):
+            await good.download(elsewhere, 2**20)
+        with pytest.raises(BadMedia, match="MB"):
+            await SlackAttachment(good, shot, 16).read()
+    finally:
+        await good.close()
+        await wrong.close()
