@@ -81,8 +81,13 @@ class FrontEngine(Engine):
     async def start(self, resume: bool = True) -> None:
         if self._started:
             return
-        await self.queue.ping()
-        self._last_id = await self.queue.last_event_id()
+        try:
+            await self.queue.ping()
+            self._last_id = await self.queue.last_event_id()
+        except Exception as e:   # jobs are stored and wait; they are queued when Redis is back
+            self._last_id = "0-0"
+            log.warning("the queue at %s is not reachable yet (%s); accepted jobs wait for it",
+                        self.queue.url, e)
         self._reader = asyncio.create_task(self._read_events(), name="confab-front-events")
         self._watcher = asyncio.create_task(self._watch_queue(), name="confab-front-positions")
         await super().start(resume)
@@ -341,8 +346,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None =
         raise ConfigError("confab worker needs the queue: --queue redis://HOST:6379/0 or CONFAB_QUEUE_URL.")
     queue = RedisQueue(settings.queue_url)
     # The front's store owns each job's record; a worker's engine keeps its scratch in SQLite.
+    try:
+        await queue.ping()
+    except Exception as e:
+        await queue.close()
+        from .config import ConfigError
+        raise ConfigError(f"Cannot reach the queue at {settings.queue_url}: {e}") from None
     engine = Engine(settings.replace(database_url=""), **engine_kw)
-    await queue.ping()
     await engine.start(resume=False)
     worker = Worker(engine, queue, name)
     try:

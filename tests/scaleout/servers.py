@@ -16,13 +16,13 @@ class RedisMissing(RuntimeError):
 
 
 @contextlib.contextmanager
-def redis_server(databases: int = 64):
+def redis_server(databases: int = 64, port: int | None = None):
     """Yields redis://127.0.0.1:PORT for a new redis-server (no persistence); killed on exit."""
     exe = shutil.which("redis-server")
     if exe is None:
         raise RedisMissing("redis-server is not installed (apt-get install redis-server; "
                            "`make system-deps`)")
-    port = free_port()
+    port = port or free_port()
     folder = tempfile.mkdtemp(prefix="confab-redis-")
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", folder, "--databases", str(databases)],

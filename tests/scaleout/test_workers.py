@@ -230,3 +230,42 @@ async def test_cancelling_a_job_running_on_a_worker_stops_it_there(tmp_path, red
         assert (await rig.front.store.get_job(long.id))["status"] == "cancelled"
     finally:
         await close_rig(rig)
+
+
+async def test_jobs_accepted_while_redis_is_down_run_when_it_is_back(tmp_path):
+    from tests.conftest import free_port
+    from tests.scaleout.servers import RedisMissing, redis_server
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    front = await start_front(tmp_path, url)            # Redis is not there yet
+    stop, tasks = asyncio.Event(), []
+    engine = queue = None
+    try:
+        handle = await front.submit(job("early", "fake-a", 1))   # stored; waits for the queue
+        await asyncio.sleep(0.5)
+        assert not handle.done
+        try:
+            server = redis_server(port=port)
+            server.__enter__()
+        except RedisMissing as e:
+            pytest.skip(str(e))
+        try:
+            engine = Engine(make_settings(tmp_path / "w1", queue_url=url), load=fake_load, gpu_total=None)
+            await engine.start(resume=False)
+            queue = RedisQueue(url)
+            tasks.append(asyncio.create_task(Worker(engine, queue, "w1", poll_s=0.1).run(stop)))
+            result = await asyncio.wait_for(handle.result(), 20)
+            assert result.text == "early"
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+            if engine:
+                await engine.close()
+            if queue:
+                await queue.close()
+            await front.close()
+            front = None
+            server.__exit__(None, None, None)
+    finally:
+        if front is not None:
+            await front.close()
