@@ -159,3 +159,44 @@ async def test_finish_charges_its_run_time_to_the_older_jobs_it_went_before(redi
         assert json.loads(await queue.redis.hget(queue.waiting, "old1"))["arrived"] == arrived
     finally:
         await queue.close()
+
+
+def test_lua_charging_agrees_with_scheduler_finished(redis_url):
+    """What a finished job charges to the jobs it went before: Redis and Scheduler.finished."""
+    from engine.redis_queue import Taken
+    from engine.scheduler import Scheduler
+    loop = asyncio.new_event_loop()
+    queue = RedisQueue(redis_url)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(queue_=queues, ran=st.tuples(st.integers(0, 2), st.floats(0, 400, allow_nan=False)),
+           service=st.floats(0.001, 50, allow_nan=False))
+    def check(queue_, ran, service):
+        entries = _entries(queue_)
+        finished = Entry("ran", ran[0], "a", "u", ran[1], seq=len(entries) // 2 + 1)
+        sched = Scheduler(None, lambda: [])
+        sched._waiting = [Entry(e.job_id, e.cls, e.model, e.user, e.arrived, e.seq, passed_s=e.passed_s)
+                          for e in entries]
+        sched.finished(finished, service)
+        expected = {e.job_id: e.passed_s for e in sched._waiting}
+
+        def raw(e):
+            return json.dumps({"id": e.job_id, "cls": e.cls, "model": e.model, "user": e.user,
+                               "arrived": repr(e.arrived), "seq": e.seq, "passed": repr(e.passed_s)})
+
+        async def lua():
+            await queue.redis.flushdb()
+            await queue.redis.hset(queue.waiting, mapping={e.job_id: raw(e) for e in entries})
+            await queue.redis.hset(queue.inflight, "ran", raw(finished))
+            await queue.redis.hset(queue.owner, "ran", "w|1")
+            assert await queue.finish(Taken(finished, 1, "w|1", "{}"), "done", "{}", service)
+            return {k: float(json.loads(v)["passed"])
+                    for k, v in (await queue.redis.hgetall(queue.waiting)).items()}
+        assert loop.run_until_complete(lua()) == expected
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(queue.redis.flushdb())
+        loop.run_until_complete(queue.close())
+        loop.close()
