@@ -102,6 +102,7 @@ class Settings:
     kb_min_score: float = field(default=0.4, metadata={"env": "CONFAB_KB_MIN_SCORE"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
+    kb_answer_mode: str = field(default="generate", metadata={"env": "CONFAB_KB_ANSWER_MODE"})
     kb_handover_text: str = field(default="Thanks for your question! Someone from the support team "
                                   "will follow up here.", metadata={"env": "CONFAB_KB_HANDOVER_TEXT"})
     kb_escalate_minutes: float = field(default=30.0, metadata={"env": "CONFAB_KB_ESCALATE_MINUTES"})
@@ -181,6 +182,8 @@ class Settings:
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
             raise ConfigError("CONFAB_DATABASE_URL must be a postgresql:// address (or sqlite:PATH).")
         positive += ["kb_chunk_chars", "kb_max_file_bytes", "kb_top_k", "kb_escalate_minutes"]
+        if self.kb_answer_mode not in ("generate", "excerpt"):
+            raise ConfigError(f"CONFAB_KB_ANSWER_MODE must be generate or excerpt, not '{self.kb_answer_mode}'.")
         if self.kb_when_unsure not in ("handover", "silent"):
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
         for name in ("kb_min_score", "kb_grounding_min"):

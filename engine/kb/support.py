@@ -72,7 +72,7 @@ class Policy:
     def from_settings(cls, settings, **overrides) -> "Policy":
         base = dict(min_score=settings.kb_min_score, grounding_min=settings.kb_grounding_min,
                     when_unsure=settings.kb_when_unsure, handover_text=settings.kb_handover_text,
-                    top_k=settings.kb_top_k)
+                    top_k=settings.kb_top_k, answer_mode=settings.kb_answer_mode)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

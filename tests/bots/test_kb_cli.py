@@ -38,6 +38,7 @@ def test_kb_verbs(tmp_path, shared_models_dir, monkeypatch, capsys):
     questions.write_text("\n".join(json.dumps(q) for q in [
         {"question": "How long does delivery take?", "source": "shipping.html"},
         {"question": "Who wrote War and Peace?", "source": None}]) + "\n")
+    monkeypatch.setenv("CONFAB_KB_ANSWER_MODE", "excerpt")     # eval's gate, without generating
     main(["kb", "eval", str(questions)])
     assert capsys.readouterr().out.strip().splitlines()[-1] == \
         "cited-source accuracy 1.00, out-of-scope silence 1.00"
