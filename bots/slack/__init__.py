@@ -23,8 +23,9 @@ class RunningSlack:
         await self.adapter.stop()
 
 
-async def start(engine, commands, app=None, settings=None):
-    """`settings` default to the engine's (tests give each Slack fake its own)."""
+async def start(engine, commands, app=None, settings=None, desk=None):
+    """`settings` default to the engine's (tests give each Slack fake its own); `desk` to the
+    support desk of CONFAB_CHANNELS_FILE, when it names support channels."""
     settings = settings or engine.settings
     if not settings.slack_bot_token:
         return None
@@ -38,7 +39,10 @@ async def start(engine, commands, app=None, settings=None):
     connection.check_settings(settings)
     client = connection.web_client(settings)
     identity = await connection.who_am_i(client)
-    adapter = SlackAdapter(engine, commands, client, identity, settings)
+    if desk is None and settings.channels_file:
+        from ..common.support import build_support_desk
+        desk = build_support_desk(engine)
+    adapter = SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:
         link = connection.SocketMode(adapter.app, settings.slack_app_token)
         mode = "Socket Mode"

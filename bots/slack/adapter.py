@@ -38,7 +38,8 @@ SLASH_COMMANDS = ("ask", "speak", "transcribe", "translate", "imagine", "queue",
 
 class SlackAdapter:
     def __init__(self, engine, commands: Commands, client: AsyncWebClient, identity: dict,
-                 settings=None):
+                 settings=None, desk=None):
+        """`desk`: the support desk (bots/common/support.py) when support channels are set up."""
         settings = settings or engine.settings
         self.engine, self.commands, self.client, self.settings = engine, commands, client, settings
         self.team = identity.get("team_id", "")
@@ -52,6 +53,10 @@ class SlackAdapter:
         self._admins: dict[str, tuple[bool, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pipelines: dict[str, Any] = {}     # first stage's job id -> running voice note
+        self.support = None
+        if desk is not None:
+            from .support import SlackSupport
+            self.support = SlackSupport(desk, client)
         self.app = self._build_app()
         engine.on_resume("slack", self._resume)
 
@@ -68,6 +73,7 @@ class SlackAdapter:
         app.command(re.compile(r"^/.+"))(self._on_command)
         app.action(CANCEL_ACTION)(self._on_cancel)
         app.action(REROLL_ACTION)(self._on_reroll)
+        app.action(re.compile(r"^confab_(not_)?helpful$"))(self._on_feedback)
         app.action(re.compile(r".*"))(self._on_other_action)
         app.view(re.compile(r".*"))(self._on_other_action)
         app.shortcut(re.compile(r".*"))(self._on_other_action)
@@ -89,6 +95,8 @@ class SlackAdapter:
             log.error("a Slack task failed", exc_info=task.exception())
 
     async def stop(self, grace_s: float = 5.0) -> None:
+        if self.support is not None:
+            await self.support.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in list(self._tasks):
@@ -98,11 +106,29 @@ class SlackAdapter:
     # -- listeners: each returns at once ------------------------------------------------------
 
     async def _on_message(self, event: dict, body: dict) -> None:
+        if self.support is not None and self.support.is_support_channel(event.get("channel", "")):
+            self._on_support_message(event)
+            return
         question = said(event, body.get("team_id", self.team), self.bot_user_id, self.bot_id,
                         self.settings.slack_answer_bots)
         if question is None or not self.seen.first(f"{question.channel}:{question.ts}"):
             return
         self._spawn(self._answer(question))
+
+    def _on_support_message(self, event: dict) -> None:
+        """A support channel: every message goes to the desk (its app_mention twin is skipped)."""
+        from .support import support_message
+        msg = support_message(event, self.bot_user_id, self.bot_id)
+        if msg is None or not self.seen.first(f"{msg.channel}:{msg.id}"):
+            return
+        if msg.is_bot:
+            return
+        self._spawn(self._guard(_Quiet(), self.support.on_message(msg)))
+
+    async def _on_feedback(self, ack, body: dict, respond) -> None:
+        await ack()
+        if self.support is not None:
+            self._spawn(self._guard(_Quiet(), self.support.on_feedback(body, respond)))
 
     async def _on_other_event(self, event: dict) -> None:
         log.debug("ignoring a %s event", event.get("type"))
@@ -341,3 +367,10 @@ class SlackAdapter:
                 await self.engine.remember(conversation, "assistant", getattr(result, "text", text))
 
         self._spawn(self._guard(reply, run()))
+
+
+class _Quiet:
+    """Where a support-channel failure goes: the log only (the desk never speaks unasked)."""
+
+    async def say(self, text: str) -> None:
+        log.warning("support channel: %s", text)

@@ -140,13 +140,13 @@ def settings_for(fake: SlackFake, mode: str, engine: Engine, **overrides) -> Set
 
 
 @contextlib.asynccontextmanager
-async def running_confab(fake: SlackFake, mode: str, engine: Engine, **overrides):
+async def running_confab(fake: SlackFake, mode: str, engine: Engine, desk=None, **overrides):
     app = create_app(engine)
     running = None
     runner = None
     try:
         running = await bots.slack.start(engine, commands_for(engine), app,
-                                         settings_for(fake, mode, engine, **overrides))
+                                         settings_for(fake, mode, engine, **overrides), desk)
         url = None
         if mode == "http":
             runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1, access_log=None)
