@@ -130,7 +130,10 @@ class ThreadReply:
                                     placeholder=self.status_text(job_id))
         if self.earlier:
             throttled.refs, throttled.shown = list(self.earlier), [None] * len(self.earlier)
-        return await throttled.run(self._with_status(chunks, throttled, job_id))
+        text = await throttled.run(self._with_status(chunks, throttled, job_id))
+        if self.delivery is not None and self.delivery.job_id == job_id:
+            await self.delivery.delivered()
+        return text
 
     # -- streaming pieces ----------------------------------------------------------------------
 
