@@ -201,6 +201,18 @@ def spoken_clips(tmp_path_factory) -> dict[str, bytes]:
     return clips
 
 
+async def _until(predicate, timeout: float, what: str):
+    """Polls the engine's state (the fake's wait_until re-checks only when Slack calls arrive)."""
+    async def loop():
+        while not (result := predicate()):
+            await asyncio.sleep(0.02)
+        return result
+    try:
+        return await asyncio.wait_for(loop(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
 def _final(confab, clip_ts: str):
     """A bot message in the clip's thread that is finished: no button, no cursor, no status."""
     return lambda m: (m.get("bot_id") == confab.fake.bot_id and not m.get("blocks") and not m.get("files")
@@ -240,10 +252,11 @@ async def test_cancel_button_cancels_the_voice_note_at_a_later_stage(confab, spo
     clip = fake.audio_clip_event(spoken_clips["audio/webm"], mimetype="audio/webm", duration_ms=2000,
                                  channel="C1", user="U2")
     await confab.deliver(clip)
-    note = await fake.wait_until(lambda: next(iter(confab.adapter.pipelines.values()), None), 30, "the pipeline")
-    await fake.wait_until(lambda: note.handles and note.handles[0].status == "running", 60, "transcribing")
+    note = await _until(lambda: next(iter(confab.adapter.pipelines.values()), None), 30, "the pipeline")
+    await _until(lambda: note.handles and note.handles[0].status == "running", 60, "transcribing")
     blocker = await _blocker(engine)          # runs next, so the chat stage waits behind it
-    await fake.wait_until(lambda: note.stage == "chat", 120, "the chat stage")
+    await _until(lambda: note.stage == "chat" and len(note.handles) == 2, 120, "the chat stage")
+    assert note.handles[1].status == "queued"
     status = await fake.wait_message("C1", lambda m: m.get("bot_id") and m.get("blocks"),
                                      thread_ts=clip["ts"], timeout=10)
     button = status["blocks"][1]["elements"][0]
