@@ -66,6 +66,14 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def reply_refs(data_dir: Path) -> list[str | None]:
+    db = sqlite3.connect(data_dir / "confab.db")
+    try:
+        return [r for (r,) in db.execute("SELECT reply_ref FROM jobs")]
+    finally:
+        db.close()
+
+
 def statuses(data_dir: Path) -> dict[str, str]:
     db = sqlite3.connect(data_dir / "confab.db")
     try:
@@ -137,6 +145,11 @@ async def test_sigkill_while_jobs_queue_then_restart_answers_each_mention_once(f
             assert msgs[0]["text"].strip()
         posts = [c for c in fake.calls_to("chat.postMessage") if c.ok]
         assert len(posts) == N, [c.params for c in posts]
+        # each answer's record says its final text went out: the next restart leaves them alone
+        async def all_delivered():
+            while not all(json.loads(r or "{}").get("delivered") for r in reply_refs(data)):
+                await asyncio.sleep(0.1)
+        await asyncio.wait_for(all_delivered(), 10)
         # the fake's echoes of the bot's own messages sent while no Confab ran are redelivered;
         # that is the kill, not a slow ack. Anything else the fake noticed is a bug.
         problems = [p for p in fake.problems if "not acknowledged" not in p or not p.startswith("events_api")]
