@@ -213,10 +213,10 @@ async def _until(predicate, timeout: float, what: str):
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
-def _final(confab, clip_ts: str):
-    """A bot message in the clip's thread that is finished: no button, no cursor, no status."""
-    return lambda m: (m.get("bot_id") == confab.fake.bot_id and not m.get("blocks") and not m.get("files")
-                      and "▌" not in m.get("text", "") and not m["text"].startswith(("⏳", "✍️")))
+def _finished(confab, m: dict) -> bool:
+    """A bot message that is finished: no button, no cursor, no status."""
+    return (m.get("bot_id") == confab.fake.bot_id and not m.get("blocks") and not m.get("files")
+            and "▌" not in m.get("text", "") and not m["text"].startswith(("⏳", "✍️")))
 
 
 @pytest.mark.parametrize("mimetype", ["audio/webm", "audio/mp4"])
@@ -230,7 +230,7 @@ async def test_a_voice_clip_goes_through_the_voice_note_pipeline(confab, spoken_
     assert spoken["files"][0]["name"] == "answer.mp3"
     # one message holds the transcript and the answer, finished before the audio was uploaded
     said = [m for m in fake.bot_messages("C1", clip["ts"]) if not m.get("files")]
-    assert len(said) == 1 and _final(confab, clip["ts"])(said[0]), said
+    assert len(said) == 1 and _finished(confab, said[0]), said
     heard, _, answer = said[0]["text"].partition("\n\n")
     assert heard.startswith("🎧 “") and "capital" in heard.lower() and "france" in heard.lower()
     assert answer.strip()
@@ -262,7 +262,7 @@ async def test_cancel_button_cancels_the_voice_note_at_a_later_stage(confab, spo
     button = status["blocks"][1]["elements"][0]
     assert button["value"] == note.handles[0].id and note.handles[0].done   # the first stage's id
     await confab.click("confab_cancel", button["value"], user="U2", channel="C1", message_ts=status["ts"])
-    final = await fake.wait_message("C1", lambda m: m["ts"] == status["ts"] and _final(confab, clip["ts"])(m)
+    final = await fake.wait_message("C1", lambda m: m["ts"] == status["ts"] and _finished(confab, m)
                                     and m["text"].endswith("🛑 Cancelled."), thread_ts=clip["ts"], timeout=30)
     assert final
     await blocker.cancel()
