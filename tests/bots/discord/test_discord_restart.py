@@ -21,7 +21,7 @@ async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tm
     async with DiscordFake() as fake:
         settings = make_settings(tmp_path, shared_models_dir, discord_bot_token=fake.token,
                                  discord_api_url=fake.api_base, discord_gateway_url=fake.gateway_url,
-                                 max_tokens=32, threads=2, context_tokens=2048)
+                                 max_tokens=24, threads=1, context_tokens=2048)
         gate = threading.Event()
 
         def never(name, device):
