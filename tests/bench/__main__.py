@@ -4,6 +4,7 @@ reported and the others still run."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 import traceback
@@ -30,8 +31,16 @@ def main(argv: list[str]) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             module = importlib.import_module(f"tests.bench.{name}")
-            for row_name, value, note in module.run():
+            run = getattr(module, "run", None)
+            if run is None or inspect.iscoroutinefunction(run) or any(
+                    p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    for p in inspect.signature(run).parameters.values()):
+                rows.append((name.removeprefix("bench_"), "skipped", "-",
+                             f"no run() -> rows; run it alone: python -m tests.bench.{name}"))
+                continue
+            for row_name, value, note in run():
                 rows.append((name.removeprefix("bench_"), row_name, fmt(value), note))
+                print(f"  {row_name}: {fmt(value)} {note}", file=sys.stderr, flush=True)
         except Exception as e:       # one broken bench does not hide the others' figures
             failed += 1
             traceback.print_exc()
