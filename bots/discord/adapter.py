@@ -3,7 +3,8 @@
 A thin translator: it decides whether an event is addressed to Confab, who asks from where
 (access and priority in `access.py`), which conversation it belongs to (`history.py`), and
 hands the text to the shared command set with a Discord `Reply` (`reply.py`). Voice messages go
-through the voice-note path (`voice.py`). Every failure becomes a short reply (`explain`).
+through the voice-note path (`voice.py`), images with a question to the shared image commands.
+Every failure becomes a short reply (`explain`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from engine.messages import explain
 
 from . import files, history
 from .access import DiscordAccess, Who
-from .buttons import CancelButton, SpeakButton
+from .buttons import CancelButton, RerollButton, SpeakButton
 from .reply import ChannelReply, DiscordReply, InteractionReply, MessageReply
 from .slash import PRIVATE, build_tree
 from .voice import answer_voice_note
@@ -60,7 +61,7 @@ class ConfabClient(discord.Client):
         self.ready = asyncio.Event()
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(CancelButton, SpeakButton)
+        self.add_dynamic_items(CancelButton, SpeakButton, RerollButton)
         await self.adapter.sync_commands()
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
@@ -196,9 +197,15 @@ class DiscordAdapter:
         reply.conversation = request.conversation
         request.history = await self.history_of(message)
         audio = [a for a in message.attachments if message.flags.voice or files.is_audio(a)]
+        images = [a for a in message.attachments if files.is_image(a)]
         if audio:
             data = await files.download(audio[0], self.settings.max_audio_bytes, self.settings.discord_api_url)
             await answer_voice_note(self, request, data, reply)
+        elif images and not text.startswith("/"):
+            from bots.common.image_commands import answer_about_images
+            request.attachments = [files.DiscordFile(a, self.settings.max_image_bytes, self.settings.discord_api_url)
+                                   for a in images]
+            await answer_about_images(self.commands, request, text, reply)
         elif text:
             await self.commands.handle(request, reply)
         elif message.attachments:
@@ -267,6 +274,31 @@ class DiscordAdapter:
             await (note.cancel() if note is not None else handle.cancel())
             text = f"🛑 Cancelled {job_id}."
         await interaction.followup.send(text, ephemeral=True)
+
+    async def reroll_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
+        """The same picture request as job `job_id` (from its stored record), with a new seed,
+        drawn by and for the person who clicked, in a message of its own."""
+        from bots.common.image_commands import ImagineSpec, run_imagine
+        reply = InteractionReply(self, interaction)
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        refusal = self.access.check(who)
+        if refusal:
+            await reply.say(refusal)
+            return
+        request = Request(self.origin_of(who, interaction.channel),
+                          f"discord:{interaction.channel_id}:{interaction.user.id}", attachments=[])
+
+        async def run() -> None:
+            record = await self.engine.store.get_job(job_id)
+            job = (record or {}).get("payload") or {}
+            if (record or {}).get("kind") != "image" or not job.get("prompt"):
+                await reply.say("I no longer have that picture's request. Ask again with /imagine.")
+                return
+            spec = ImagineSpec(job["prompt"], job.get("seed"), job.get("steps") or 0, job.get("width") or 0,
+                               job.get("height") or 0, job.get("n") or 1, job.get("model") or "")
+            await run_imagine(self.commands, request, reply, spec.reroll())
+
+        await self._guarded(reply, run())
 
     async def speak_clicked(self, interaction: discord.Interaction) -> None:
         message = interaction.message

@@ -1,4 +1,5 @@
-"""Buttons on Confab's messages: cancel a queued or running job; speak a text answer.
+"""Buttons on Confab's messages: cancel a queued or running job; speak a text answer; draw a
+picture again with another seed.
 
 They are `DynamicItem`s: the state lives in the custom_id, so a click is understood after a
 restart too, and no view is kept in memory per message. A click is acknowledged at once
@@ -42,6 +43,25 @@ class SpeakButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:s
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer()      # a deferred update: no message of its own yet
         await interaction.client.adapter.speak_clicked(interaction)
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:reroll:(?P<job>job_[0-9a-f]{20})"):
+    """Re-roll an /imagine picture. A custom_id holds at most 100 characters, too few for the
+    request itself: it names the finished job, whose stored record holds the request."""
+
+    def __init__(self, job_id: str):
+        super().__init__(discord.ui.Button(label="Re-roll", emoji="🎲", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"confab:reroll:{job_id}"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "RerollButton":
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)     # the new picture gets a message of its own
+        await interaction.client.adapter.reroll_clicked(interaction, self.job_id)
 
 
 def view_of(*items: discord.ui.Item) -> discord.ui.View:

@@ -1,5 +1,6 @@
 """Attachments in: downloaded only from Discord's file hosts (and the REST host Confab was told
-to use), within a size limit and a time bound."""
+to use), within a size limit and a time bound. Images are handed to the shared image commands
+as `DiscordFile`s, which fetch the same way."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,7 @@ import discord
 from engine import BadMedia, LimitExceeded
 
 DISCORD_FILE_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -39,6 +41,24 @@ def is_audio(attachment: discord.Attachment) -> bool:
         return True
     return attachment.filename.lower().endswith((".ogg", ".opus", ".mp3", ".m4a", ".wav", ".flac",
                                                  ".webm", ".aac"))
+
+
+def is_image(attachment: discord.Attachment) -> bool:
+    ctype = (attachment.content_type or "").split(";")[0].strip().lower()
+    return ctype.startswith("image/") or attachment.filename.lower().endswith(IMAGE_NAMES)
+
+
+class DiscordFile:
+    """An attachment as `Request.attachments` holds it (see bots/common/image_commands.py): name,
+    type and size as Discord gives them; `read()` downloads it only from Discord's hosts."""
+
+    def __init__(self, attachment: discord.Attachment, max_bytes: int, api_url: str = ""):
+        self.attachment, self.max_bytes, self.api_url = attachment, max_bytes, api_url
+        self.name, self.size = attachment.filename, attachment.size
+        self.mimetype = (attachment.content_type or "").split(";")[0].strip()
+
+    async def read(self) -> bytes:
+        return await download(self.attachment, self.max_bytes, self.api_url)
 
 
 async def download(attachment: discord.Attachment, max_bytes: int, api_url: str = "",

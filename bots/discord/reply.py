@@ -4,20 +4,20 @@ voice message) and for an interaction (a slash command, deferred at once).
 Streaming is a placeholder message edited at most once per `CONFAB_DISCORD_EDIT_INTERVAL`
 (discord.py waits out Discord's rate-limit buckets and 429s), moving on to a new message at
 2,000 characters. While a job runs its message carries a Cancel button; a finished text answer
-carries "Speak this".
+carries "Speak this"; a finished /imagine picture's status message carries "Re-roll".
 """
 from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, AsyncIterator
 
 import discord
 
 from bots.common.delivery import Delivery
 from bots.common.render import ThrottledStream, split_message
 
-from .buttons import CancelButton, SpeakButton, job_id_in, view_of
+from .buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
 from .voice import send_voice_message, voice_metadata
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class DiscordReply:
         self.adapter, self.channel_id, self.reply_to = adapter, channel_id, reply_to
         self.conversation = ""
         self.earlier: list = []     # messages posted for this job before a restart, to edit
+        self._controls: dict[int, tuple[str, bool]] = {}    # /imagine status message id -> (job id, done)
 
     # -- to implement ----------------------------------------------------------------------
 
@@ -59,7 +60,33 @@ class DiscordReply:
         return await self.say(text)
 
     async def update(self, ref: object, text: str) -> None:
-        await ref.edit(content=text[:LIMIT])
+        controls = self._controls.get(getattr(ref, "id", None))
+        if controls is None:
+            await ref.edit(content=text[:LIMIT])
+            return
+        await self._edit_with_view(ref, self._image_view(ref.id, *controls), content=text[:LIMIT])
+
+    async def image_controls(self, ref: object, job_id: str, spec, done: bool) -> None:
+        """Buttons on an /imagine status message: Cancel while queued or drawing, Re-roll after."""
+        if ref is None or getattr(ref, "id", None) is None:
+            return
+        self._controls[ref.id] = (job_id, done)
+        await self._edit_with_view(ref, self._image_view(ref.id, job_id, done))
+
+    def _image_view(self, message_id: int, job_id: str, done: bool) -> discord.ui.View | None:
+        if done:
+            return view_of(RerollButton(job_id))
+        handle = self.adapter.engine.handle(job_id)
+        if handle is None or handle.done:          # failed or cancelled: no button left
+            self._controls.pop(message_id, None)
+            return None
+        return view_of(CancelButton(job_id))
+
+    @staticmethod
+    async def _edit_with_view(ref, view: discord.ui.View | None, **fields) -> None:
+        await ref.edit(view=view, **fields)
+        if view is not None:
+            view.stop()           # clicks go to the dynamic item, not to a stored view
 
     async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
         job_id = job_id_in(status)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import shutil
 import subprocess
 import time
 
-import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -23,24 +21,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bots.common.commands import Commands
 from bots.discord.access import DiscordAccess
-from bots.discord.adapter import DiscordAdapter
 from bots.discord.voice import check_http_layer
-from engine import ChatJob, ChatMessage
-from engine.engine import Engine
-from tests.conftest import make_settings, requires_chat_model
-from tests.fakes.discord_fake import DiscordFake, MessageFlags
+from tests.conftest import requires_chat_model
+from tests.fakes.discord_fake import MessageFlags
+
+from .rig import PLACEHOLDER, T, running_rig
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
-
-T = 60          # seconds: the bound of every wait on one short answer (CI machines are shared)
-PLACEHOLDER = "⏳ …"
-# Short answers keep the suite fast: SmolLM2 rambles up to max_tokens. One thread, because
-# llama.cpp's threads wait for each other at every layer, and on a busy 2-core machine a second
-# thread made generation about six times slower, not faster.
-ANSWER_TOKENS = 24
-LONG_TOKENS = 700       # the tests that need a long answer (splitting, a job to cancel) ask for it
 
 
 def speech_installed() -> bool:
@@ -49,92 +37,12 @@ def speech_installed() -> bool:
         shutil.which("espeak-ng") and shutil.which("ffmpeg"))
 
 
-class Rig:
-    def __init__(self, fake: DiscordFake, engine: Engine, adapter: DiscordAdapter):
-        self.fake, self.engine, self.adapter = fake, engine, adapter
-
-    def components(self, message_id: str) -> list[str]:
-        msg = self.fake.messages.get(str(message_id), {})
-        return [c.get("custom_id", "") for row in msg.get("components", []) for c in row.get("components", [])]
-
-    async def until(self, predicate, what: str, timeout: float = T):
-        async def poll():
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                await asyncio.sleep(0.05)
-        try:
-            return await asyncio.wait_for(poll(), timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                                 f"recent requests: {self.fake.requests[-8:]}") from None
-
-    async def answered(self, reply_id: str, timeout: float = T) -> dict:
-        """The bot's message `reply_id` once its answer is complete (the Speak button is on)."""
-        await self.until(lambda: "confab:speak" in self.components(reply_id)
-                         or (self.fake.messages.get(reply_id, {}).get("content", PLACEHOLDER) != PLACEHOLDER
-                             and not self.components(reply_id)), f"the answer in {reply_id}", timeout)
-        return self.fake.messages[reply_id]
-
-    async def bot_reply_to(self, message_id: str, timeout: float = T) -> dict:
-        """The bot's first message replying to `message_id`."""
-        req = await self.fake.wait_for(
-            "POST", "/messages", lambda r: r.status == 200 and str((r.json or {}).get("message_reference", {})
-                                                                 .get("message_id")) == str(message_id),
-            timeout=timeout)
-        return req.response
-
-    def jobs(self, kind: str = "chat"):
-        return [h for h in self.engine._handles.values() if h.job.kind == kind]
-
-    @contextlib.asynccontextmanager
-    async def long_answers(self, tokens: int = LONG_TOKENS):
-        """Answers of up to `tokens` while inside; the jobs started then end before it is left."""
-        settings = self.engine.settings
-        before = set(self.engine._handles)
-        self.engine.settings = settings.replace(max_tokens=tokens)
-        try:
-            yield
-        finally:
-            for handle in [h for i, h in self.engine._handles.items() if i not in before and not h.done]:
-                await handle.cancel()
-                with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(handle.result(), 30)
-            self.engine.settings = settings
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def rig(tmp_path_factory, shared_models_dir):
-    fake = DiscordFake()
-    await fake.start()
-    settings = make_settings(tmp_path_factory.mktemp("discord"), shared_models_dir,
-                             discord_bot_token=fake.token, discord_api_url=fake.api_base,
-                             discord_gateway_url=fake.gateway_url, context_tokens=2048, max_tokens=ANSWER_TOKENS,
-                             threads=1, discord_user_rate=0, voice_max_tokens=ANSWER_TOKENS, history_messages=6,
-                             system_prompt="You are a helpful assistant.")
-    engine = Engine(settings, gpu_total=None)
-    await engine.start()
-    warm = await engine.submit(ChatJob(messages=[ChatMessage("user", "Hi")], max_tokens=2))
-    await asyncio.wait_for(warm.result(), 120)     # load the model before the clock matters
-    commands = Commands(engine)
     from bots.common import speech
-    speech.register_commands(commands)
-    adapter = DiscordAdapter(engine, commands, guild_ready_timeout=0.1, identify_delay=0.1)
-    await adapter.start()
-    try:
-        await fake.wait_for_identify(timeout=10)
-        await adapter.wait_until_ready(10)
-        yield Rig(fake, engine, adapter)
-    finally:
-        for handle in engine.active_jobs():     # let no worker thread run into a closed model
-            await handle.cancel()
-        for handle in list(engine.active_jobs()):
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(handle.result(), 30)
-        await adapter.stop()
-        await engine.close()
-        await fake.stop()
+    async with running_rig(tmp_path_factory.mktemp("discord"), shared_models_dir,
+                           register=(speech.register_commands,)) as rig:
+        yield rig
 
 
 # -- start-up, internals -----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 voice-message waveform, and discord.py's HTTP layer the voice messages are built on."""
 from __future__ import annotations
 
-import math
 import struct
 
 import pytest
@@ -89,3 +88,11 @@ def test_small_helpers():
     assert clean("<@123> hello <@!123> <@456>", 123) == "hello  <@456>"
     assert job_id_in("queued (job_0123456789abcdef0123)") == "job_0123456789abcdef0123"
     assert job_id_in("") is None
+
+
+def test_button_ids_fit_discord_custom_id_limit():
+    """A custom_id holds at most 100 characters: Re-roll names the job, not the request."""
+    from bots.discord.buttons import CancelButton, RerollButton
+    job = "job_0123456789abcdef0123"
+    for button in (CancelButton(job), RerollButton(job)):
+        assert len(button.item.custom_id) <= 100 and button.item.custom_id.endswith(job)
