@@ -19,8 +19,10 @@ class RunningSlack:
         self.adapter, self.connection = adapter, connection
 
     async def stop(self) -> None:
+        from .connection import close_web_client
         await self.connection.stop()
         await self.adapter.stop()
+        await close_web_client(self.adapter.client)
 
 
 async def start(engine, commands, app=None, settings=None, desk=None):
@@ -38,7 +40,11 @@ async def start(engine, commands, app=None, settings=None, desk=None):
                           "Install them with: pip install 'confab-bot[slack]'") from None
     connection.check_settings(settings)
     client = connection.web_client(settings)
-    identity = await connection.who_am_i(client)
+    try:
+        identity = await connection.who_am_i(client)
+    except BaseException:
+        await connection.close_web_client(client)
+        raise
     if desk is None and settings.channels_file:
         from ..common.support import build_support_desk
         desk = build_support_desk(engine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -41,10 +42,19 @@ def api_url(settings) -> str:
 
 def web_client(settings) -> AsyncWebClient:
     """The Web API client every call goes through, at CONFAB_SLACK_API_URL, retrying 429s after
-    Retry-After and dropped connections (slack-sdk's retry handlers are off by default)."""
-    return AsyncWebClient(token=settings.slack_bot_token, base_url=api_url(settings),
+    Retry-After and dropped connections (slack-sdk's retry handlers are off by default). One
+    aiohttp session keeps connections alive across calls: without it slack-sdk opens a new
+    connection (and TLS handshake) for every call. Call from a running event loop; close the
+    session with `close_web_client`."""
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    return AsyncWebClient(token=settings.slack_bot_token, base_url=api_url(settings), session=session,
                           retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
                                           AsyncConnectionErrorRetryHandler(max_retry_count=2)])
+
+
+async def close_web_client(client: AsyncWebClient) -> None:
+    if client.session is not None and not client.session.closed:
+        await client.session.close()
 
 
 def check_settings(settings) -> None:

@@ -21,7 +21,11 @@ from pathlib import Path
 
 ROUNDS = int(os.environ.get("BENCH_CHAT_ROUNDS", "4"))
 MAX_TOKENS = int(os.environ.get("BENCH_CHAT_TOKENS", "128"))
-THREADS = int(os.environ.get("BENCH_CHAT_THREADS", "2"))
+CORES = os.cpu_count() or 1
+# All cores, then one core left spare: with every core busy generating, the HTTP client and
+# server steal time from the model itself; a GPU host always has a spare core.
+THREAD_SETTINGS = [int(t) for t in os.environ.get(
+    "BENCH_CHAT_THREADS", ",".join(str(t) for t in dict.fromkeys([CORES, max(1, CORES - 1)]))).split(",")]
 N_CTX = 4096
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Write a short story about a dragon who learns to bake bread."}]
@@ -77,6 +81,13 @@ def through_openai(base_url: str, model: str) -> tuple[int, float]:
 
 
 def run() -> list[tuple[str, object, str]]:
+    rows: list[tuple[str, object, str]] = []
+    for threads in THREAD_SETTINGS:
+        rows += run_with(threads)
+    return rows
+
+
+def run_with(THREADS: int) -> list[tuple[str, object, str]]:
     import llama_cpp
 
     from models.catalog import BY_NAME
@@ -136,13 +147,14 @@ def run() -> list[tuple[str, object, str]]:
     med = {k: statistics.median(v) for k, v in results.items()}
     spread = {k: f"min {min(v):.1f}, max {max(v):.1f} over {len(v)} rounds" for k, v in results.items()}
     tokens_note = ", ".join(f"{k} {sorted(v)}" for k, v in counts.items())
+    at = f" ({THREADS} of {CORES} cores)"
     return [
-        ("tokens/s llama-cpp-python direct", med["direct"], spread["direct"]),
-        ("tokens/s Confab API", med["confab"], spread["confab"]),
-        ("tokens/s llama_cpp.server", med["llama_server"], spread["llama_server"]),
-        ("Confab / direct", med["confab"] / med["direct"], "goal >= 0.97"),
-        ("Confab / llama_cpp.server", med["confab"] / med["llama_server"], "goal >= 1.0"),
-        ("completion tokens", MAX_TOKENS, f"max_tokens; got {tokens_note}; threads {THREADS}, n_batch {n_batch}"),
+        ("tokens/s llama-cpp-python direct" + at, med["direct"], spread["direct"]),
+        ("tokens/s Confab API" + at, med["confab"], spread["confab"]),
+        ("tokens/s llama_cpp.server" + at, med["llama_server"], spread["llama_server"]),
+        ("Confab / direct" + at, med["confab"] / med["direct"], "goal >= 0.97"),
+        ("Confab / llama_cpp.server" + at, med["confab"] / med["llama_server"], "goal >= 1.0"),
+        ("completion tokens" + at, MAX_TOKENS, f"max_tokens; got {tokens_note}; n_batch {n_batch}"),
     ]
 
 

@@ -516,6 +516,12 @@ class SlackFake:
     def bot_messages(self, channel: str, thread_ts: Optional[str] = None) -> list[dict]:
         return [m for m in self.messages(channel, thread_ts) if m.get("bot_id") == self.bot_id]
 
+    def count_bot_messages(self, channel: str, predicate: Callable[[dict], bool]) -> int:
+        """How many of the bot's messages in a channel match, without copying them (for
+        benchmarks that poll after every call)."""
+        return sum(1 for m in self._messages.get(channel, [])
+                   if not m.get("_orphan") and m.get("bot_id") == self.bot_id and predicate(m))
+
     async def wait_message(self, channel: str, predicate: Optional[Callable[[dict], bool]] = None, *,
                            thread_ts: Optional[str] = None, timeout: float = 10) -> dict:
         """Waits until a message in the channel (thread) matches predicate; returns the newest match."""
