@@ -144,6 +144,8 @@ class ErrorCode:
     CANNOT_EXECUTE_ON_DM = 50003
     CANNOT_EDIT_OTHERS_MESSAGE = 50005
     EMPTY_MESSAGE = 50006
+    MISSING_PERMISSIONS = 50013
+    INVALID_CHANNEL_TYPE = 50024
     INVALID_FORM_BODY = 50035
     INVALID_JSON = 50109
     UPLOADED_FILE_NOT_FOUND = 50146
@@ -151,6 +153,7 @@ class ErrorCode:
     VOICE_MESSAGE_SINGLE_AUDIO_ATTACHMENT = 50160
     VOICE_MESSAGE_METADATA = 50161
     VOICE_MESSAGE_CANNOT_BE_EDITED = 50162
+    THREAD_ALREADY_CREATED = 160004
 
 
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#gateway)
@@ -166,21 +169,26 @@ CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
 
 # Permission bits used for the bot's role and app_permissions.
 _P_ADD_REACTIONS = 1 << 6
+_P_ADMINISTRATOR = 1 << 3
+_P_MENTION_EVERYONE = 1 << 17
 _P_VIEW_CHANNEL = 1 << 10
 _P_SEND_MESSAGES = 1 << 11
 _P_EMBED_LINKS = 1 << 14
 _P_ATTACH_FILES = 1 << 15
 _P_READ_HISTORY = 1 << 16
 _P_USE_APP_COMMANDS = 1 << 31
+_P_CREATE_PUBLIC_THREADS = 1 << 35
 _P_SEND_IN_THREADS = 1 << 38
 _P_SEND_VOICE_MESSAGES = 1 << 46
 BOT_PERMISSIONS = (
     _P_ADD_REACTIONS | _P_VIEW_CHANNEL | _P_SEND_MESSAGES | _P_EMBED_LINKS | _P_ATTACH_FILES
-    | _P_READ_HISTORY | _P_USE_APP_COMMANDS | _P_SEND_IN_THREADS | _P_SEND_VOICE_MESSAGES
+    | _P_READ_HISTORY | _P_USE_APP_COMMANDS | _P_CREATE_PUBLIC_THREADS | _P_SEND_IN_THREADS
+    | _P_SEND_VOICE_MESSAGES
 )
 EVERYONE_PERMISSIONS = (
     _P_ADD_REACTIONS | _P_VIEW_CHANNEL | _P_SEND_MESSAGES | _P_EMBED_LINKS | _P_ATTACH_FILES
-    | _P_READ_HISTORY | _P_USE_APP_COMMANDS | _P_SEND_IN_THREADS | _P_SEND_VOICE_MESSAGES
+    | _P_READ_HISTORY | _P_USE_APP_COMMANDS | _P_CREATE_PUBLIC_THREADS | _P_SEND_IN_THREADS
+    | _P_SEND_VOICE_MESSAGES
 )
 
 # Rate-limit buckets: (method, route template) -> (limit, per seconds).  Discord does not
@@ -816,6 +824,80 @@ class DiscordFake:
         self.channels[channel["id"]] = channel
         return channel
 
+    def add_role(self, name: str, *, mentionable: bool = False, guild_id: Optional[str] = None) -> str:
+        """A role in the guild (no permissions of its own); give it with ``add_user(roles=[...])``.
+        A role that is not ``mentionable`` is pinged only by someone with MENTION_EVERYONE."""
+        gid = guild_id or self.guild_id
+        roles = self.guilds[gid]["roles"]
+        role = self._role(self._snowflake(), name, 0, position=len(roles))
+        role["mentionable"] = mentionable
+        roles.append(role)
+        return role["id"]
+
+    def _new_thread(self, parent: dict, message: dict, owner: dict, body: Any) -> dict:
+        """Start Thread from Message, as documented
+        (https://discord.com/developers/docs/resources/channel#start-thread-from-message): a
+        GUILD_TEXT channel gets a PUBLIC_THREAD (11), an announcement channel an
+        ANNOUNCEMENT_THREAD (10); the thread's id is the message's, so a message has one thread."""
+        if parent["type"] not in (0, 5):
+            raise _error(400, ErrorCode.INVALID_CHANNEL_TYPE, "Cannot execute action on this channel type")
+        if message["id"] in self.channels:
+            raise _error(400, ErrorCode.THREAD_ALREADY_CREATED, "A thread has already been created for this message")
+        if not isinstance(body, dict):
+            raise _form_error([], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        name = body.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise _form_error(["name"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        archive = body.get("auto_archive_duration")
+        if archive is None:
+            archive = parent.get("default_auto_archive_duration", 1440)
+        if archive not in (60, 1440, 4320, 10080):
+            raise _form_error(["auto_archive_duration"], "BASE_TYPE_CHOICES",
+                              "Value must be one of {60, 1440, 4320, 10080}.")
+        slowmode = body.get("rate_limit_per_user")
+        if slowmode is not None and (isinstance(slowmode, bool) or not isinstance(slowmode, int)
+                                     or not 0 <= slowmode <= 21600):
+            raise _form_error(["rate_limit_per_user"], "NUMBER_TYPE_MAX", "int value should be between 0 and 21600.")
+        now = _iso(int(time.time() * 1000))
+        thread = {
+            "id": message["id"],
+            "type": 11 if parent["type"] == 0 else 10,
+            "guild_id": parent["guild_id"],
+            "parent_id": parent["id"],
+            "owner_id": owner["id"],
+            "name": name,
+            "last_message_id": None,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": slowmode or 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": archive, "archive_timestamp": now,
+                                "locked": False, "create_timestamp": now},
+        }
+        self.channels[thread["id"]] = thread
+        message["thread"] = dict(thread)    # the message object's `thread` field
+        return thread
+
+    async def start_thread(self, message: dict, *, by: Optional[dict] = None, name: str = "thread") -> dict:
+        """A person (``by``, default the first user) starts a thread from ``message``, as in
+        Discord's client; the client gets THREAD_CREATE. Returns the thread channel."""
+        stored = self.messages.get(str(message["id"]))
+        if stored is None:
+            raise ValueError("message is not a message the fake knows")
+        thread = self._new_thread(self.channels[stored["channel_id"]], stored, by or self.user, {"name": name})
+        await self._thread_created(thread)
+        return thread
+
+    async def _thread_created(self, thread: dict) -> None:
+        # https://discord.com/developers/docs/events/gateway-events#thread-create: a new thread
+        # comes with newly_created = true.
+        if self._session is not None:
+            await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+
+    def is_thread(self, channel_id: str) -> bool:
+        return self.channels.get(str(channel_id), {}).get("type") in (10, 11, 12)
+
     def member(self, user: dict, guild_id: Optional[str] = None) -> dict:
         return self.guilds[guild_id or self.guild_id]["members"][user["id"]]
 
@@ -878,7 +960,8 @@ class DiscordFake:
                       message_reference: Optional[dict] = None, type_: Optional[int] = None,
                       nonce: Optional[Union[str, int]] = None, tts: bool = False, webhook_id: Optional[str] = None,
                       interaction: Optional[_Interaction] = None, store: bool = True,
-                      sticker_items: Optional[list] = None, poll: Optional[dict] = None) -> dict:
+                      sticker_items: Optional[list] = None, poll: Optional[dict] = None,
+                      allowed_mentions: Optional[dict] = None) -> dict:
         channel = self._channel_or_404(channel_id)
         mid = self._snowflake()
         mentions = self._parse_mentions(content, channel)
@@ -895,7 +978,7 @@ class DiscordFake:
             "id": mid,
             "author": author,
             "mentions": mentions,
-            "mention_roles": [],
+            "mention_roles": self._pinged_roles(content, channel, author, allowed_mentions),
             "mention_everyone": "@everyone" in content or "@here" in content,
             "pinned": False,
             "tts": tts,
@@ -930,6 +1013,9 @@ class DiscordFake:
             self.messages[mid] = msg
             if not flags & MessageFlags.EPHEMERAL:
                 channel["last_message_id"] = mid
+                if self.is_thread(channel["id"]):
+                    channel["message_count"] += 1
+                    channel["total_message_sent"] += 1
         return msg
 
     def _add_interaction_metadata(self, msg: dict, inter: _Interaction) -> None:
@@ -962,6 +1048,55 @@ class DiscordFake:
             if user is not None and user not in found:
                 found.append(user)
         return found
+
+    def _pinged_roles(self, content: str, channel: dict, author: dict, allowed: Optional[dict]) -> List[str]:
+        """The role ids of ``<@&id>`` mentions that ping. Without ``allowed_mentions`` every
+        mention is parsed; with it, only the ones it allows. A role that is not mentionable pings
+        only when the author has MENTION_EVERYONE (or is an administrator).
+        Discord does not say whether ``mention_roles`` lists a role that did not ping; the fake
+        lists only roles that pinged, which is what a test of a ping has to see."""
+        gid = channel.get("guild_id")
+        if not gid or gid not in self.guilds:
+            return []
+        roles = {r["id"]: r for r in self.guilds[gid]["roles"]}
+        if allowed is None:
+            allow: Callable[[str], bool] = lambda rid: True
+        else:
+            listed = {str(r) for r in allowed.get("roles") or []}
+            parse_roles = "roles" in (allowed.get("parse") or [])
+            allow = lambda rid: parse_roles or rid in listed
+        member = self.guilds[gid]["members"].get(author["id"])
+        perms = self._member_permissions(gid, author["id"]) if member is not None else 0
+        strong = bool(perms & (_P_MENTION_EVERYONE | _P_ADMINISTRATOR))
+        out: List[str] = []
+        for rid in re.findall(r"<@&(\d+)>", content or ""):
+            role = roles.get(rid)
+            if role is not None and rid not in out and allow(rid) and (role["mentionable"] or strong):
+                out.append(rid)
+        return out
+
+    @staticmethod
+    def _validate_allowed_mentions(allowed: Any) -> Optional[dict]:
+        # https://discord.com/developers/docs/resources/message#allowed-mentions-object
+        if allowed is None:
+            return None
+        if not isinstance(allowed, dict):
+            raise _form_error(["allowed_mentions"], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        parse = allowed.get("parse") or []
+        if not isinstance(parse, list) or any(p not in ("roles", "users", "everyone") for p in parse):
+            raise _form_error(["allowed_mentions", "parse"], "BASE_TYPE_CHOICES",
+                              "Value must be one of ('roles', 'users', 'everyone').")
+        for key in ("roles", "users"):
+            ids = allowed.get(key)
+            if ids is None:
+                continue
+            if not isinstance(ids, list) or len(ids) > 100:
+                raise _form_error(["allowed_mentions", key], "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+            if ids and key in parse:
+                # Documented: parse and the matching list are mutually exclusive.
+                raise _form_error(["allowed_mentions", key], "SET_TYPE_ALREADY_CONTAINS_VALUE",
+                                  f"parse:[\"{key}\"] and {key}: [ids...] are mutually exclusive.")
+        return allowed
 
     def _gateway_message(self, msg: dict) -> dict:
         """A stored (REST-shaped) message as MESSAGE_CREATE/UPDATE carries it."""
@@ -1107,7 +1242,8 @@ class DiscordFake:
             payload["member"] = member
             payload["channel"] = {k: v for k, v in channel.items() if k in (
                 "id", "type", "guild_id", "name", "position", "permission_overwrites", "parent_id", "topic",
-                "nsfw", "last_message_id", "rate_limit_per_user", "flags", "icon_emoji", "theme_color")}
+                "nsfw", "last_message_id", "rate_limit_per_user", "flags", "icon_emoji", "theme_color",
+                "owner_id", "thread_metadata", "message_count", "member_count", "total_message_sent")}
             payload["channel"]["permissions"] = str(BOT_PERMISSIONS)
         else:
             payload["user"] = user
@@ -1270,6 +1406,16 @@ class DiscordFake:
                     return item
             return None
         return await self._wait_until(check, timeout, f"gateway op {op} from the client")
+
+    async def wait_for_dispatch(self, event: str, predicate: Optional[Callable[[dict], bool]] = None,
+                                timeout: float = 10.0) -> dict:
+        """The data of the first DISPATCH ``event`` sent to the client (that ``predicate`` accepts)."""
+        def check() -> Optional[dict]:
+            for item in self.gateway_sent:
+                if item.get("t") == event and (predicate is None or predicate(item["d"])):
+                    return item["d"]
+            return None
+        return await self._wait_until(check, timeout, f"{event} sent to the client")
 
     async def dispatch(self, event: str, data: dict) -> Optional[int]:
         """Send DISPATCH ``event`` (op 0) with the next sequence number.
@@ -1571,10 +1717,14 @@ class DiscordFake:
         members = list(g["members"].values())
         if not intents & Intents.GUILD_MEMBERS:
             members = [m for m in members if m["user"]["id"] == self.bot_user_id]
-        channels = []
+        channels, threads = [], []
         for c in self.channels.values():
             if c.get("guild_id") == gid:
-                channels.append({k: v for k, v in c.items() if k != "guild_id"})
+                # active threads come in their own list, with guild_id
+                if self.is_thread(c["id"]):
+                    threads.append(dict(c))
+                else:
+                    channels.append({k: v for k, v in c.items() if k != "guild_id"})
         data = dict(g["guild"])
         data.update({
             "roles": g["roles"],
@@ -1585,7 +1735,7 @@ class DiscordFake:
             "voice_states": [],
             "members": members,
             "channels": channels,
-            "threads": [],
+            "threads": threads,
             "presences": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
@@ -1696,6 +1846,7 @@ class DiscordFake:
          "_h_reaction", True),
         ("DELETE", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
          "_h_reaction", True),
+        ("POST", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/threads", "_h_start_thread", True),
         ("POST", r"/channels/(?P<channel_id>\d+)/typing", "_h_typing", True),
         ("POST", r"/channels/(?P<channel_id>\d+)/attachments", "_h_upload_slots", True),
         ("GET", r"/applications/(?P<application_id>\d+)/commands", "_h_get_commands", True),
@@ -1971,10 +2122,23 @@ class DiscordFake:
     async def _h_create_message(self, request, params, body, rec):
         channel = self._channel_or_404(params["channel_id"])
         body = body or {}
+        if self.is_thread(channel["id"]) and not self._member_permissions(channel["guild_id"], self.bot_user_id) \
+                & _P_SEND_IN_THREADS:
+            raise _error(403, ErrorCode.MISSING_PERMISSIONS, "Missing Permissions")
         fields = self._validate_message(body, rec.files, channel["id"])
         msg = self._make_message(channel["id"], self.bot_user, **fields)
         await self._echo("MESSAGE_CREATE", msg)
         return 200, msg
+
+    async def _h_start_thread(self, request, params, body, rec):
+        parent = self._channel_or_404(params["channel_id"])
+        message = self._message_in_channel(parent["id"], params["message_id"])
+        if parent.get("guild_id") and not self._member_permissions(parent["guild_id"], self.bot_user_id) \
+                & _P_CREATE_PUBLIC_THREADS:
+            raise _error(403, ErrorCode.MISSING_PERMISSIONS, "Missing Permissions")
+        thread = self._new_thread(parent, message, self.bot_user, body)
+        await self._thread_created(thread)
+        return 200, thread
 
     async def _h_edit_message(self, request, params, body, rec):
         msg = self._message_in_channel(params["channel_id"], params["message_id"])
@@ -2138,6 +2302,7 @@ class DiscordFake:
             "nonce": body.get("nonce"),
             "tts": bool(body.get("tts")),
             "poll": poll,
+            "allowed_mentions": self._validate_allowed_mentions(body.get("allowed_mentions")),
         }
 
     @staticmethod
@@ -2490,7 +2655,8 @@ class DiscordFake:
             inter.channel_id, self.bot_user, fields.get("content", ""),
             attachments=fields.get("attachments"), embeds=fields.get("embeds"),
             components=fields.get("components"), flags=fields.get("flags", 0), webhook_id=self.application_id,
-            interaction=inter, tts=fields.get("tts", False), poll=fields.get("poll"))
+            interaction=inter, tts=fields.get("tts", False), poll=fields.get("poll"),
+            allowed_mentions=fields.get("allowed_mentions"))
         inter.message_ids.append(msg["id"])
         return msg
 

@@ -618,3 +618,64 @@ async def test_client_survives_reconnect_and_invalid_session(fake):
         await fake.wait_for_resume(2, timeout=T)
         assert fake.identify_count == 2
         assert fake.heartbeat_count >= 3  # discord.py heartbeats on every HELLO
+
+
+async def test_threads_from_messages_and_role_pings_as_discord_documents(fake):
+    # https://discord.com/developers/docs/resources/channel#start-thread-from-message
+    api, sid = fake.api_base, fake.support_channel_id
+    role = fake.add_role("Support", mentionable=False)
+    question = fake.message_create_guild("how do I reset my password?", channel_id=sid)
+    async with running(fake) as bot:
+        parent = bot.get_channel(int(sid))
+        thread = await parent.get_partial_message(int(question["id"])).create_thread(name="reset")
+        assert thread.id == int(question["id"]) and thread.parent_id == int(sid)     # the message's id
+        event = await fake.wait_for_dispatch("THREAD_CREATE", timeout=T)
+        assert event["newly_created"] is True and event["type"] == 11 and event["guild_id"] == fake.guild_id
+        for _ in range(int(T / 0.02)):           # THREAD_CREATE fills discord.py's cache
+            if bot.get_channel(thread.id) is not None:
+                break
+            await asyncio.sleep(0.02)
+        cached = bot.get_channel(thread.id)
+        assert isinstance(cached, discord.Thread) and cached.name == "reset"
+        sent = await thread.send("Here is how.")
+        assert fake.messages[str(sent.id)]["channel_id"] == question["id"]          # channel_id = thread id
+        assert fake.channels[question["id"]]["message_count"] == 1
+        assert fake.messages[question["id"]]["thread"]["id"] == question["id"]
+        # a role that is not mentionable is not pinged by a bot without MENTION_EVERYONE
+        ping = await thread.send(f"<@&{role}> help", allowed_mentions=discord.AllowedMentions(roles=True))
+        assert fake.messages[str(ping.id)]["mention_roles"] == []
+        for r in fake.guilds[fake.guild_id]["roles"]:
+            if r["id"] == role:
+                r["mentionable"] = True
+        ping = await thread.send(f"<@&{role}> help", allowed_mentions=discord.AllowedMentions.none())
+        assert fake.messages[str(ping.id)]["mention_roles"] == []                # not allowed
+        ping = await thread.send(f"<@&{role}> help",
+                                 allowed_mentions=discord.AllowedMentions(roles=[discord.Object(int(role))]))
+        assert fake.messages[str(ping.id)]["mention_roles"] == [role]
+
+    async with aiohttp.ClientSession() as http:
+        async def post(path, body, status, code):
+            async with http.post(f"{api}{path}", json=body, headers=AUTH) as r:
+                got = await r.json()
+                assert r.status == status and got["code"] == code, (path, r.status, got)
+                return got
+
+        other = fake.message_create_guild("another question", channel_id=sid)
+        start = f"/channels/{sid}/messages/{other['id']}/threads"
+        bad = await post(start, {"name": ""}, 400, ErrorCode.INVALID_FORM_BODY)
+        assert "name" in bad["errors"]
+        await post(start, {"name": "x" * 101}, 400, ErrorCode.INVALID_FORM_BODY)
+        await post(start, {"name": "ok", "auto_archive_duration": 30}, 400, ErrorCode.INVALID_FORM_BODY)
+        await post(f"/channels/{sid}/messages/{question['id']}/threads", {"name": "again"}, 400,
+                   ErrorCode.THREAD_ALREADY_CREATED)
+        await post(f"/channels/{sid}/messages/1/threads", {"name": "x"}, 404, ErrorCode.UNKNOWN_MESSAGE)
+        in_thread = fake.message_create_guild("in the thread", channel_id=question["id"])
+        await post(f"/channels/{question['id']}/messages/{in_thread['id']}/threads", {"name": "x"}, 400,
+                   ErrorCode.INVALID_CHANNEL_TYPE)
+        await post(f"/channels/{sid}/messages", {"content": "x", "allowed_mentions": {
+            "parse": ["roles"], "roles": [role]}}, 400, ErrorCode.INVALID_FORM_BODY)
+        bot_role = next(r for r in fake.guilds[fake.guild_id]["roles"] if r["id"] == fake.guilds[fake.guild_id]["bot_role_id"])
+        everyone = next(r for r in fake.guilds[fake.guild_id]["roles"] if r["id"] == fake.guild_id)
+        for r in (bot_role, everyone):          # a bot invited without Create Public Threads
+            r["permissions"] = str(int(r["permissions"]) & ~(1 << 35))
+        await post(start, {"name": "ok"}, 403, ErrorCode.MISSING_PERMISSIONS)
