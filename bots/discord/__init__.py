@@ -20,7 +20,11 @@ async def start(engine, commands, app):
     except ImportError as e:
         raise ConfigError(f"DISCORD_BOT_TOKEN is set but discord.py is missing ({e.name}). Install it "
                           "with: pip install 'confab-bot[discord]'") from None
-    adapter = DiscordAdapter(engine, commands)
+    desk = None
+    if settings.channels_file:
+        from bots.common.support import build_support_desk
+        desk = build_support_desk(engine)
+    adapter = DiscordAdapter(engine, commands, desk=desk)
     try:
         await adapter.start()
     except discord.LoginFailure:

@@ -23,7 +23,7 @@ from engine.messages import explain
 
 from . import files, history
 from .access import DiscordAccess, Who
-from .buttons import CancelButton, RerollButton, SpeakButton
+from .buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
 from .reply import ChannelReply, DiscordReply, InteractionReply, MessageReply
 from .slash import PRIVATE, build_tree
 from .voice import answer_voice_note
@@ -61,7 +61,7 @@ class ConfabClient(discord.Client):
         self.ready = asyncio.Event()
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(CancelButton, SpeakButton, RerollButton)
+        self.add_dynamic_items(CancelButton, SpeakButton, RerollButton, FeedbackButton)
         await self.adapter.sync_commands()
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
@@ -79,8 +79,12 @@ class ConfabClient(discord.Client):
 
 class DiscordAdapter:
     def __init__(self, engine: Engine, commands: Commands, *, guild_ready_timeout: float = 2.0,
-                 identify_delay: float = 5.0):
+                 identify_delay: float = 5.0, desk=None, escalate_every_s: float = 60.0):
+        """`desk`: the support desk (bots/common/support.py) when support channels are set up;
+        `escalate_every_s`: how often hand-overs are checked for escalation."""
         self.engine, self.commands = engine, commands
+        self.desk, self.escalate_every_s = desk, escalate_every_s
+        self.support = None
         self.settings = engine.settings
         self.access = DiscordAccess(self.settings)
         self.client = ConfabClient(self, guild_ready_timeout, identify_delay)
@@ -99,6 +103,9 @@ class DiscordAdapter:
             await self.client.close()
             self._restore()
             raise
+        if self.desk is not None:
+            from .support import DiscordSupport
+            self.support = DiscordSupport(self.desk, self.client, self.escalate_every_s)
         self._task = asyncio.create_task(self._connect(), name="confab-discord-gateway")
 
     async def _connect(self) -> None:
@@ -116,6 +123,8 @@ class DiscordAdapter:
         await asyncio.wait_for(self.client.ready.wait(), timeout)
 
     async def stop(self) -> None:
+        if self.support is not None:
+            await self.support.stop()
         await self.client.close()
         if self._task is not None:
             try:
@@ -177,6 +186,10 @@ class DiscordAdapter:
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
         if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
+            return
+        where = self.support.where(message.channel) if self.support is not None else None
+        if where is not None:       # a support channel or one of its threads: the desk's alone
+            await self._quietly(self.support.on_message(message, where))
             return
         if message.author.bot and not self.access.answers_bot(str(message.author.id)):
             return
@@ -359,6 +372,14 @@ class DiscordAdapter:
         except Exception as e:
             log.exception("answering on Discord failed")
             await self._say_error(reply, explain(e))
+
+    @staticmethod
+    async def _quietly(work: Awaitable[None]) -> None:
+        """Support-channel work: a failure goes to the log only (the desk never speaks unasked)."""
+        try:
+            await work
+        except Exception:
+            log.exception("support channel on Discord")
 
     async def _say_error(self, reply: DiscordReply, text: str) -> None:
         try:

@@ -75,3 +75,32 @@ def job_id_in(status: str) -> str | None:
     """The job id in a stream's status line ("queued (job_…)")."""
     m = JOB_ID.search(status or "")
     return m.group(0) if m else None
+
+
+class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"confab:kb:(?P<verdict>yes|no):(?P<outcome>\d+|-):(?P<channel>\d+)"):
+    """Helpful / Not helpful under a support answer. The custom_id names the stored outcome and
+    the support channel (a thread's interaction only says the thread), so a press counts after
+    a restart too."""
+
+    def __init__(self, helpful: bool, outcome_id: int | None, channel: str):
+        verdict = "yes" if helpful else "no"
+        super().__init__(discord.ui.Button(
+            label="Helpful" if helpful else "Not helpful", emoji="👍" if helpful else "👎",
+            style=discord.ButtonStyle.secondary,
+            custom_id=f"confab:kb:{verdict}:{outcome_id if outcome_id is not None else '-'}:{channel}"))
+        self.helpful, self.outcome_id, self.channel = helpful, outcome_id, channel
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "FeedbackButton":
+        outcome = match["outcome"]
+        return cls(match["verdict"] == "yes", None if outcome == "-" else int(outcome), match["channel"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        support = interaction.client.adapter.support
+        if support is None:
+            await interaction.followup.send("Support answers are not set up here any more.", ephemeral=True)
+            return
+        await support.feedback(interaction, self.helpful, self.outcome_id, self.channel)

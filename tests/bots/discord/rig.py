@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
@@ -82,9 +82,12 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Commands], None]] = (),
-                      prepare: Callable[[Engine], None] | None = None, **settings):
+                      prepare: Callable[[Engine], None] | None = None,
+                      desk: Callable[[Engine, DiscordFake], Awaitable[object]] | None = None,
+                      escalate_every_s: float = 60.0, **settings):
     """A started fake, engine and adapter; `register` adds command sets (as `confab run` does),
-    `prepare` sees the engine before it starts (to register a model folder)."""
+    `prepare` sees the engine before it starts (to register a model folder), `desk` makes the
+    support desk once the engine runs (support channels)."""
     fake = DiscordFake()
     await fake.start()
     settings = make_settings(data_dir, models_dir, discord_bot_token=fake.token, discord_api_url=fake.api_base,
@@ -103,7 +106,9 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
         commands = Commands(engine)
         for add in register:
             add(commands)
-        adapter = DiscordAdapter(engine, commands, guild_ready_timeout=0.1, identify_delay=0.1)
+        support_desk = await desk(engine, fake) if desk is not None else None
+        adapter = DiscordAdapter(engine, commands, guild_ready_timeout=0.1, identify_delay=0.1,
+                                 desk=support_desk, escalate_every_s=escalate_every_s)
         await adapter.start()
         await fake.wait_for_identify(timeout=10)
         await adapter.wait_until_ready(10)
