@@ -262,6 +262,36 @@ class DiscordAdapter:
         reply.conversation = request.conversation
         await self._guarded(reply, self._slash(request, attachment, reply))
 
+    async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
+        """A writing template from a slash command: a modal for the text slots the options did
+        not give (as the first response: Discord allows no modal after a defer), else straight on."""
+        from engine import templates
+
+        from .forms import TemplateModal
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        refusal = self.access.check(who)
+        if refusal:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
+        template = templates.get(name)
+        given = {k: v for k, v in given.items() if v is not None and str(v).strip()}
+        if template.missing(given):
+            await interaction.response.send_modal(TemplateModal(self, template, given, str(interaction.id)))
+            return
+        await self.run_template(interaction, template, given)
+
+    async def run_template(self, interaction: discord.Interaction, template, values: dict) -> None:
+        """The template's command with its slots filled in, answered in follow-ups."""
+        from .forms import FormReply
+        await interaction.response.defer(thinking=True)
+        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        reply = FormReply(self, interaction, values)
+        request = Request(self.origin_of(who, interaction.channel),
+                          f"discord:{interaction.channel_id}:{interaction.user.id}", f"/{template.name}",
+                          attachments=[])
+        reply.conversation = request.conversation
+        await self._guarded(reply, self.commands.handle(request, reply))
+
     async def _slash(self, request: Request, attachment: discord.Attachment | None, reply: DiscordReply) -> None:
         if attachment is not None:        # fetched here, from Discord's hosts only
             request.attachments = [await files.download(attachment, self.settings.max_audio_bytes,

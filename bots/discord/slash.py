@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Optional
 import discord
 from discord import app_commands
 
+from engine.templates import PROMO_OUTPUTS
+
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter
 
@@ -46,6 +48,25 @@ def build_tree(client: discord.Client, adapter: "DiscordAdapter") -> app_command
                         language: Optional[app_commands.Range[str, 2, 40]] = None) -> None:
         await adapter.run_slash(interaction, "translate",
                                 f"Translate into {language or 'English'}, and answer with the translation only: {text}")
+
+    @tree.command(name="promo", description="A promotional text (and a poster) for a product")
+    @app_commands.describe(product="What you are promoting", output="Text, a poster image, or both",
+                           size="Size (e.g. 500 ml, large)", container="Container (bottle, box, can…)",
+                           price="Price", store="Type of store (supermarket, boutique, online…)",
+                           setting="Setting (beach in summer, cosy kitchen…)")
+    @app_commands.choices(output=[app_commands.Choice(name=o, value=o) for o in PROMO_OUTPUTS])
+    async def promo(interaction: discord.Interaction, product: app_commands.Range[str, 1, 200],
+                    output: Optional[app_commands.Choice[str]] = None,
+                    size: Optional[app_commands.Range[str, 1, 200]] = None,
+                    container: Optional[app_commands.Range[str, 1, 200]] = None,
+                    price: Optional[app_commands.Range[str, 1, 200]] = None,
+                    store: Optional[app_commands.Range[str, 1, 200]] = None,
+                    setting: Optional[app_commands.Range[str, 1, 200]] = None) -> None:
+        # A modal holds five text inputs: the product comes as an option, the choice of output
+        # too (a modal takes text only); the other five are asked in the modal when not given.
+        await adapter.open_template(interaction, "promo", {
+            "product": product, "output": output.value if output else None, "size": size,
+            "container": container, "price": price, "store": store, "setting": setting})
 
     @tree.command(name="imagine", description="Make a picture from a description")
     @app_commands.describe(prompt="What the picture should show")

@@ -482,6 +482,7 @@ class _Interaction:
     deferred_pending: bool = False  # deferred (type 5) and no message content yet
     message_ids: List[str] = dataclasses.field(default_factory=list)
     ephemeral: bool = False
+    modal: Optional[dict] = None  # the modal shown in answer (response type 9)
 
 
 @dataclasses.dataclass
@@ -1335,6 +1336,51 @@ class DiscordFake:
         payload = self._interaction_common(3, user=user, channel_id=None if dm else channel["id"], dm=dm)
         payload["data"] = {"component_type": component_type, "custom_id": custom_id}
         payload["message"] = json.loads(json.dumps(stored))
+        return payload
+
+    def interaction_modal_submit(self, shown_for: dict, values: Dict[str, str]) -> dict:
+        """INTERACTION_CREATE for submitting the modal that was the answer to ``shown_for`` (an
+        interaction payload), filled in with ``values`` {custom_id: text} by the same person.
+
+        Discord's client enforces the modal's own rules before anything is sent, so asking for
+        what a person could not submit (an unknown field, a required field left empty, a text
+        outside min_length..max_length) raises ValueError."""
+        shown = self.interaction_state(shown_for)
+        if shown.modal is None:
+            raise ValueError("no modal was shown in answer to that interaction (response type 9)")
+        modal = shown.modal
+        inputs: Dict[str, dict] = {}
+        for row in modal["components"]:
+            for comp in ([row.get("component")] if row.get("type") == 18 else row.get("components") or []):
+                if isinstance(comp, dict) and comp.get("type") == 4:
+                    inputs[comp["custom_id"]] = comp
+        unknown = set(values) - set(inputs)
+        if unknown:
+            raise ValueError(f"the modal has no text input {sorted(unknown)} (it has {sorted(inputs)})")
+        filled: Dict[str, str] = {}
+        for cid, comp in inputs.items():
+            text = values.get(cid, comp.get("value") or "")
+            if comp.get("required", True) and not text:
+                raise ValueError(f"{cid!r} is required; Discord's client does not submit the modal without it")
+            if text and not (comp.get("min_length") or 0) <= len(text) <= (comp.get("max_length") or 4000):
+                raise ValueError(f"{cid!r} must be {comp.get('min_length') or 0}..{comp.get('max_length') or 4000} "
+                                 "characters; Discord's client does not submit it otherwise")
+            filled[cid] = text
+        payload = self._interaction_common(5, user=shown.user, channel_id=None if not shown.guild_id else shown.channel_id,
+                                           dm=not shown.guild_id)
+        components = []
+        for row in modal["components"]:
+            if row.get("type") == 18:
+                comp = row["component"]
+                components.append({"type": 18, "id": row.get("id", 0), "component": {
+                    "type": comp["type"], "id": comp.get("id", 0), "custom_id": comp["custom_id"],
+                    "value": filled.get(comp["custom_id"], "")}})
+            elif row.get("type") == 1:
+                comp = row["components"][0]
+                components.append({"type": 1, "id": row.get("id", 0), "components": [{
+                    "type": 4, "id": comp.get("id", 0), "custom_id": comp["custom_id"],
+                    "value": filled[comp["custom_id"]]}]})
+        payload["data"] = {"custom_id": modal["custom_id"], "components": components}
         return payload
 
     def _visible_commands(self, guild_id: Optional[str]) -> List[dict]:
@@ -2634,11 +2680,8 @@ class DiscordFake:
             if not isinstance(choices, list) or len(choices) > 25:
                 raise _form_error(["data", "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
         elif rtype == 9:
-            for key in ("custom_id", "title", "components"):
-                if not data.get(key):
-                    raise _form_error(["data", key], "BASE_TYPE_REQUIRED", "This field is required")
-            if len(data["title"]) > 45:
-                raise _form_error(["data", "title"], "BASE_TYPE_MAX_LENGTH", "Must be 45 or fewer in length.")
+            self._validate_modal(data)
+            inter.modal = json.loads(json.dumps(data))
         inter.response_type = rtype
         if inter.original_message_id and rtype in (4, 5):
             callback["response_message_id"] = inter.original_message_id
@@ -2649,6 +2692,79 @@ class DiscordFake:
         if request.query.get("with_response", "").lower() in ("1", "true"):
             return 200, {"interaction": callback, "resource": resource}
         return 204, None
+
+    @staticmethod
+    def _validate_modal(data: Any) -> None:
+        """A MODAL response's data as Discord checks it
+        (https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-modal
+        and .../components/reference#text-input): a custom_id and title, one to five top-level
+        components, each an action row holding one text input (the older layout), a label
+        holding one, or a text display; text inputs with their lengths and styles in range."""
+        if not isinstance(data, dict):
+            raise _form_error(["data"], "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        for key in ("custom_id", "title", "components"):
+            if not data.get(key):
+                raise _form_error(["data", key], "BASE_TYPE_REQUIRED", "This field is required")
+        if not isinstance(data["custom_id"], str) or len(data["custom_id"]) > 100:
+            raise _form_error(["data", "custom_id"], "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+        if not isinstance(data["title"], str) or len(data["title"]) > 45:
+            raise _form_error(["data", "title"], "BASE_TYPE_MAX_LENGTH", "Must be 45 or fewer in length.")
+        rows = data["components"]
+        if not isinstance(rows, list) or not 1 <= len(rows) <= 5:
+            raise _form_error(["data", "components"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+        seen: set = set()
+        for i, row in enumerate(rows):
+            where: List[Union[str, int]] = ["data", "components", i]
+            if not isinstance(row, dict):
+                raise _form_error(where, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+            if row.get("type") == 10:            # text display
+                continue
+            if row.get("type") == 1:
+                inner = row.get("components")
+                if not isinstance(inner, list) or len(inner) != 1:
+                    raise _form_error(where + ["components"], "BASE_TYPE_BAD_LENGTH",
+                                      "Must be between 1 and 1 in length.")
+                text_input, labelled = inner[0], False
+                where = where + ["components", 0]
+            elif row.get("type") == 18:
+                label = row.get("label")
+                if not isinstance(label, str) or not 1 <= len(label) <= 45:
+                    raise _form_error(where + ["label"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length.")
+                text_input, labelled = row.get("component"), True
+                where = where + ["component"]
+            else:
+                raise _form_error(where + ["type"], "UNION_TYPE_CHOICES",
+                                  "Value of field \"type\" must be one of (1, 10, 18).")
+            if not isinstance(text_input, dict) or text_input.get("type") != 4:
+                if labelled and isinstance(text_input, dict) and text_input.get("type") in (3, 5, 6, 7, 8):
+                    continue                     # a select menu in a label
+                raise _form_error(where + ["type"], "UNION_TYPE_CHOICES", "Value of field \"type\" must be 4.")
+            cid = text_input.get("custom_id")
+            if not isinstance(cid, str) or not 1 <= len(cid) <= 100:
+                raise _form_error(where + ["custom_id"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+            if cid in seen:
+                raise _form_error(where + ["custom_id"], "COMPONENT_CUSTOM_ID_DUPLICATED",
+                                  "Component custom id cannot be duplicated")
+            seen.add(cid)
+            if text_input.get("style") not in (1, 2):
+                raise _form_error(where + ["style"], "BASE_TYPE_CHOICES", "Value must be one of (1, 2).")
+            if not labelled:
+                label = text_input.get("label")
+                if not isinstance(label, str) or not 1 <= len(label) <= 45:
+                    raise _form_error(where + ["label"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 45 in length.")
+            low, high = text_input.get("min_length"), text_input.get("max_length")
+            if low is not None and (not isinstance(low, int) or not 0 <= low <= 4000):
+                raise _form_error(where + ["min_length"], "NUMBER_TYPE_MAX", "int value should be between 0 and 4000.")
+            if high is not None and (not isinstance(high, int) or not 1 <= high <= 4000):
+                raise _form_error(where + ["max_length"], "NUMBER_TYPE_MAX", "int value should be between 1 and 4000.")
+            if low is not None and high is not None and low > high:
+                raise _form_error(where + ["min_length"], "BASE_TYPE_BAD_LENGTH", "min_length must not exceed max_length.")
+            value = text_input.get("value")
+            if value is not None and (not isinstance(value, str) or len(value) > (high or 4000)):
+                raise _form_error(where + ["value"], "BASE_TYPE_MAX_LENGTH", f"Must be {high or 4000} or fewer in length.")
+            placeholder = text_input.get("placeholder")
+            if placeholder is not None and (not isinstance(placeholder, str) or len(placeholder) > 100):
+                raise _form_error(where + ["placeholder"], "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
 
     def _interaction_message(self, inter: _Interaction, fields: Dict[str, Any]) -> dict:
         msg = self._make_message(

@@ -679,3 +679,43 @@ async def test_threads_from_messages_and_role_pings_as_discord_documents(fake):
         for r in (bot_role, everyone):          # a bot invited without Create Public Threads
             r["permissions"] = str(int(r["permissions"]) & ~(1 << 35))
         await post(start, {"name": "ok"}, 403, ErrorCode.MISSING_PERMISSIONS)
+
+
+async def test_modals_are_checked_as_discord_checks_them(fake):
+    # https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-modal
+    fake.global_commands = [fake._command_object({"name": "ask", "description": "Ask"}, None, None)]
+
+    def text_input(cid, **kw):
+        return {"type": 1, "components": [dict({"type": 4, "custom_id": cid, "label": cid.title(), "style": 1}, **kw)]}
+
+    good = {"custom_id": "form", "title": "A form", "components": [text_input("name", required=True, max_length=20)]}
+    bad = [
+        dict(good, title="x" * 46),
+        dict(good, custom_id="x" * 101),
+        dict(good, components=[]),
+        dict(good, components=[text_input(f"f{i}") for i in range(6)]),
+        dict(good, components=[text_input("a", style=3)]),
+        dict(good, components=[{"type": 1, "components": [{"type": 4, "custom_id": "a", "style": 1}]}]),  # no label
+        dict(good, components=[text_input("a"), text_input("a")]),
+        dict(good, components=[text_input("a", min_length=5, max_length=2)]),
+        dict(good, components=[{"type": 2, "custom_id": "b", "style": 1, "label": "button"}]),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for data in bad:
+            inter = fake.interaction_command("ask")
+            url = f"{fake.api_base}/interactions/{inter['id']}/{inter['token']}/callback"
+            async with http.post(url, json={"type": 9, "data": data}) as r:
+                assert r.status == 400 and (await r.json())["code"] == ErrorCode.INVALID_FORM_BODY, data
+        inter = fake.interaction_command("ask")
+        url = f"{fake.api_base}/interactions/{inter['id']}/{inter['token']}/callback"
+        async with http.post(url, json={"type": 9, "data": good}) as r:
+            assert r.status == 204
+    with pytest.raises(ValueError):
+        fake.interaction_modal_submit(inter, {})                       # required, left empty
+    with pytest.raises(ValueError):
+        fake.interaction_modal_submit(inter, {"name": "x" * 21})       # over max_length
+    with pytest.raises(ValueError):
+        fake.interaction_modal_submit(inter, {"name": "Ada", "age": "36"})
+    submit = fake.interaction_modal_submit(inter, {"name": "Ada"})
+    assert submit["type"] == 5 and submit["data"]["custom_id"] == "form"
+    assert submit["data"]["components"][0]["components"][0] == {"type": 4, "id": 0, "custom_id": "name", "value": "Ada"}

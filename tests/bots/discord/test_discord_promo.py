@@ -1,0 +1,69 @@
+"""/promo on Discord: the slots the options leave out are asked in a real Discord modal (the
+interaction's first response, type 9), its submission is deferred and answered with the
+promotional text written by SmolLM2 from exactly those facts. The fake checks the modal as
+Discord does, and builds the submission only from what the modal offered."""
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from bots import skills
+from tests.conftest import requires_chat_model
+
+from .rig import T, running_rig
+
+pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def rig(tmp_path_factory, shared_models_dir):
+    async with running_rig(tmp_path_factory.mktemp("discord-promo"), shared_models_dir,
+                           register=(skills.register_commands,)) as rig:
+        yield rig
+
+
+async def test_promo_asks_its_missing_slots_in_a_modal_and_writes_from_them(rig):
+    fake = rig.fake
+    command = next(c for c in fake.global_commands if c["name"] == "promo")
+    options = {o["name"]: o for o in command["options"]}
+    assert options["product"]["required"] and [c["value"] for c in options["output"]["choices"]] == \
+        ["text", "image", "both"]
+
+    payload = fake.interaction_command("promo", {"product": "Lemonade", "output": "text"})
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    shown = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    assert shown.status in (200, 204) and shown.json["type"] == 9         # a modal, not a defer
+    modal = shown.json["data"]
+    assert modal["custom_id"].startswith("confab_template:promo") and modal["title"] == "/promo"
+    inputs = [row["components"][0] for row in modal["components"]]
+    assert [i["custom_id"] for i in inputs] == ["size", "container", "price", "store", "setting"]
+    assert all(i["type"] == 4 and i["required"] for i in inputs)
+
+    with pytest.raises(ValueError):        # Discord's client does not send a required field empty
+        fake.interaction_modal_submit(payload, {"size": "330 ml"})
+    submit = fake.interaction_modal_submit(payload, {
+        "size": "330 ml", "container": "can", "price": "$1.50", "store": "kiosk", "setting": "beach in summer"})
+    await fake.dispatch("INTERACTION_CREATE", submit)
+    ack = await fake.wait_for("POST", f"/interactions/{submit['id']}/", timeout=5)
+    assert ack.json["type"] == 5
+    answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{submit['token']}", timeout=T)
+    await rig.answered(answer.response["id"])
+    text = fake.messages[answer.response["id"]]["content"]
+    assert len(text.strip()) > 10 and "/promo needs" not in text
+    job = rig.jobs("chat")[-1].job
+    prompt = job.messages[-1].content
+    for fact in ("Lemonade", "330 ml", "can", "$1.50", "kiosk", "beach in summer"):
+        assert fact in prompt, fact
+
+
+async def test_promo_with_every_slot_given_needs_no_modal(rig):
+    fake = rig.fake
+    payload = fake.interaction_command("promo", {
+        "product": "Tea", "output": "text", "size": "250 g", "container": "tin", "price": "€4",
+        "store": "boutique", "setting": "cosy kitchen"})
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    ack = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    assert ack.json["type"] == 5 and fake.interaction_state(payload).modal is None
+    answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
+    await rig.answered(answer.response["id"])
+    assert "cosy kitchen" in rig.jobs("chat")[-1].job.messages[-1].content
