@@ -154,7 +154,17 @@ def builder_payloads(fake: DiscordFake) -> dict:
     bot_msg = fake._make_message(fake.channel_id, fake.bot_user, "Pick one",
                                  components=[{"type": 1, "components": [
                                      {"type": 2, "style": 1, "label": "Yes", "custom_id": "yes"}]}])
+    question = fake.message_create_guild("how do I reset my password?", channel_id=fake.support_channel_id)
+    thread = fake._new_thread(fake.channels[fake.support_channel_id], fake.messages[question["id"]], fake.user,
+                              {"name": "reset"})
+    in_thread = fake.message_create_guild("thanks, that worked", channel_id=thread["id"])
+    modal_for = fake.interaction_command("ask", {"question": "hi"})
+    fake.interaction_state(modal_for).modal = {"custom_id": "form", "title": "A form", "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "name", "label": "Name", "style": 1}]}]}
     return {
+        "gateway_thread_create.json": dict(thread, newly_created=True),
+        "message_create_in_thread.json": in_thread,
+        "interaction_create_modal_submit.json": fake.interaction_modal_submit(modal_for, {"name": "Ada"}),
         "message_create_guild_mention.json": mention,
         "message_create_dm.json": fake.message_create_dm("hi"),
         "message_create_reply.json": fake.message_create_reply("and then?", mention),
