@@ -143,12 +143,14 @@ class SupportDesk:
         return SupportAction("ping", channel, thread, f"{mention} {why}".strip())
 
 
-def build_support_desk(engine, clock: Callable[[], float] = time.time) -> SupportDesk | None:
-    """The desk for CONFAB_CHANNELS_FILE's support channels; None when there are none (or the
-    kb extra is not installed: the log says so). Adapters call this once at start-up."""
+def build_support_desk(engine, clock: Callable[[], float] = time.time,
+                       platform: str = "") -> SupportDesk | None:
+    """The desk for CONFAB_CHANNELS_FILE's support channels (on `platform`, when given); None
+    when there are none (or the kb extra is not installed: the log says so). Adapters call this
+    once at start-up."""
     from .channels import load_channels
     channels = load_channels(engine.settings.channels_file)
-    if not channels.support:
+    if not any(not platform or p == platform for p, _ in channels.support):
         return None
     from engine import ConfabError
     from engine.kb import open_kb

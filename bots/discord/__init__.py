@@ -23,7 +23,7 @@ async def start(engine, commands, app):
     desk = None
     if settings.channels_file:
         from bots.common.support import build_support_desk
-        desk = build_support_desk(engine)
+        desk = build_support_desk(engine, platform="discord")
     adapter = DiscordAdapter(engine, commands, desk=desk)
     try:
         await adapter.start()

@@ -13,6 +13,7 @@ import bots.discord
 from bots.common.commands import Commands
 from engine import ConfigError, Settings
 from engine.engine import Engine
+from tests.engine.test_kb import needs_kb
 from tests.fakes.discord_fake import DiscordFake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -72,3 +73,27 @@ async def test_no_token_no_adapter_and_a_wrong_token_says_so(tmp_path):
         finally:
             await engine.close()
         assert fake.identify_count == 0
+
+
+@needs_kb
+async def test_support_channels_from_the_channels_file(tmp_path):
+    """CONFAB_CHANNELS_FILE naming a Discord channel turns the support desk on; a file with
+    Slack channels only leaves Discord without one."""
+    import json
+    async with DiscordFake() as fake:
+        for channels, on in (([{"platform": "discord", "channel": fake.support_channel_id}], True),
+                             ([{"platform": "slack", "channel": "C0123ABC"}], False)):
+            path = tmp_path / "channels.json"
+            path.write_text(json.dumps({"support_channels": channels}))
+            engine = Engine(env_settings(tmp_path, fake, fake.token, CONFAB_CHANNELS_FILE=str(path)), gpu_total=None)
+            try:
+                adapter = await bots.discord.start(engine, Commands(engine), None)
+                try:
+                    assert (adapter.support is not None) is on
+                    if on:
+                        assert adapter.support.where(adapter.client.get_partial_messageable(
+                            int(fake.support_channel_id))) == (fake.support_channel_id, "")
+                finally:
+                    await adapter.stop()
+            finally:
+                await engine.close()
