@@ -34,6 +34,9 @@ Loader = Callable[[InstalledModel, str, Settings], Any]
 Executor = Callable[[Any, Job, RunContext], Any]
 
 LOADERS: dict[str, Loader] = {}
+# Formats whose loader also takes `room`: the bytes the memory manager's budget leaves on the
+# device, from which it chooses memory-saving settings (diffusers).
+BUDGET_AWARE: set[str] = set()
 EXECUTORS: dict[str, Executor] = {}
 JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat"}
 
@@ -51,9 +54,11 @@ def load_modalities() -> None:
         importlib.import_module(name)
 
 
-def register_loader(fmt: str):
+def register_loader(fmt: str, budget_aware: bool = False):
     def deco(fn: Loader) -> Loader:
         LOADERS[fmt] = fn
+        if budget_aware:
+            BUDGET_AWARE.add(fmt)
         return fn
     return deco
 
@@ -70,12 +75,16 @@ def cpu_threads(settings: Settings) -> int:
     return settings.threads or max(1, os.cpu_count() or 1)
 
 
-def load_measured(model: InstalledModel, device: str, settings: Settings) -> tuple[Any, int | None]:
+def load_measured(model: InstalledModel, device: str, settings: Settings,
+                  room: int | None = None) -> tuple[Any, int | None]:
     loader = LOADERS.get(model.fmt)
     if loader is None:
         raise BadRequest(f"Confab cannot load models of format '{model.fmt}' yet.")
     before = process_rss_bytes()
-    instance = loader(model, device, settings)
+    if model.fmt in BUDGET_AWARE:
+        instance = loader(model, device, settings, room=room)
+    else:
+        instance = loader(model, device, settings)
     measured = getattr(instance, "memory_bytes", None)
     if callable(measured):
         return instance, measured()

@@ -103,7 +103,7 @@ class Engine:
             raise BackendFailed(f"The model '{name}' failed its checksum: {'; '.join(problems)}. "
                                 f"Reinstall it or run `confab models verify`.")
         self.metrics.loads.labels(name).inc()
-        return backends.load_measured(model, device, self.settings)
+        return backends.load_measured(model, device, self.settings, room=self.models.room(device))
 
     # -- life cycle ------------------------------------------------------------------------
 

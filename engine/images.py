@@ -142,8 +142,8 @@ def check_image_job(job: ImageJob, settings: Settings) -> ImageJob:
     return job
 
 
-@register_loader("diffusers")
-def load_diffusers(model: InstalledModel, device: str, settings: Settings):
+@register_loader("diffusers", budget_aware=True)
+def load_diffusers(model: InstalledModel, device: str, settings: Settings, room: int | None = None):
     try:
         from models.diffusers_image import Defaults, DiffusersImage
         import diffusers  # noqa: F401
@@ -153,8 +153,8 @@ def load_diffusers(model: InstalledModel, device: str, settings: Settings):
     o = model.options
     defaults = Defaults(steps=int(o.get("steps", 20)), guidance=float(o.get("guidance", 7.5)),
                         size=int(o.get("size", 0)))
-    return DiffusersImage(model.path, device, defaults, max_pixels=settings.max_image_side ** 2,
-                          threads=cpu_threads(settings))
+    return DiffusersImage(model.path, device, defaults, room=room,
+                          max_pixels=settings.max_image_side ** 2, threads=cpu_threads(settings))
 
 
 @register_executor("image", "image")

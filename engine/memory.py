@@ -38,6 +38,12 @@ def used_on(device: str, resident: Iterable[Resident]) -> int:
     return sum(r.size for r in resident if r.device == device)
 
 
+def room_on(device: str, budgets: dict[str, int], resident: Iterable[Resident]) -> int:
+    """What the budget of `device` leaves free beside the resident models (never below 0):
+    what a model being loaded there may use, weights and working memory together."""
+    return max(0, budgets.get(device, 0) - used_on(device, resident))
+
+
 def plan_placement(name: str, size: int, budgets: dict[str, int],
                    resident: Sequence[Resident]) -> Placement:
     """Where to load a model and what to evict for it.
@@ -150,6 +156,11 @@ class ModelManager:
 
     def snapshot(self) -> list[Resident]:
         return [m.as_resident() for m in self._loaded.values()]
+
+    def room(self, device: str) -> int:
+        """Room left on `device` within its budget. A loader asks while the lock is held, after
+        the evictions its placement needed, so this is what the new model may take."""
+        return room_on(device, self.budgets, self.snapshot())
 
     def device_of(self, name: str) -> str | None:
         m = self._loaded.get(name)

@@ -1,5 +1,6 @@
-"""Text to image on diffusers: a pipeline folder loaded with `from_pretrained`, fp16 and
-memory-saving settings on CUDA chosen from the free VRAM, seeds, step progress and cancel.
+"""Text to image on diffusers: a pipeline folder loaded with `from_pretrained`, fp16 on CUDA,
+memory-saving settings chosen from the room the memory manager's budget leaves (and, on CUDA,
+no more than the free VRAM), seeds, step progress and cancel.
 
 `plan_memory` is the decision (a pure function); `DiffusersImage` carries it out. torch and
 diffusers are imported when a pipeline loads, with an error that says what to install.
@@ -44,33 +45,40 @@ def activation_bytes(pixels: int) -> int:
     return max(512 * MiB, int(2.5 * GiB * pixels / (1024 * 1024)))
 
 
-def plan_memory(device: str, weights_bytes: int, largest_bytes: int, free_bytes: int | None,
+def plan_memory(device: str, weights_bytes: int, largest_bytes: int, room_bytes: int | None,
                 pixels: int = 1024 * 1024) -> MemoryPlan:
     """How to run a pipeline of `weights_bytes` (fp16) whose largest component is
-    `largest_bytes`, with `free_bytes` of VRAM, for images up to `pixels`.
+    `largest_bytes`, for images up to `pixels`, in `room_bytes`: what the memory manager's
+    budget leaves on the device for it (None: no budget known).
 
-    On the CPU: float32 (fp16 is slow or unsupported there) and nothing else, but VAE tiling
-    above a megapixel. On CUDA, the cheapest setting that fits, in order: everything resident;
-    attention slicing and VAE tiling; whole components moved to the GPU in turn (model
-    offload); layer-by-layer offload (slowest, needs least).
+    On the CPU: float32 (fp16 is slow or unsupported there), so twice the bytes; attention
+    slicing and VAE tiling when that does not fit the room (or above a megapixel, VAE tiling);
+    offloading has nowhere to go. On CUDA, the cheapest setting that fits, in order: everything
+    resident; attention slicing and VAE tiling; whole components moved to the GPU in turn
+    (model offload); layer-by-layer offload (slowest, needs least).
     """
-    if device != "cuda":
-        return MemoryPlan("float32", False, pixels > 1024 * 1024, "none", "CPU")
     act = activation_bytes(pixels)
     sliced = int(act * 0.4)
-    free = free_bytes if free_bytes is not None else weights_bytes + act
     gib = lambda b: f"{b / GiB:.1f} GiB"  # noqa: E731
-    if weights_bytes + act <= free:
+    if device != "cuda":
+        need = 2 * (weights_bytes + act)
+        if room_bytes is None or need <= room_bytes:
+            return MemoryPlan("float32", False, pixels > 1024 * 1024, "none", "CPU")
+        return MemoryPlan("float32", True, True, "none",
+                          f"CPU: {gib(need)} exceeds the {gib(room_bytes)} left in the budget: "
+                          "attention slicing and VAE tiling")
+    room = room_bytes if room_bytes is not None else weights_bytes + act
+    if weights_bytes + act <= room:
         return MemoryPlan("float16", False, False, "none",
-                          f"{gib(weights_bytes)} of weights and {gib(act)} of activations fit in {gib(free)}")
-    if weights_bytes + sliced <= free:
+                          f"{gib(weights_bytes)} of weights and {gib(act)} of activations fit in {gib(room)}")
+    if weights_bytes + sliced <= room:
         return MemoryPlan("float16", True, True, "none",
-                          f"weights fit in {gib(free)} with attention slicing and VAE tiling")
-    if largest_bytes + sliced <= free:
+                          f"weights fit in {gib(room)} with attention slicing and VAE tiling")
+    if largest_bytes + sliced <= room:
         return MemoryPlan("float16", True, True, "model",
-                          f"{gib(weights_bytes)} of weights exceed {gib(free)}: components take turns on the GPU")
+                          f"{gib(weights_bytes)} of weights exceed {gib(room)}: components take turns on the GPU")
     return MemoryPlan("float16", True, True, "sequential",
-                      f"even the largest component ({gib(largest_bytes)}) exceeds {gib(free)}: layer-by-layer offload")
+                      f"even the largest component ({gib(largest_bytes)}) exceeds {gib(room)}: layer-by-layer offload")
 
 
 def weight_sizes(folder: str | Path) -> tuple[int, int, bool]:
@@ -129,7 +137,7 @@ class DiffusersImage:
     """One loaded diffusers pipeline. One generation at a time (the lock guards the pipeline)."""
 
     def __init__(self, path: str, device: str = "cpu", defaults: Defaults | None = None,
-                 free_vram: int | None = None, max_pixels: int = 1024 * 1024, threads: int = 0):
+                 room: int | None = None, max_pixels: int = 1024 * 1024, threads: int = 0):
         torch, diffusers = _libs()
         self.path, self.device = path, device
         self.defaults = defaults or Defaults()
@@ -138,9 +146,10 @@ class DiffusersImage:
         if threads and device == "cpu":
             torch.set_num_threads(threads)
         weights, largest, has_fp16 = weight_sizes(path)
-        if device == "cuda" and free_vram is None:
-            free_vram = torch.cuda.mem_get_info()[0]
-        self.plan = plan_memory(device, weights, largest, free_vram, max_pixels)
+        if device == "cuda":   # the budget's room, but never more than the card has free
+            free = torch.cuda.mem_get_info()[0]
+            room = free if room is None else min(room, free)
+        self.plan = plan_memory(device, weights, largest, room, max_pixels)
         dtype = getattr(torch, self.plan.dtype)
         from diffusers.pipelines import pipeline_utils
         dtype_key = "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"

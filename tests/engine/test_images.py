@@ -106,6 +106,28 @@ async def test_limits_are_checked_before_any_work(engine, job, error):
     assert 400 <= info.value.status < 500 and info.value.message
 
 
+async def test_memory_saving_settings_follow_the_memory_managers_budget(tmp_path, shared_models_dir):
+    """The same pipeline, loaded by the engine's memory manager: in a tight budget with
+    attention slicing and VAE tiling switched on in diffusers, in a roomy one without."""
+    seen = {}
+    for budget_mb in (128, 8192):
+        settings = make_settings(tmp_path / str(budget_mb), shared_models_dir, threads=2,
+                                 device="cpu", cpu_budget_mb=budget_mb)
+        eng = Engine(settings, gpu_total=None)
+        eng.registry.add(tiny_sd(), name="tiny-sd")
+        eng.refresh_models()
+        await eng.start(resume=False)
+        try:
+            pipe, device = await eng.models.acquire("tiny-sd")
+            eng.models.release("tiny-sd")
+            processors = {type(p).__name__ for p in pipe.pipe.unet.attn_processors.values()}
+            seen[budget_mb] = (device, pipe.plan.attention_slicing, pipe.pipe.vae.use_tiling, processors)
+        finally:
+            await eng.close()
+    assert seen[128] == ("cpu", True, True, {"SlicedAttnProcessor"})
+    assert seen[8192][:3] == ("cpu", False, False) and "SlicedAttnProcessor" not in seen[8192][3]
+
+
 async def test_seed_is_chosen_at_intake_and_records_round_trip():
     job = check_image_job(ImageJob(prompt="a fox", origin=ALICE), make_settings("/tmp/unused"))
     assert isinstance(job.seed, int)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine.errors import ModelDoesNotFit
-from engine.memory import ModelManager, Resident, expired, plan_placement, used_on
+from engine.memory import ModelManager, Resident, expired, plan_placement, room_on, used_on
 
 MB = 2**20
 
@@ -193,6 +193,17 @@ async def test_busy_model_is_not_evicted_and_gpu_falls_back_to_cpu():
     assert mm.evictions == 0
     mm.release("big")
     mm.release("other")
+    await mm.close()
+
+
+async def test_room_is_the_budget_less_what_is_resident():
+    backend = FakeBackend({"a": 100 * MB, "b": 150 * MB})
+    mm = manager(backend, {"cuda": 400 * MB, "cpu": 1000 * MB})
+    assert mm.room("cuda") == 400 * MB and mm.room("mps") == 0
+    await mm.acquire("a")
+    await mm.acquire("b")
+    assert mm.room("cuda") == 150 * MB and mm.room("cpu") == 1000 * MB
+    assert room_on("cuda", {"cuda": 100 * MB}, mm.snapshot()) == 0      # over budget: none left
     await mm.close()
 
 

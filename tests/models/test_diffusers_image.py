@@ -18,9 +18,14 @@ MP = 1024 * 1024
 
 
 def test_cpu_runs_float32_without_offload():
-    plan = plan_memory("cpu", **SDXL, free_bytes=None, pixels=512 * 512)
+    plan = plan_memory("cpu", **SDXL, room_bytes=None, pixels=512 * 512)
     assert (plan.dtype, plan.offload, plan.attention_slicing, plan.vae_tiling) == ("float32", "none", False, False)
-    assert plan_memory("cpu", **SDXL, free_bytes=None, pixels=2048 * 2048).vae_tiling
+    assert plan_memory("cpu", **SDXL, room_bytes=None, pixels=2048 * 2048).vae_tiling
+    roomy = plan_memory("cpu", **SDXL, room_bytes=64 * GiB, pixels=MP)
+    assert not roomy.attention_slicing and roomy.offload == "none"
+    tight = plan_memory("cpu", **SDXL, room_bytes=16 * GiB, pixels=MP)     # fp32 SDXL is ~14 GiB
+    assert tight.attention_slicing and tight.vae_tiling and tight.offload == "none"
+    assert "budget" in tight.reason
 
 
 @pytest.mark.parametrize("free_gib, offload, slicing", [
@@ -30,7 +35,7 @@ def test_cpu_runs_float32_without_offload():
     (4, "sequential", True),    # not even the UNet: layer by layer
 ])
 def test_cuda_plan_follows_free_vram(free_gib, offload, slicing):
-    plan = plan_memory("cuda", **SDXL, free_bytes=int(free_gib * GiB), pixels=MP)
+    plan = plan_memory("cuda", **SDXL, room_bytes=int(free_gib * GiB), pixels=MP)
     assert plan.dtype == "float16"
     assert plan.offload == offload
     assert plan.attention_slicing is slicing and plan.vae_tiling is slicing
@@ -39,8 +44,8 @@ def test_cuda_plan_follows_free_vram(free_gib, offload, slicing):
 
 def test_smaller_images_need_less():
     tight = int(8 * GiB)
-    assert plan_memory("cuda", **SDXL, free_bytes=tight, pixels=MP).attention_slicing
-    assert not plan_memory("cuda", **SDXL, free_bytes=tight, pixels=512 * 512).attention_slicing
+    assert plan_memory("cuda", **SDXL, room_bytes=tight, pixels=MP).attention_slicing
+    assert not plan_memory("cuda", **SDXL, room_bytes=tight, pixels=512 * 512).attention_slicing
 
 
 def test_weight_sizes_count_fp32_files_at_half():
