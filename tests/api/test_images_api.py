@@ -176,3 +176,42 @@ async def test_too_many_images_in_one_chat_request(server):
         await client.chat.completions.create(model="", messages=[
             {"role": "user", "content": [{"type": "text", "text": "compare"}, part, part, part]}])
     assert "number of images" in info.value.message.lower()
+
+
+async def test_http_image_urls_are_fetched_only_from_configured_hosts(tmp_path):
+    """CONFAB_IMAGE_URL_HOSTS lets an admin allow hosts: then the image is fetched (no
+    redirects, up to the byte limit) and checked like an inline one; other hosts stay refused."""
+    from engine.api.vision import vision_messages
+    from engine.errors import BadMedia, BadRequest, LimitExceeded
+    shot = text_png(["fetched"])
+    app = web.Application()
+    app.router.add_get("/shot.png", lambda r: web.Response(body=shot, content_type="image/png"))
+    app.router.add_get("/moved.png", lambda r: web.HTTPFound("/shot.png"))
+    app.router.add_get("/big.png", lambda r: web.Response(body=b"\x89PNG" + bytes(300_000)))
+    app.router.add_get("/page.png", lambda r: web.Response(text="<html>not an image</html>"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    allowed = make_settings(tmp_path, max_image_bytes=200_000, image_url_hosts=("127.0.0.1",))
+
+    def ask(url):
+        return [{"role": "user", "content": [{"type": "text", "text": "what is it?"},
+                                             {"type": "image_url", "image_url": {"url": url}}]}]
+    try:
+        (message,) = await vision_messages(ask(f"{base}/shot.png"), allowed)
+        assert message.text == "what is it?"
+        with open(message.images[0], "rb") as f:
+            assert f.read() == shot                                  # kept as fetched
+        for path, error, word in (("/moved.png", BadMedia, "http 302"),
+                                  ("/big.png", LimitExceeded, "bytes"),
+                                  ("/page.png", BadMedia, "not an image")):
+            with pytest.raises(error) as info:
+                await vision_messages(ask(base + path), allowed)
+            assert word in info.value.message.lower()
+        closed = make_settings(tmp_path, image_url_hosts=("images.example.com",))
+        with pytest.raises(BadRequest, match="CONFAB_IMAGE_URL_HOSTS"):
+            await vision_messages(ask(f"{base}/shot.png"), closed)
+    finally:
+        await runner.cleanup()

@@ -186,8 +186,8 @@ async def test_ocr_answer_context_holds_the_text_and_says_so(engine):
 
 
 async def test_a_vision_model_is_preferred_once_installed(tmp_path, shared_models_dir):
-    # A folder in the llava-gguf layout (model + mmproj). Only the choice is tested here: no
-    # LLaVA weights can be had offline (see tests/models/test_llava_vision.py).
+    # A folder in the llava-gguf layout (model + mmproj). Only the choice is tested here; the
+    # tiny random-weight pair answers in tests/models/test_llava_vision.py and test_vision_api.py.
     folder = tmp_path / "llava-test"
     folder.mkdir()
     (folder / "llava-v1.5-tiny.gguf").write_bytes(b"GGUF" + bytes(16))

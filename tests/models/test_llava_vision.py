@@ -1,9 +1,9 @@
-"""The vision backend without weights: which llama-cpp-python handler a model gets, the folder
-layout it needs, and the request the handler receives (images as data URLs, text last).
-
-No LLaVA-style weights can be had offline, so generation itself is not exercised here; the
-handler names are checked against the installed llama-cpp-python so that an upgrade that
-renames one fails here rather than at a user's first question."""
+"""The vision backend: which llama-cpp-python handler a model gets, the folder layout it needs,
+the request the handler receives (images as data URLs, text last), and generation through
+llama-cpp-python's Llava15ChatHandler with a tiny random-weight LLaVA-1.5-style pair (a llama
+GGUF and a CLIP projector GGUF built in the test with the gguf package; no real LLaVA weights
+can be had offline). The handler names are checked against the installed llama-cpp-python so
+that an upgrade that renames one fails here rather than at a user's first question."""
 from __future__ import annotations
 
 import base64
