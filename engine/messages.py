@@ -64,6 +64,9 @@ Commands:
   /help              this list"""
 
 
+# The console's /reroll before any picture was drawn.
+NOTHING_TO_REROLL = "There is no picture to draw again yet: start with /imagine PROMPT."
+
 # Said before an answer about an image when no vision model is installed (OCR read its text).
 OCR_ONLY_NOTE = ("(No vision model is installed here, so I read only the text in the image; "
                  "I cannot see pictures, layout or colours.)\n\n")

@@ -1,13 +1,20 @@
-"""A terminal chat on the shared command set: plain text asks, /commands work, answers stream."""
+"""A terminal chat on the shared command set: plain text asks, /commands work, answers stream.
+
+The terminal's stand-ins for chat buttons: while a picture is being drawn, a `/cancel` line
+stops it at once (other lines wait their turn); `/reroll` draws the last picture again with a
+new seed.
+"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import getpass
 import sys
 import uuid
 from typing import AsyncIterator, TextIO
 
-from engine import Engine, Origin
+from engine import ConfabError, Engine, Origin
+from engine.messages import NOTHING_TO_REROLL, explain
 
 from ..common.commands import Commands, Request
 
@@ -19,6 +26,11 @@ class ConsoleReply:
         self.out = out
         self.files_dir = files_dir
         self.stdin = stdin
+        self.backlog: collections.deque[str] = collections.deque()   # read ahead, not yet handled
+        self._reading: asyncio.Future | None = None      # the one read of stdin under way
+        self.drawing: str | None = None     # the picture job a /cancel line stops
+        self.drawing_started = asyncio.Event()
+        self.last_picture = None            # ImagineSpec that /reroll draws again
 
     async def ask(self, prompt: str) -> str | None:
         """One line typed at a prompt (commands that collect slots, like /promo); None at
@@ -26,8 +38,37 @@ class ConsoleReply:
         if self.stdin is None:
             return None
         self._print(prompt, end="")
-        line = await asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
+        line = await self.next_line()
         return line.rstrip("\n") if line else None
+
+    def pending_line(self) -> asyncio.Future:
+        """The read of stdin under way, started if there is none: never two at once, and none
+        left behind unless someone waits at a prompt (a blocked read would hold up exit)."""
+        if self._reading is None:
+            self._reading = asyncio.get_running_loop().run_in_executor(None, self.stdin.readline)
+        return self._reading
+
+    def take_line(self) -> str:
+        line, self._reading = self._reading.result(), None
+        return line
+
+    async def next_line(self) -> str:
+        """The next line typed ('' at end of input), read-ahead lines first."""
+        if self.backlog:
+            return self.backlog.popleft()
+        await asyncio.wait({self.pending_line()})
+        return self.take_line()
+
+    async def image_controls(self, ref: object, job_id: str, spec, done: bool) -> None:
+        """The terminal's Cancel and Re-roll buttons, as lines to type."""
+        if done:
+            self.drawing, self.last_picture = None, spec
+            self.drawing_started.clear()
+            self._print("(/reroll draws it again with a new seed)")
+        else:
+            self.drawing = job_id
+            self.drawing_started.set()
+            self._print("(/cancel stops it)")
 
     def _print(self, text: str, end: str = "\n") -> None:
         self.out.write(text + end)
@@ -74,13 +115,54 @@ class Console:
         # One person at their own terminal: a direct conversation, so class 0.
         return Origin(platform="console", user=self.user, channel=self.session, is_dm=True)
 
+    def request(self, text: str) -> Request:
+        return Request(self.origin(), f"console:{self.user}:{self.session}", text)
+
+    async def _command(self, text: str) -> None:
+        try:
+            if text.split()[0] != "/reroll":
+                await self.commands.handle(self.request(text), self.reply)
+            elif self.reply.last_picture is None:
+                await self.reply.private(NOTHING_TO_REROLL)
+            else:
+                from ..common.image_commands import reroll
+                await reroll(self.commands, self.request(text), self.reply,
+                             self.reply.last_picture.payload())
+        except ConfabError as e:
+            await self.reply.say(explain(e))
+        finally:
+            self.reply.drawing = None
+            self.reply.drawing_started.clear()
+
+    async def _while_running(self, command: asyncio.Task) -> None:
+        """Wait for a command; while it draws a picture, read ahead: `/cancel` stops the
+        picture at once, other lines wait their turn."""
+        reply = self.reply
+        while not command.done():
+            drawing = asyncio.ensure_future(reply.drawing_started.wait())
+            await asyncio.wait({command, drawing}, return_when=asyncio.FIRST_COMPLETED)
+            drawing.cancel()
+            if command.done():
+                break
+            read = reply.pending_line()
+            await asyncio.wait({command, read}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                continue                      # the read stays under way for the next prompt
+            line = reply.take_line()
+            if line.strip() == "/cancel" and reply.drawing:
+                await self.commands.handle(self.request(f"/cancel {reply.drawing}"), reply)
+            else:
+                reply.backlog.append(line)
+                if not line:                  # end of input: let the picture finish
+                    await asyncio.wait({command})
+        await command
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         self.stdout.write("Confab console. Type a question, or /help. Ctrl-D quits.\n")
         while True:
             self.stdout.write(self.prompt)
             self.stdout.flush()
-            line = await loop.run_in_executor(None, self.stdin.readline)
+            line = await self.reply.next_line()
             if not line:
                 self.stdout.write("\n")
                 return
@@ -89,5 +171,4 @@ class Console:
                 continue
             if text in ("/quit", "/exit"):
                 return
-            request = Request(self.origin(), f"console:{self.user}:{self.session}", text)
-            await self.commands.handle(request, self.reply)
+            await self._while_running(asyncio.create_task(self._command(text)))
