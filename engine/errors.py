@@ -8,6 +8,7 @@
     │   │   └── PromptTooLong
     │   ├── Unauthorized          missing or wrong API key
     │   └── BadMedia              audio or image that cannot be used
+    │       └── BadImage          an image (said with a picture, not headphones)
     ├── EngineBusy                the queue (or your share of it) is full: retry_after seconds
     │   ├── UserQueueFull
     │   ├── RateLimited           too many requests this minute (per person or per API key)
@@ -84,6 +85,10 @@ class Unauthorized(UserError):
 class BadMedia(UserError):
     status = 400
     code = "invalid_media"
+
+
+class BadImage(BadMedia):
+    """An image that cannot be used (not an image, damaged, gone): BadMedia said of a picture."""
 
 
 class EngineBusy(ConfabError):

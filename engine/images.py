@@ -26,7 +26,7 @@ from models.registry import InstalledModel
 from . import imaging
 from .backends import RunContext, cpu_threads, register_executor, register_loader
 from .config import Settings
-from .errors import (BackendFailed, BackendMissing, BadMedia, BadRequest, JobCancelled,
+from .errors import (BackendFailed, BackendMissing, BadImage, BadRequest, JobCancelled,
                      LimitExceeded, UnknownModel)
 from .jobs import ChatJob, ChatMessage, ChatResult, Job, Origin, Progress, Token, Usage, register_job_type
 from .messages import OCR_ONLY_NOTE
@@ -90,7 +90,7 @@ class GeneratedImage:
         try:
             return Path(self.path).read_bytes()
         except FileNotFoundError:
-            raise BadMedia("The image has expired and was deleted; generate it again "
+            raise BadImage("The image has expired and was deleted; generate it again "
                            "(the same seed draws the same picture).") from None
 
 
@@ -214,7 +214,7 @@ def image_for_model(path: str) -> tuple[bytes, str]:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise BadMedia("The image is no longer available (uploads are kept for a day); send "
+        raise BadImage("The image is no longer available (uploads are kept for a day); send "
                        "it again.") from None
     kind = imaging.sniff(data)
     if kind in ("png", "jpeg"):

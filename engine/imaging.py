@@ -1,7 +1,7 @@
 """Images as files: what people send is checked by its content before any work starts and
 kept under the data folder; what Confab draws is written there too, and expires.
 
-    check_image(data, settings)      -> ImageInfo, or BadMedia / LimitExceeded
+    check_image(data, settings)      -> ImageInfo, or BadImage / LimitExceeded
     decode_data_url(url, settings)   -> bytes of a `data:image/...;base64,` URL
     save_upload(data, info, settings)-> the path a job refers to (never bytes in a job record)
     new_image_path(...), sweep(...)  generated files and their expiry
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .errors import BackendMissing, BadMedia, LimitExceeded
+from .errors import BackendMissing, BadImage, LimitExceeded
 
 # What Confab accepts, by the file's first bytes (never by its name or declared type).
 FORMATS = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif", "WEBP": "webp", "BMP": "bmp"}
@@ -71,10 +71,10 @@ def check_image(data: bytes, settings: Settings, what: str = "The image") -> Ima
     if len(data) > settings.max_image_bytes:
         raise LimitExceeded(what, len(data), settings.max_image_bytes, "bytes", status=413)
     if not data:
-        raise BadMedia(f"{what} is empty.")
+        raise BadImage(f"{what} is empty.")
     kind = sniff(data)
     if kind is None:
-        raise BadMedia(f"{what} is not an image Confab can read (PNG, JPEG, GIF, WebP or BMP).")
+        raise BadImage(f"{what} is not an image Confab can read (PNG, JPEG, GIF, WebP or BMP).")
     Image = _pil()
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -84,10 +84,10 @@ def check_image(data: bytes, settings: Settings, what: str = "The image") -> Ima
         raise LimitExceeded(f"{what}'s pixel count", "over a billion", settings.max_image_pixels,
                             "pixels", status=413) from None
     except Exception:
-        raise BadMedia(f"{what} looks like a {kind.upper()} file but is damaged and cannot be "
+        raise BadImage(f"{what} looks like a {kind.upper()} file but is damaged and cannot be "
                        "read.") from None
     if fmt is None:
-        raise BadMedia(f"{what} is not an image Confab can read (PNG, JPEG, GIF, WebP or BMP).")
+        raise BadImage(f"{what} is not an image Confab can read (PNG, JPEG, GIF, WebP or BMP).")
     if width * height > settings.max_image_pixels:
         raise LimitExceeded(f"{what}'s size ({width}x{height})", width * height,
                             settings.max_image_pixels, "pixels", status=413)
@@ -97,7 +97,7 @@ def check_image(data: bytes, settings: Settings, what: str = "The image") -> Ima
         with Image.open(io.BytesIO(data)) as img:
             img.load()                      # every pixel decodes: truncated files fail here
     except Exception:
-        raise BadMedia(f"{what} is a damaged or truncated {fmt.upper()} file and cannot be "
+        raise BadImage(f"{what} is a damaged or truncated {fmt.upper()} file and cannot be "
                        "read.") from None
     return ImageInfo(fmt, width, height, len(data))
 
@@ -110,14 +110,14 @@ def decode_data_url(url: str, settings: Settings, what: str = "The image") -> by
     """The bytes of a base64 `data:` URL, refusing an oversize one before decoding it."""
     m = _DATA_URL.match(url)
     if not m or not m.group("b64"):
-        raise BadMedia(f"{what} must be a base64 data URL (data:image/png;base64,...).")
+        raise BadImage(f"{what} must be a base64 data URL (data:image/png;base64,...).")
     payload = url[m.end():]
     if len(payload) * 3 // 4 > settings.max_image_bytes + 3:
         raise LimitExceeded(what, len(payload) * 3 // 4, settings.max_image_bytes, "bytes", status=413)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise BadMedia(f"{what}'s data URL is not valid base64.") from None
+        raise BadImage(f"{what}'s data URL is not valid base64.") from None
 
 
 def to_data_url(data: bytes, mime: str) -> str:

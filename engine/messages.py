@@ -4,7 +4,7 @@ Adapters call `explain(error)` and post what it returns; the API uses `error.mes
 """
 from __future__ import annotations
 
-from .errors import (BackendMissing, BadMedia, BudgetExhausted, ConfabError, EngineBusy,
+from .errors import (BackendMissing, BadImage, BadMedia, BudgetExhausted, ConfabError, EngineBusy,
                      InfrastructureError, JobCancelled, JobTimeout, LimitExceeded, ModelDoesNotFit,
                      PromptTooLong, RateLimited, UnknownModel, UserError, UserQueueFull)
 
@@ -34,6 +34,8 @@ def explain(error: BaseException) -> str:
         return f"✂️ Over a limit: {error.message}"
     if isinstance(error, UnknownModel):
         return f"❓ {error.message} Use /models to see what is installed."
+    if isinstance(error, BadImage):
+        return f"🖼️ {error.message}"
     if isinstance(error, BadMedia):
         return f"🎧 {error.message}"
     if isinstance(error, UserError):

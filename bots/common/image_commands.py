@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 
 from engine import ConfabError, UserError
-from engine.errors import BadMedia, LimitExceeded
+from engine.errors import BadImage, LimitExceeded
 from engine.images import ImageJob, ImageResult, VisionMessage, ask_about_images, check_image_job
 from engine.imaging import check_image, save_upload
 from engine.jobs import Progress, Queued, Started
@@ -185,7 +185,7 @@ async def read_attachment(att, limit: int) -> bytes:
     if data is None:
         read = getattr(att, "read", None)
         if read is None:
-            raise BadMedia(f"I could not read {name}.")
+            raise BadImage(f"I could not read {name}.")
         data = read()
         if inspect.isawaitable(data):
             data = await data

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from .. import imaging
-from ..errors import BadMedia, BadRequest, ConfabError, LimitExceeded
+from ..errors import BadImage, BadRequest, ConfabError, LimitExceeded
 from ..images import VisionMessage, ask_about_images
 from ..jobs import ChatResult, Origin, Token
 from .app_util import caller_id
@@ -57,12 +57,12 @@ async def fetch_image(url: str, settings) -> bytes:
         async with ClientSession(timeout=ClientTimeout(total=FETCH_TIMEOUT_S)) as session:
             async with session.get(url, allow_redirects=False) as r:
                 if r.status != 200:
-                    raise BadMedia(f"Fetching the image at {url} failed: HTTP {r.status}.")
+                    raise BadImage(f"Fetching the image at {url} failed: HTTP {r.status}.")
                 if r.content_length and r.content_length > limit:
                     raise LimitExceeded("The image", r.content_length, limit, "bytes", status=413)
                 data = await r.content.read(limit + 1)
     except (ClientError, asyncio.TimeoutError) as e:
-        raise BadMedia(f"Fetching the image at {url} failed: {e or 'timed out'}.") from None
+        raise BadImage(f"Fetching the image at {url} failed: {e or 'timed out'}.") from None
     if len(data) > limit:
         raise LimitExceeded("The image", f"over {limit}", limit, "bytes", status=413)
     return data

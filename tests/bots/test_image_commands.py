@@ -157,13 +157,13 @@ async def test_a_question_about_an_attached_screenshot(cmds):
     assert history[-2][0] == "user" and "image" in history[-2][1]
 
 
-@pytest.mark.parametrize("attachment, words", [
-    (Attachment("fake.png", "image/png", b"not really a png"), "not an image"),
-    (Attachment("cut.png", "image/png", text_png(["x"])[:200]), "damaged"),
-    (Attachment("huge.png", "image/png", b"\x89PNG" + bytes(11 * 2**20)), "limit"),
+@pytest.mark.parametrize("attachment, words, mark", [
+    (Attachment("fake.png", "image/png", b"not really a png"), "not an image", "🖼️"),
+    (Attachment("cut.png", "image/png", text_png(["x"])[:200]), "damaged", "🖼️"),
+    (Attachment("huge.png", "image/png", b"\x89PNG" + bytes(11 * 2**20)), "limit", "✂️"),
 ])
-async def test_bad_attachments_get_clear_words(cmds, attachment, words):
+async def test_bad_attachments_get_clear_words(cmds, attachment, words, mark):
     reply = RecordingReply()
     await cmds.handle(request("what is this?", [attachment]), reply)
-    said = " ".join(t for texts in reply.messages.values() for t in texts).lower()
-    assert words in said and not reply.streamed
+    said = " ".join(t for texts in reply.messages.values() for t in texts)
+    assert said.startswith(mark) and words in said.lower() and not reply.streamed
