@@ -168,12 +168,23 @@ CATALOG: tuple[CatalogEntry, ...] = (
 
     # -- vision to pull ---------------------------------------------------------------------------
     CatalogEntry("llava-1.5-7b", "vision", "llava-gguf", "hf:mys/ggml_llava-v1.5-7b",
-                 (CatalogFile("ggml-model-q4_k.gguf"), CatalogFile("mmproj-model-f16.gguf")),
-                 int(5.5 * GB), "Llama 2 Community License", "Q4_K",
-                 "LLaVA 1.5 7B with its CLIP projector (the seed's choice)", extra="chat"),
+                 (CatalogFile("ggml-model-q5_k.gguf"), CatalogFile("mmproj-model-f16.gguf")),
+                 int(6.0 * GB), "Llama 2 Community License", "Q5_K",
+                 "LLaVA 1.5 7B with its CLIP projector (the seed's choice)", extra="chat",
+                 options={"handler": "llava-1.5"}),
     CatalogEntry("llava-1.5-7b-q4", "vision", "llava-gguf", "hf:mys/ggml_llava-v1.5-7b",
                  (CatalogFile("ggml-model-q4_k.gguf"), CatalogFile("mmproj-model-f16.gguf")),
-                 int(5.0 * GB), "Llama 2 Community License", "Q4_K", "LLaVA 1.5 7B, 4-bit", extra="chat"),
+                 int(5.0 * GB), "Llama 2 Community License", "Q4_K", "LLaVA 1.5 7B, 4-bit",
+                 extra="chat", options={"handler": "llava-1.5"}),
+    CatalogEntry("llava-1.6-mistral-7b", "vision", "llava-gguf", "hf:cjpais/llava-1.6-mistral-7b-gguf",
+                 (CatalogFile("llava-v1.6-mistral-7b.Q4_K_M.gguf"), CatalogFile("mmproj-model-f16.gguf")),
+                 int(5.5 * GB), "Apache-2.0", "Q4_K_M",
+                 "LLaVA 1.6 on Mistral 7B: higher-resolution images", extra="chat",
+                 options={"handler": "llava-1.6"}),
+    CatalogEntry("moondream2", "vision", "llava-gguf", "hf:vikhyatk/moondream2",
+                 (CatalogFile("moondream2-text-model-f16.gguf"), CatalogFile("moondream2-mmproj-f16.gguf")),
+                 int(4.5 * GB), "Apache-2.0", "F16", "Moondream 2 (1.9B): a small vision model",
+                 extra="chat", options={"handler": "moondream"}),
 )
 
 BY_NAME = {e.name: e for e in CATALOG}

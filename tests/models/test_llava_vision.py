@@ -39,6 +39,16 @@ def test_every_handler_exists_in_llama_cpp():
         assert hasattr(chat_format, cls), f"{name}: llama_cpp has no {cls}"
 
 
+def test_every_vision_model_in_the_catalog_names_its_handler_and_projector():
+    from models.catalog import CATALOG
+    vision = [e for e in CATALOG if e.kind == "vision"]
+    assert {handler_name(e.options, []) for e in vision} >= {"llava-1.5", "llava-1.6", "moondream"}
+    for entry in vision:
+        files = [f.path for f in entry.files]
+        assert handler_name(entry.options, files) == handler_name({}, files), entry.name
+        assert len(files) == 2 and sum("mmproj" in f for f in files) == 1, entry.name
+
+
 def test_split_files(tmp_path):
     (tmp_path / "ggml-model-q4_k.gguf").write_bytes(b"GGUF")
     (tmp_path / "mmproj-model-f16.gguf").write_bytes(b"GGUF")
