@@ -346,3 +346,18 @@ async def test_a_screenshot_with_a_question_is_answered_in_its_thread(confab):
     assert [j["kind"] for j in jobs] == ["ocr", "chat"]
     context = " ".join(m["content"] for m in jobs[-1]["messages"])
     assert "disk full" in context.lower() and "what went wrong?" in context
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not really a png", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(64), "damaged"),
+])
+async def test_a_file_that_is_not_a_usable_image_gets_clear_words_in_its_thread(confab, content, words):
+    fake = confab.fake
+    bad = fake.image_file(content, name="shot.png", user="U2")
+    mention = await confab.mention("what is this?", user="U2", files=[bad])
+    said = await fake.wait_message("C1", lambda m: m.get("bot_id") == fake.bot_id and words in m.get("text", ""),
+                                   thread_ts=mention["ts"], timeout=30)
+    assert said["text"].startswith("🖼️")
+    await confab.idle()
+    assert not confab.jobs()                      # refused before anything was queued
