@@ -92,8 +92,7 @@ def test_docker_compose_config_validates():
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("the docker compose plugin is not installed")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.skip("no Docker engine is running")
+    # `config` only reads and resolves the file: no Docker engine is needed.
     out = subprocess.run(["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "--profile", "scale",
                           "--profile", "cpu", "config", "--quiet"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
