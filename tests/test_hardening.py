@@ -78,8 +78,9 @@ async def _until(predicate, timeout: float, what: str):
 @requires_chat_model
 async def test_a_full_run_logs_no_secret(tmp_path, shared_models_dir):
     """`confab run` at DEBUG with API keys, Slack tokens (Socket Mode) and a Discord token in
-    its environment, both platforms' loopback fakes standing in for them: API calls with right and wrong keys, a Slack
-    mention answered; then every line it logged is searched for every secret."""
+    its environment, both platforms' loopback fakes standing in for them: API calls with right and wrong keys, the
+    Discord gateway identified with its token, a Slack mention answered; then every line it logged is searched for
+    every secret."""
     slack = SlackFake(bot_token=SLACK_BOT, app_token=SLACK_APP)
     await slack.start()
     discord = DiscordFake(token=DISCORD)
@@ -129,6 +130,8 @@ async def test_a_full_run_logs_no_secret(tmp_path, shared_models_dir):
             async with s.post(f"{base}/dashboard/login", json={"key": API_KEYS[1]},
                               headers={"X-Confab-Dashboard": "1"}) as r:
                 assert r.status == 200
+        identify = await discord.wait_for_identify(timeout=60)   # the Discord token was used
+        assert DISCORD in identify["token"]
         await slack.wait_connected(timeout=60)
         await slack.send_mention(f"<@{slack.bot_user_id}> say hi")
         await slack.wait_message("C1", lambda m: m.get("user") == slack.bot_user_id, timeout=60)
