@@ -186,8 +186,8 @@ class Engine:
         self._check_capacity(user)
         self._admitting[user] = self._admitting.get(user, 0) + 1
         try:
-            await self.store.add_job(job.to_record(), prio)
-            await self.store.audit(user, f"submit:{job.kind}", {"job": job.id, "model": job.model})
+            await self.store.add_job(job.to_record(), prio,
+                                     audit=(user, f"submit:{job.kind}", {"job": job.id, "model": job.model}))
         finally:
             self._admitting[user] -= 1
             if not self._admitting[user]:
@@ -348,6 +348,10 @@ class Engine:
 
     async def remember(self, conversation: str, role: str, content: str) -> None:
         await self.store.append_message(conversation, role, content)
+
+    async def remember_exchange(self, conversation: str, question: str, answer: str) -> None:
+        """A question and its answer, written together."""
+        await self.store.append_messages(conversation, [("user", question), ("assistant", answer)])
 
     async def history(self, conversation: str, limit: int | None = None) -> list[tuple[str, str]]:
         return await self.store.history(conversation, limit or self.settings.history_messages)

@@ -255,8 +255,7 @@ async def voice_note(engine, data: bytes | audio.Pcm, origin: Origin, *,
     history = await engine.history(conversation, settings.history_messages) if conversation else []
 
     async def remember(question: str, answer: str) -> None:
-        await engine.remember(conversation, "user", question)
-        await engine.remember(conversation, "assistant", answer)
+        await engine.remember_exchange(conversation, question, answer)
 
     options.setdefault("messages_for", messages_with(settings.system_prompt, history))
     if conversation:

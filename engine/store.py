@@ -62,7 +62,8 @@ class Store:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def add_job(self, record: dict, priority: int) -> None:
+    async def add_job(self, record: dict, priority: int, audit: tuple[str, str, dict] | None = None) -> None:
+        """Write a job, and with it its audit line (user, action, detail): one transaction."""
         def _add():
             origin = record["origin"]
             self._db.execute(
@@ -71,6 +72,8 @@ class Store:
                 (record["id"], record["kind"], record["model"],
                  f"{origin['platform']}:{origin['user']}", priority, json.dumps(origin),
                  json.dumps(record), record["created_at"]))
+            if audit is not None:
+                self._insert_audit(*audit)
             self._db.commit()
         await self._run(_add)
 
@@ -157,9 +160,15 @@ class Store:
     # -- conversations -------------------------------------------------------------------------
 
     async def append_message(self, conversation: str, role: str, content: str) -> None:
+        await self.append_messages(conversation, [(role, content)])
+
+    async def append_messages(self, conversation: str, turns: list[tuple[str, str]]) -> None:
+        """(role, content) pairs, in order, in one transaction."""
         def _add():
-            self._db.execute("INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
-                             (conversation, role, content, time.time()))
+            now = time.time()
+            for role, content in turns:   # (the PostgreSQL connection has no executemany)
+                self._db.execute("INSERT INTO messages (conversation, role, content, created) VALUES (?, ?, ?, ?)",
+                                 (conversation, role, content, now))
             self._db.commit()
         await self._run(_add)
 
@@ -181,7 +190,10 @@ class Store:
 
     async def audit(self, user: str, action: str, detail: dict) -> None:
         def _add():
-            self._db.execute("INSERT INTO audit (at, user, action, detail) VALUES (?, ?, ?, ?)",
-                             (time.time(), user, action, json.dumps(detail)))
+            self._insert_audit(user, action, detail)
             self._db.commit()
         await self._run(_add)
+
+    def _insert_audit(self, user: str, action: str, detail: dict) -> None:
+        self._db.execute("INSERT INTO audit (at, user, action, detail) VALUES (?, ?, ?, ?)",
+                         (time.time(), user, action, json.dumps(detail)))

@@ -83,8 +83,7 @@ class Commands:
                                                   temperature=0.7))
         text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
         result = await handle.result()   # raises the job's error, if it failed
-        await self.engine.remember(request.conversation, "user", question)
-        await self.engine.remember(request.conversation, "assistant", result.text)
+        await self.engine.remember_exchange(request.conversation, question, result.text)
         return text
 
 

@@ -225,8 +225,8 @@ async def answer_about_images(cmds: Commands, request: Request, question: str, r
 
     text = await reply.stream(chunks(), status=f"queued ({answer.handle.id})")
     result = await answer.handle.result()
-    await engine.remember(request.conversation, "user", f"{question} [{len(paths)} image(s) attached]")
-    await engine.remember(request.conversation, "assistant", answer.prefix + result.text)
+    await engine.remember_exchange(request.conversation, f"{question} [{len(paths)} image(s) attached]",
+                                   answer.prefix + result.text)
     return text
 
 

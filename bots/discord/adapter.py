@@ -381,8 +381,8 @@ class DiscordAdapter:
             await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
             result = await handle.result()
             if reply.conversation and handle.job.messages:
-                await self.engine.remember(reply.conversation, "user", handle.job.messages[-1].content)
-                await self.engine.remember(reply.conversation, "assistant", result.text)
+                await self.engine.remember_exchange(reply.conversation, handle.job.messages[-1].content,
+                                                    result.text)
 
         await self._guarded(reply, run())
 

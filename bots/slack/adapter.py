@@ -363,8 +363,8 @@ class SlackAdapter:
             conversation = where.get("conversation")
             messages = getattr(handle.job, "messages", None)
             if conversation and messages:
-                await self.engine.remember(conversation, "user", messages[-1].content)
-                await self.engine.remember(conversation, "assistant", getattr(result, "text", text))
+                await self.engine.remember_exchange(conversation, messages[-1].content,
+                                                    getattr(result, "text", text))
 
         self._spawn(self._guard(reply, run()))
 
