@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from .errors import EngineBusy, UserQueueFull
 from .priority import BACKGROUND, INTERACTIVE, URGENT
@@ -83,13 +83,18 @@ def pick_next(waiting: Sequence[Entry], resident: Iterable[str], now: float,
 
 def order(waiting: Sequence[Entry], resident: Iterable[str], now: float, policy: Policy) -> list[Entry]:
     """The order in which the queue would run if nothing else arrived (for positions and ETAs)."""
-    rest, out, warm = list(waiting), [], set(resident)
+    return list(replay(waiting, resident, now, policy))
+
+
+def replay(waiting: Sequence[Entry], resident: Iterable[str], now: float,
+           policy: Policy) -> Iterator[Entry]:
+    """`order`, one entry at a time, so that a caller looking for one job can stop there."""
+    rest, warm = list(waiting), set(resident)
     while rest:
         nxt = pick_next(rest, warm, now, policy)
-        out.append(nxt)
+        yield nxt
         rest.remove(nxt)
         warm.add(nxt.model)
-    return out
 
 
 class Scheduler:
@@ -146,8 +151,9 @@ class Scheduler:
         if service_s is not None:
             # It went before these older jobs of its class (class 2 counts as the class 1 it is
             # promoted into): charge its time to them.
-            for waiting in self._waiting:
-                if min(waiting.cls, INTERACTIVE) <= entry.cls and _fifo(waiting) < _fifo(entry):
+            key, cls = _fifo(entry), entry.cls
+            for waiting in self._waiting:   # (inline: this runs for every job over the whole queue)
+                if (waiting.arrived, waiting.seq) < key and min(waiting.cls, INTERACTIVE) <= cls:
                     waiting.passed_s += service_s
             old = self._service_s.get(entry.model)
             self._service_s[entry.model] = service_s if old is None else 0.7 * old + 0.3 * service_s
@@ -194,7 +200,7 @@ class Scheduler:
         per_slot = 1 / max(1, self.concurrency)
         eta = sum(self.service_estimate(e.model) for e in self._running.values()) * per_slot
         if len(self._waiting) <= EXACT_POSITION_MAX:
-            for i, entry in enumerate(order(self._waiting, self._resident(), now, self.policy), 1):
+            for i, entry in enumerate(replay(self._waiting, self._resident(), now, self.policy), 1):
                 if entry.job_id == job_id:
                     return i, eta
                 eta += self.service_estimate(entry.model) * per_slot
@@ -203,9 +209,12 @@ class Scheduler:
         if target is None:
             return None
         key = (target.cls, target.arrived, target.seq)
-        ahead = [e for e in self._waiting if (e.cls, e.arrived, e.seq) < key]
-        eta += sum(self.service_estimate(e.model) for e in ahead) * per_slot
-        return len(ahead) + 1, eta
+        ahead: dict[str, int] = defaultdict(int)     # per model, as the estimates are
+        for e in self._waiting:
+            if (e.cls, e.arrived, e.seq) < key:
+                ahead[e.model] += 1
+        eta += sum(self.service_estimate(model) * n for model, n in ahead.items()) * per_slot
+        return sum(ahead.values()) + 1, eta
 
     def retry_after(self, user: str | None = None) -> float:
         jobs = [e for e in self._waiting if user is None or e.user == user] or self._waiting
