@@ -20,6 +20,8 @@ from bots.common.render import ThrottledStream, split_message
 from .buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
 from .voice import send_voice_message, voice_metadata
 
+UNCHANGED = object()    # a message's buttons stay as they are (None would remove them)
+
 if TYPE_CHECKING:
     from .adapter import DiscordAdapter
 
@@ -106,29 +108,48 @@ class DiscordReply:
                 await delivery.posted(msg.id)
             return msg
 
+        whole: list[str] = []
+        ended = False
+        buttons_done: set[int] = set()
+
+        async def until_end() -> AsyncIterator[str]:
+            nonlocal ended
+            async for chunk in chunks:
+                whole.append(chunk)
+                yield chunk
+            ended = True
+
         async def edit(msg: discord.Message, text: str) -> None:
-            await msg.edit(content=text)
+            # The final text and the final buttons go in one edit, not two.
+            view = self._final_view(posted, msg, job_id, "".join(whole)) if ended else UNCHANGED
+            if view is UNCHANGED:
+                await msg.edit(content=text)
+                return
+            buttons_done.add(msg.id)
+            await self._edit_with_view(msg, view, content=text)
 
         stream = ThrottledStream(post, edit, LIMIT, interval=self.adapter.settings.discord_edit_interval_s,
                                  placeholder=PLACEHOLDER)
         stream.refs, stream.shown = list(self.earlier), [""] * len(self.earlier)
-        text = await stream.run(chunks)
-        await self._finish_buttons(posted, job_id, bool(text.strip()))
+        text = await stream.run(until_end())
+        for msg in posted:    # those the last render did not edit (their text was already final)
+            if msg.id not in buttons_done:
+                view = self._final_view(posted, msg, job_id, text)
+                if view is not UNCHANGED:
+                    await self._edit_with_view(msg, view)
         return text
 
-    async def _finish_buttons(self, posted: list[discord.Message], job_id: str | None, has_text: bool) -> None:
-        """Take the Cancel button off; put "Speak this" on a finished answer."""
-        handle = self.adapter.engine.handle(job_id) if job_id else None
-        finished = handle is None or handle.status == "done"
-        speak = has_text and finished and self.adapter.can_speak()
-        for i, msg in enumerate(posted):
-            last = i == len(posted) - 1
-            if last and speak:
-                view = view_of(SpeakButton())
-                await msg.edit(view=view)
-                view.stop()           # clicks go to the dynamic item, not to a stored view
-            elif i == 0 and job_id:
-                await msg.edit(view=None)
+    def _final_view(self, posted: list[discord.Message], msg: discord.Message, job_id: str | None,
+                    text: str) -> object:
+        """The buttons an answer's message ends with: "Speak this" on the last message of a
+        finished answer, none on the first (its Cancel button goes); UNCHANGED for the others."""
+        if posted and msg is posted[-1] and text.strip() and self.adapter.can_speak():
+            handle = self.adapter.engine.handle(job_id) if job_id else None
+            if handle is None or handle.status == "done":
+                return view_of(SpeakButton())
+        if job_id and posted and msg is posted[0]:
+            return None
+        return UNCHANGED
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
                         duration_s: float = 0.0) -> object:
