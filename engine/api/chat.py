@@ -132,6 +132,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                 "model": job.model, "system_fingerprint": None,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if options.get("include_usage"):
+            data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
         return b"data: " + json.dumps(data).encode() + b"\n\n"
 
     try:

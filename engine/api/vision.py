@@ -153,10 +153,12 @@ async def chat_with_images(request: web.Request, body: dict) -> web.StreamRespon
         return b"data: " + json.dumps(data).encode() + b"\n\n"
 
     def chunk(delta: dict, finish=None) -> bytes:
-        return line({"id": cid, "object": "chat.completion.chunk", "created": created,
-                     "model": model, "system_fingerprint": None,
-                     "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": finish}]})
+        data = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                "model": model, "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
+        return line(data)
     try:
         await response.write(chunk({"role": "assistant", "content": ""}))
         if prefix:

@@ -120,6 +120,8 @@ async def test_streamed_answer_with_usage(server):
     text = "".join(c.choices[0].delta.content or "" for c in with_choices)
     assert "Paris" in text
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    assert "usage" in chunks[0].model_dump(exclude_unset=True)   # sent as null, as OpenAI does
     assert len({c.id for c in chunks}) == 1
 
 
