@@ -12,6 +12,7 @@ import yaml
 import bots.slack
 from bots.common.access import Access, Lists, RateLimit
 from bots.common.commands import Commands
+from bots.slack.adapter import SLASH_COMMANDS
 from bots.slack.events import Seen, command_name, said, strip_mention
 from bots.slack.mrkdwn import to_mrkdwn
 from engine import ConfigError, Engine, Settings
@@ -74,14 +75,16 @@ def test_access_lists_and_rate():
 def test_manifest_matches_the_adapter():
     manifest = yaml.safe_load((ROOT / "deploy" / "slack-app-manifest.yaml").read_text())
     commands = {c["command"] for c in manifest["features"]["slash_commands"]}
-    assert commands == {"/ask", "/speak", "/transcribe", "/translate", "/imagine", "/queue", "/cancel",
-                        "/models", "/help"}
+    assert commands == {"/" + name for name in SLASH_COMMANDS}
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "commands", "files:read", "files:write", "im:history",
             "users:read"} <= scopes
     settings = manifest["settings"]
     assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"]
-    assert {"app_mention", "message.im"} <= set(settings["event_subscriptions"]["bot_events"])
+    # voice clips and file-only messages in channels arrive only as message.channels / .groups
+    assert {"app_mention", "message.im", "message.channels", "message.groups"} <= set(
+        settings["event_subscriptions"]["bot_events"])
+    assert {"channels:history", "groups:history"} <= scopes
 
 
 def test_fixtures_name_their_source():
