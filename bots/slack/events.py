@@ -8,7 +8,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 # Message subtypes that are a person (or an allowed bot) saying something.
-SPOKEN_SUBTYPES = {None, "file_share", "thread_broadcast", "bot_message", "me_message"}
+# Slack marks a clip by its file's subtype (slack_audio) under a file_share message; a message
+# that carries the subtype itself (older clients, some proxies) is a clip all the same.
+SPOKEN_SUBTYPES = {None, "file_share", "thread_broadcast", "bot_message", "me_message", "slack_audio"}
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ async def test_which_events_are_questions(fake):
     assert said(edited, "T1", "UBOT", "BBOT") is None
     clip = said(fake.audio_clip_event(b"x"), "T1", "UBOT", "BBOT")
     assert clip is not None and clip.files[0]["subtype"] == "slack_audio"
+    marked = {**fake.audio_clip_event(b"x"), "subtype": "slack_audio"}
+    assert said(marked, "T1", "UBOT", "BBOT").files[0]["subtype"] == "slack_audio"
     seen = Seen(size=2)
     assert seen.first("a") and not seen.first("a") and seen.first("b") and seen.first("c") and seen.first("a")
     assert strip_mention("<@UBOT|confab>  what?", "UBOT") == "what?"
