@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+# What Confab does in a server: read and answer (in threads too), start support threads, attach
+# audio and pictures, react, and send voice messages. README's invite link carries this number.
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True, send_messages=True, send_messages_in_threads=True, create_public_threads=True,
+    read_message_history=True, attach_files=True, embed_links=True, add_reactions=True,
+    use_application_commands=True, send_voice_messages=True)
+
+
+def invite_url(application_id: int | str) -> str:
+    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS,
+                                   scopes=("bot", "applications.commands"))
 
 
 def point_at(api_url: str, gateway_url: str) -> Callable[[], None]:
@@ -71,6 +82,8 @@ class ConfabClient(discord.Client):
 
     async def on_ready(self) -> None:
         log.info("Discord: connected as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
+        if not self.ready.is_set() and self.application_id:
+            log.info("Discord: add Confab to a server with %s", invite_url(self.application_id))
         self.ready.set()
 
     async def on_message(self, message: discord.Message) -> None:

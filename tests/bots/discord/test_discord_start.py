@@ -4,12 +4,14 @@ with words, not a traceback. No model is needed: nothing is asked."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import discord.gateway
 import discord.http
 import pytest
 
 import bots.discord
+from bots.discord.adapter import INVITE_PERMISSIONS, invite_url
 from bots.common.commands import Commands
 from engine import ConfigError, Settings
 from engine.engine import Engine
@@ -44,6 +46,31 @@ async def test_start_connects_where_the_settings_say_and_restores(tmp_path):
             await engine.close()
     assert discord.http.Route.BASE == base
     assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == gateway
+
+
+async def test_the_readme_invite_link_asks_for_what_confab_uses():
+    needed = ("view_channel", "send_messages", "send_messages_in_threads", "read_message_history",
+              "attach_files", "send_voice_messages", "use_application_commands")
+    assert all(getattr(INVITE_PERMISSIONS, name) for name in needed)
+    assert not INVITE_PERMISSIONS.administrator
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    link = invite_url("APPLICATION_ID")
+    assert "scope=bot+applications.commands" in link and link in readme
+
+
+async def test_start_logs_the_invite_link_with_the_application_id(tmp_path, caplog):
+    caplog.set_level("INFO", logger="bots.discord.adapter")
+    async with DiscordFake() as fake:
+        engine = Engine(env_settings(tmp_path, fake, fake.token), gpu_total=None)
+        try:
+            adapter = await bots.discord.start(engine, Commands(engine), None)
+            try:
+                await adapter.wait_until_ready(10)
+            finally:
+                await adapter.stop()
+        finally:
+            await engine.close()
+    assert invite_url(fake.application_id) in caplog.text
 
 
 async def test_commands_sync_per_guild_when_configured(tmp_path):
