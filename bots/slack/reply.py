@@ -164,7 +164,7 @@ class ThreadReply:
     def status_text(self, job_id: str | None) -> str:
         where = self.engine.position(job_id) if job_id else None
         if where:
-            return f"⏳ Queued, #{where[0]} in line (about {where[1]:.0f} s)"
+            return f"⏳ queued, #{where[0]} in line (about {where[1]:.0f} s)"
         return "✍️ Thinking…"
 
     async def _with_status(self, chunks: AsyncIterator[str], throttled: ThrottledStream,

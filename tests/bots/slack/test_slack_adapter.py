@@ -73,7 +73,7 @@ async def test_queue_and_cancel(confab):
     mention = await confab.mention("Tell me a story.", user="U2")
     placeholder = await fake.wait_message("C1", lambda m: m.get("bot_id") and m.get("blocks"),
                                           thread_ts=mention["ts"], timeout=10)
-    assert placeholder["text"].startswith("⏳ Queued, #1")
+    assert placeholder["text"].startswith("⏳ queued, #1")
     await confab.slash("/queue", user="U2")
     queued = await fake.wait_until(lambda: [p for p in fake.response_url_posts
                                             if "Your jobs" in p["json"].get("text", "")], 10, "/queue")
