@@ -53,6 +53,17 @@ def parse_messages(raw, max_chars: int) -> list[ChatMessage]:
     return out
 
 
+def parse_stream(body: dict) -> tuple[bool, dict]:
+    """(stream or not, stream_options), refused as OpenAI refuses them when mistyped."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be true or false.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object.", param="stream_options")
+    return bool(stream), options or {}
+
+
 def parse_chat(body: dict, settings, origin: Origin) -> ChatJob:
     messages = parse_messages(body.get("messages"), settings.max_prompt_chars)
     if body.get("n") not in (None, 1):
@@ -105,8 +116,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     user = string(body, "user") or ""
     origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
     job = parse_chat(body, engine.settings, origin)
-    stream = body.get("stream") is True
-    options = body.get("stream_options") or {}
+    stream, options = parse_stream(body)
     handle = await engine.submit(job)
     headers = {"X-Confab-Job-Id": handle.id}
     created = int(time.time())

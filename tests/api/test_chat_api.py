@@ -209,6 +209,8 @@ async def test_other_bad_fields(server):
                         ({"messages": FRANCE, "n": 3}, "n"),
                         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
                         ({"messages": FRANCE, "priority": 7}, "priority"),
+                        ({"messages": FRANCE, "stream": "yes"}, "stream"),
+                        ({"messages": FRANCE, "stream": True, "stream_options": "usage"}, "stream_options"),
                         ({"messages": FRANCE, "max_tokens": 10**9}, None),
                         ([1, 2], None)]:
         status, _, got = await raw(server, "POST", "/v1/chat/completions", json=body)
