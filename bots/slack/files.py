@@ -3,7 +3,9 @@
 Only Slack's own file hosts are fetched (files.slack.com, GovSlack's, or the host of
 CONFAB_SLACK_API_URL), so a crafted file object cannot make Confab send its token elsewhere.
 Slack answers an unauthenticated download with a 200 HTML sign-in page, not an error: that
-page is refused here, never handed on as audio.
+page is refused here, never handed on as audio. Slack may redirect a download (Enterprise Grid
+sends files.slack.com on to files-origin.slack.com); redirects are followed by hand, a few
+hops, and only to those same hosts, so the token never follows one off Slack.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ import aiohttp
 
 from engine import BadMedia
 
-SLACK_FILE_HOSTS = ("files.slack.com", "files-edu.slack.com", "files.slack-gov.com")
+SLACK_FILE_HOSTS = ("files.slack.com", "files-origin.slack.com", "files-edu.slack.com",
+                    "files.slack-gov.com")
+MAX_REDIRECTS = 3
+REDIRECTS = (301, 302, 303, 307, 308)
 TEXT_TYPES = {"text", "markdown", "python", "javascript", "json", "yaml", "csv", "shell", "xml",
               "html", "css", "sql", "go", "rust", "java", "c", "cpp", "typescript"}
 MAX_TEXT_FILE_BYTES = 64 * 1024
@@ -75,17 +80,31 @@ class SlackFiles:
                            f"{max_bytes / 2**20:.0f} MB.")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-        async with self._session.get(f.url, headers={"Authorization": f"Bearer {self.token}"}) as r:
-            if r.status != 200:
-                raise BadMedia(f"Slack would not give me {f.name} (HTTP {r.status}).")
-            if r.content_type == "text/html" and not f.mimetype.startswith("text/html"):
-                raise BadMedia(f"Slack sent a sign-in page instead of {f.name}: the app needs the "
-                               "files:read scope (reinstall it from the manifest).")
-            data = bytearray()
-            async for block in r.content.iter_chunked(2**16):
-                data += block
-                if len(data) > max_bytes:
-                    raise BadMedia(f"{f.name} is larger than the {max_bytes / 2**20:.0f} MB I read.")
+        url = f.url
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self._session.get(url, headers={"Authorization": f"Bearer {self.token}"},
+                                         allow_redirects=False) as r:
+                if r.status in REDIRECTS:
+                    url = urllib.parse.urljoin(url, r.headers.get("Location", ""))
+                    if not self.from_slack(url):
+                        raise BadMedia(f"Slack sent me elsewhere for {f.name}, and I only read files "
+                                       "stored in Slack.")
+                    continue
+                return await self._body(r, f, max_bytes)
+        raise BadMedia(f"Slack kept redirecting the download of {f.name}.")
+
+    @staticmethod
+    async def _body(r: aiohttp.ClientResponse, f: SharedFile, max_bytes: int) -> bytes:
+        if r.status != 200:
+            raise BadMedia(f"Slack would not give me {f.name} (HTTP {r.status}).")
+        if r.content_type == "text/html" and not f.mimetype.startswith("text/html"):
+            raise BadMedia(f"Slack sent a sign-in page instead of {f.name}: the app needs the "
+                           "files:read scope (reinstall it from the manifest).")
+        data = bytearray()
+        async for block in r.content.iter_chunked(2**16):
+            data += block
+            if len(data) > max_bytes:
+                raise BadMedia(f"{f.name} is larger than the {max_bytes / 2**20:.0f} MB I read.")
         return bytes(data)
 
     async def close(self) -> None:

@@ -274,6 +274,7 @@ class SlackFake:
         self._tickets: dict[str, float] = {}
         self._rate_limits: dict[str, list] = {}
         self._failures: dict[str, list] = {}
+        self._download_redirects: dict[str, list] = {}
         self._conns: list[_Conn] = []
         self._ack_futures: dict[str, asyncio.Future] = {}
         self._envelope_sent_at: dict[str, float] = {}
@@ -427,6 +428,12 @@ class SlackFake:
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """The next `times` calls to `method` answer HTTP 429 with Retry-After, as Slack does."""
         self._rate_limits.setdefault(method, []).extend([int(retry_after)] * times)
+
+    def redirect_download(self, file_id: str, location: str) -> None:
+        """The next authenticated download of `file_id` answers 302 to `location`, as Slack does
+        for some files (files.slack.com -> files-origin.slack.com on Enterprise Grid, a PDF's
+        url_private -> slack-files.com)."""
+        self._download_redirects.setdefault(file_id, []).append(location)
 
     def fail_next(self, method: str, error: str, times: int = 1, **extra: Any) -> None:
         """The next `times` calls to `method` answer {"ok": false, "error": error, **extra}."""
@@ -1920,6 +1927,10 @@ class SlackFake:
                     self._problem(f"download of {fid} with a token that is not the bot token: got the login page")
                 call.response = "login page"
                 return web.Response(status=200, text=_LOGIN_PAGE, content_type="text/html", charset="utf-8")
+            if self._download_redirects.get(fid):
+                call.status = 302
+                call.response = "redirect"
+                raise web.HTTPFound(self._download_redirects[fid].pop(0))
             if fid not in self.file_contents:
                 call.status = 404
                 call.response = "not found"

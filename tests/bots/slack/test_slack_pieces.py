@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,14 @@ async def test_file_downloads_carry_the_bot_token_and_refuse_slacks_sign_in_page
             await good.download(elsewhere, 2**20)
         with pytest.raises(BadMedia, match="MB"):
             await SlackAttachment(good, shot, 16).read()
+        # Slack may redirect a download: followed, with the token, only to Slack's own hosts
+        url = urllib.parse.urlsplit(shot.url)
+        fake.redirect_download(shot.id, url.path + "?hop=1")
+        assert await good.download(shot, 2**20) == png
+        assert [c.status for c in fake.calls_to("files.download")[-2:]] == [302, 200]
+        fake.redirect_download(shot.id, "https://evil.example/steal")
+        with pytest.raises(BadMedia, match="only read files stored in Slack"):
+            await good.download(shot, 2**20)
     finally:
         await good.close()
         await wrong.close()
