@@ -55,7 +55,12 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     else:
         link = connection.HttpEvents(adapter.app, app)
         mode = f"HTTP events at {connection.EVENTS_PATH}"
-    await link.start()
+    running = RunningSlack(adapter, link)
+    try:
+        await link.start()
+    except BaseException:
+        await running.stop()        # a refused app token leaves no session open behind it
+        raise
     log.info("Slack: connected to %s as @%s (%s) by %s", identity.get("team"), identity.get("user"),
              identity.get("user_id"), mode)
-    return RunningSlack(adapter, link)
+    return running
