@@ -79,7 +79,7 @@ class PromptTooLong(LimitExceeded):
 class Unauthorized(UserError):
     status = 401
     code = "invalid_api_key"
-    kind = "authentication_error"
+    kind = "invalid_request_error"
 
 
 class BadMedia(UserError):

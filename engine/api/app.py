@@ -35,7 +35,7 @@ async def require_key(request: web.Request, handler):
         if keys:
             if not token or not any(hmac.compare_digest(token, k) for k in keys):
                 return error_response(401, "Missing or wrong API key. Send it as "
-                                      "'Authorization: Bearer KEY'.", "authentication_error",
+                                      "'Authorization: Bearer KEY'.", "invalid_request_error",
                                       "invalid_api_key")
         request[API_KEY] = token
     return await handler(request)

@@ -69,7 +69,7 @@ def _authorized(request: web.Request) -> bool:
 
 def _denied() -> web.Response:
     return error_response(401, "The dashboard needs an API key: sign in on the page, or send "
-                          "'Authorization: Bearer KEY'.", "authentication_error", "invalid_api_key")
+                          "'Authorization: Bearer KEY'.", "invalid_request_error", "invalid_api_key")
 
 
 def _needs_header(request: web.Request) -> web.Response | None:
@@ -89,7 +89,7 @@ async def login(request: web.Request) -> web.Response:
         key = ""
     if keys and not any(hmac.compare_digest(key, k) for k in keys):
         await asyncio.sleep(0.2)   # a little friction for guessing
-        return error_response(401, "That is not one of Confab's API keys.", "authentication_error",
+        return error_response(401, "That is not one of Confab's API keys.", "invalid_request_error",
                               "invalid_api_key")
     response = web.json_response({"ok": True, "auth": bool(keys)})
     if keys:

@@ -12,7 +12,7 @@ from .keys import SETTINGS
 
 log = logging.getLogger(__name__)
 
-_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+_HTTP_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
                404: "invalid_request_error", 405: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error"}
 _HTTP_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",

@@ -260,6 +260,7 @@ async def test_api_keys_when_configured(tmp_path, shared_models_dir):
             await s.client("sk-wrong").models.list()
         assert e.value.status_code == 401
         assert_openai_error(e.value.response.json(), "invalid_api_key")
+        assert e.value.response.json()["error"]["type"] == "invalid_request_error"   # as OpenAI's
         status, _, body = await raw(s, "GET", "/v1/models")          # no key at all
         assert status == 401
         assert_openai_error(body, "invalid_api_key")
