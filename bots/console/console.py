@@ -1,8 +1,8 @@
 """A terminal chat on the shared command set: plain text asks, /commands work, answers stream.
 
-The terminal's stand-ins for chat buttons: while a picture is being drawn, a `/cancel` line
-stops it at once (other lines wait their turn); `/reroll` draws the last picture again with a
-new seed.
+The terminal's stand-ins for chat buttons: while an answer streams or a picture is being drawn,
+a `/cancel` line stops it at once (other lines wait their turn); `/reroll` draws the last
+picture again with a new seed.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class ConsoleReply:
         self.backlog: collections.deque[str] = collections.deque()   # read ahead, not yet handled
         self._reading: asyncio.Future | None = None      # the one read of stdin under way
         self.drawing: str | None = None     # the picture job a /cancel line stops
-        self.drawing_started = asyncio.Event()
+        self.cancellable = asyncio.Event()  # set while a picture draws or an answer streams
         self.last_picture = None            # ImagineSpec that /reroll draws again
 
     async def ask(self, prompt: str) -> str | None:
@@ -63,11 +63,11 @@ class ConsoleReply:
         """The terminal's Cancel and Re-roll buttons, as lines to type."""
         if done:
             self.drawing, self.last_picture = None, spec
-            self.drawing_started.clear()
+            self.cancellable.clear()
             self._print("(/reroll draws it again with a new seed)")
         else:
             self.drawing = job_id
-            self.drawing_started.set()
+            self.cancellable.set()
             self._print("(/cancel stops it)")
 
     def _print(self, text: str, end: str = "\n") -> None:
@@ -87,10 +87,14 @@ class ConsoleReply:
 
     async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
         parts = []
-        async for chunk in chunks:
-            parts.append(chunk)
-            self._print(chunk, end="")
-        self._print("")
+        self.cancellable.set()
+        try:
+            async for chunk in chunks:
+                parts.append(chunk)
+                self._print(chunk, end="")
+        finally:
+            self.cancellable.clear()
+            self._print("")
         return "".join(parts)
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
@@ -132,16 +136,16 @@ class Console:
             await self.reply.say(explain(e))
         finally:
             self.reply.drawing = None
-            self.reply.drawing_started.clear()
+            self.reply.cancellable.clear()
 
     async def _while_running(self, command: asyncio.Task) -> None:
-        """Wait for a command; while it draws a picture, read ahead: `/cancel` stops the
-        picture at once, other lines wait their turn."""
+        """Wait for a command; while it draws a picture or streams an answer, read ahead:
+        `/cancel` stops that job at once, other lines wait their turn."""
         reply = self.reply
         while not command.done():
-            drawing = asyncio.ensure_future(reply.drawing_started.wait())
-            await asyncio.wait({command, drawing}, return_when=asyncio.FIRST_COMPLETED)
-            drawing.cancel()
+            cancellable = asyncio.ensure_future(reply.cancellable.wait())
+            await asyncio.wait({command, cancellable}, return_when=asyncio.FIRST_COMPLETED)
+            cancellable.cancel()
             if command.done():
                 break
             read = reply.pending_line()
@@ -149,11 +153,13 @@ class Console:
             if not read.done():
                 continue                      # the read stays under way for the next prompt
             line = reply.take_line()
-            if line.strip() == "/cancel" and reply.drawing:
-                await self.commands.handle(self.request(f"/cancel {reply.drawing}"), reply)
+            if line.strip() == "/cancel" and reply.cancellable.is_set():
+                # a streaming answer is the person's latest job, which a bare /cancel stops
+                target = f"/cancel {reply.drawing}" if reply.drawing else "/cancel"
+                await self.commands.handle(self.request(target), reply)
             else:
                 reply.backlog.append(line)
-                if not line:                  # end of input: let the picture finish
+                if not line:                  # end of input: let the job finish
                     await asyncio.wait({command})
         await command
 

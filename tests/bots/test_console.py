@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import sqlite3
 
 import pytest
@@ -97,3 +98,32 @@ async def test_history_is_kept_across_turns(engine):
     # a new session starts afresh
     await run_console(engine, "Hello\n", user="dora")
     assert len(jobs_of(engine, "console:dora")[-1]["messages"]) == 2
+
+
+async def test_cancel_typed_while_an_answer_streams_stops_it(engine):
+    # a pipe, as a terminal: /cancel is typed once the answer has started to stream
+    read_fd, write_fd = os.pipe()
+    out = io.StringIO()
+    console = Console(engine, Commands(engine), stdin=os.fdopen(read_fd, "r"), stdout=out, user="erin")
+    task = asyncio.create_task(console.run())
+
+    async def streaming():
+        while not (console.reply.cancellable.is_set() and len(out.getvalue().partition("you> ")[2]) > 20):
+            await asyncio.sleep(0.01)
+    os.write(write_fd, b"Count from 1 to 1000, one number per line.\n")
+    await asyncio.wait_for(streaming(), 120)
+    os.write(write_fd, b"/cancel\n")
+
+    async def cancelled():
+        while "🛑 Cancelled." not in out.getvalue():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(cancelled(), 60)
+    os.write(write_fd, b"/queue\n")
+    os.close(write_fd)
+    await asyncio.wait_for(task, 60)
+    console.stdin.close()
+    text = out.getvalue()
+    assert "Cancelled " in text and "You have no jobs waiting or running." in text
+    (job,) = jobs_of(engine, "console:erin")
+    assert job["status"] == "cancelled"
+    assert await engine.history(f"console:erin:{console.session}") == []   # nothing remembered
