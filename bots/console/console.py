@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import getpass
+import signal
 import sys
 import uuid
 from typing import AsyncIterator, TextIO
@@ -142,6 +143,31 @@ class Console:
         """Wait for a command; while it draws a picture or streams an answer, read ahead:
         `/cancel` stops that job at once, other lines wait their turn."""
         reply = self.reply
+        interrupted = self._ctrl_c_cancels(command)
+        try:
+            await self._read_ahead(command)
+        finally:
+            if interrupted:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        await command
+
+    def _ctrl_c_cancels(self, command: asyncio.Task) -> bool:
+        """While a command runs, Ctrl-C cancels its job, not the program (terminals only: the
+        main thread of a Unix loop)."""
+        loop = asyncio.get_running_loop()
+
+        def cancel() -> None:
+            if self.reply.cancellable.is_set():
+                target = f"/cancel {self.reply.drawing}" if self.reply.drawing else "/cancel"
+                loop.create_task(self.commands.handle(self.request(target), self.reply))
+        try:
+            loop.add_signal_handler(signal.SIGINT, cancel)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return False
+        return True
+
+    async def _read_ahead(self, command: asyncio.Task) -> None:
+        reply = self.reply
         while not command.done():
             cancellable = asyncio.ensure_future(reply.cancellable.wait())
             await asyncio.wait({command, cancellable}, return_when=asyncio.FIRST_COMPLETED)
@@ -161,7 +187,6 @@ class Console:
                 reply.backlog.append(line)
                 if not line:                  # end of input: let the job finish
                     await asyncio.wait({command})
-        await command
 
     async def run(self) -> None:
         self.stdout.write("Confab console. Type a question, or /help. Ctrl-D quits.\n")

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sqlite3
 
 import pytest
@@ -127,3 +128,29 @@ async def test_cancel_typed_while_an_answer_streams_stops_it(engine):
     (job,) = jobs_of(engine, "console:erin")
     assert job["status"] == "cancelled"
     assert await engine.history(f"console:erin:{console.session}") == []   # nothing remembered
+
+
+async def test_ctrl_c_while_an_answer_streams_cancels_the_answer_not_the_console(engine):
+    read_fd, write_fd = os.pipe()
+    out = io.StringIO()
+    console = Console(engine, Commands(engine), stdin=os.fdopen(read_fd, "r"), stdout=out, user="finn")
+    task = asyncio.create_task(console.run())
+
+    async def streaming():
+        while not (console.reply.cancellable.is_set() and len(out.getvalue().partition("you> ")[2]) > 20):
+            await asyncio.sleep(0.01)
+    os.write(write_fd, b"Count from 1 to 1000, one number per line.\n")
+    await asyncio.wait_for(streaming(), 120)
+    os.kill(os.getpid(), signal.SIGINT)
+
+    async def cancelled():
+        while "🛑 Cancelled." not in out.getvalue():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(cancelled(), 60)
+    os.write(write_fd, b"/help\n")          # the console is still there
+    os.close(write_fd)
+    await asyncio.wait_for(task, 60)
+    console.stdin.close()
+    assert "/ask QUESTION" in out.getvalue().split("🛑 Cancelled.")[1]
+    (job,) = jobs_of(engine, "console:finn")
+    assert job["status"] == "cancelled"
