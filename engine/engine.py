@@ -228,7 +228,7 @@ class Engine:
         return await self._cancel(handle) if handle else False
 
     async def _cancel(self, handle: JobHandle) -> bool:
-        if handle.done:
+        if handle.done or handle.status == "finishing":
             return False
         if self.scheduler.cancel_queued(handle.id):
             self._finish(handle, error=JobCancelled())
@@ -285,6 +285,7 @@ class Engine:
                 return await self._fail(handle, JobTimeout(timeout))
             if handle.cancel_flag.is_set():
                 return await self._fail(handle, JobCancelled())
+            handle.status = "finishing"   # too late to cancel: cancel() now says so
             self._observe(job, result, time.monotonic() - started)
             await self._succeed(handle, result)
         except ConfabError as e:

@@ -16,7 +16,7 @@ class JobHandle:
         self.job = job
         self.id = job.id
         self.priority = priority
-        self.status = "queued"          # queued, running, done, failed, cancelled
+        self.status = "queued"          # queued, running, finishing, done, failed, cancelled
         self.device: str | None = None
         self.cancel_flag = threading.Event()   # read by the worker thread between tokens
         self._cancel = cancel

@@ -226,20 +226,20 @@ def run_speak(tts, job: SpeakJob, ctx: RunContext) -> SpeechResult:
     rate = tts.sample_rate
     pause = audio.silence(SENTENCE_PAUSE_S, rate)
     total = audio.Pcm(b"", rate)
-    native_speed = getattr(tts, "engine", "") == "piper"
     for i, sentence in enumerate(sentences):
         if ctx.cancelled():
             raise JobCancelled()
         kwargs = {"cancelled": ctx.cancelled} if getattr(tts, "engine", "") == "bark" else {}
-        data = tts.synthesize(sentence, voice=job.voice or None,
-                              speed=job.speed if native_speed else 1.0, **kwargs)
+        data = tts.synthesize(sentence, voice=job.voice or None, **kwargs)
         if ctx.cancelled():
             raise JobCancelled()
         ctx.emit(SpeechChunk(i, sentence, data, rate))
         ctx.emit(Progress(i + 1, len(sentences)))
         total = total + (pause if i else audio.Pcm(b"", rate)) + audio.Pcm(data, rate)
-    encoded = audio.encode(total, fmt, speed=1.0 if native_speed else job.speed)
-    return SpeechResult(encoded, fmt, rate, round(total.duration_s / (1.0 if native_speed else job.speed), 3),
+    # the tempo is changed by ffmpeg for every voice: Piper's own length_scale is not
+    # proportional (its phoneme durations are rounded up), so speed 2 came out only 1.6x faster
+    encoded = audio.encode(total, fmt, speed=job.speed)
+    return SpeechResult(encoded, fmt, rate, round(total.duration_s / job.speed, 3),
                         job.model, job.voice, len(sentences), job.note)
 
 

@@ -4,8 +4,9 @@ as `DiscordFile`s, which fetch the same way."""
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import discord
 
 from engine import BadMedia, LimitExceeded
@@ -13,6 +14,8 @@ from engine import BadMedia, LimitExceeded
 DISCORD_FILE_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 DOWNLOAD_TIMEOUT_S = 60.0
+MAX_REDIRECTS = 3
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _origin(url: str) -> tuple[str, str, int]:
@@ -63,19 +66,46 @@ class DiscordFile:
 
 async def download(attachment: discord.Attachment, max_bytes: int, api_url: str = "",
                    timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:
+    """The attachment's bytes. Redirects are followed by hand, a few hops and only to the same
+    allowed hosts, and the body is read no further than `max_bytes`."""
     if not may_download(attachment.url, api_url):
         raise BadMedia(f"I only fetch files from Discord's own file servers, and "
                        f"'{attachment.filename}' is somewhere else.")
     if attachment.size > max_bytes:
-        raise LimitExceeded(f"The file '{attachment.filename}'", f"{attachment.size / 2**20:.1f}",
-                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
+        raise _too_large(attachment.filename, attachment.size, max_bytes)
     try:
-        data = await asyncio.wait_for(attachment.read(), timeout)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            return await asyncio.wait_for(_fetch(session, attachment, max_bytes, api_url), timeout)
     except asyncio.TimeoutError:
         raise BadMedia(f"Downloading '{attachment.filename}' took longer than {timeout:g} s.") from None
-    except (discord.NotFound, discord.Forbidden):
-        raise BadMedia(f"Discord no longer has the file '{attachment.filename}'.") from None
-    if len(data) > max_bytes:
-        raise LimitExceeded(f"The file '{attachment.filename}'", f"{len(data) / 2**20:.1f}",
-                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
-    return data
+    except aiohttp.ClientError as e:
+        raise BadMedia(f"I could not download '{attachment.filename}' from Discord ({e}).") from None
+
+
+async def _fetch(session: aiohttp.ClientSession, attachment: discord.Attachment, max_bytes: int,
+                 api_url: str) -> bytes:
+    url = attachment.url
+    for _ in range(MAX_REDIRECTS + 1):
+        async with session.get(url, allow_redirects=False) as r:
+            if r.status in REDIRECTS:
+                url = urljoin(url, r.headers.get("Location", ""))
+                if not may_download(url, api_url):
+                    raise BadMedia(f"Discord sent me elsewhere for '{attachment.filename}', and I only "
+                                   "fetch files from Discord's own file servers.")
+                continue
+            if r.status in (403, 404):
+                raise BadMedia(f"Discord no longer has the file '{attachment.filename}'.")
+            if r.status != 200:
+                raise BadMedia(f"Discord would not give me '{attachment.filename}' (HTTP {r.status}).")
+            data = bytearray()
+            async for block in r.content.iter_chunked(2**16):
+                data += block
+                if len(data) > max_bytes:
+                    raise _too_large(attachment.filename, len(data), max_bytes)
+            return bytes(data)
+    raise BadMedia(f"Discord kept redirecting the download of '{attachment.filename}'.")
+
+
+def _too_large(name: str, size: int, max_bytes: int) -> LimitExceeded:
+    return LimitExceeded(f"The file '{name}'", f"{size / 2**20:.1f}", f"{max_bytes / 2**20:.1f}", "MB",
+                         status=413)

@@ -228,6 +228,7 @@ class RecordedRequest:
     raw: bytes = b""  # raw body for non-JSON, non-multipart requests (e.g. uploads)
     status: Optional[int] = None
     response: Any = None
+    at: float = dataclasses.field(default_factory=time.monotonic)  # when the request arrived
 
     def __repr__(self) -> str:  # short, for failure messages
         return f"<{self.method} {self.path} -> {self.status}>"
@@ -579,6 +580,7 @@ class DiscordFake:
         self.guilds: Dict[str, dict] = {}  # id -> {"guild": ..., "roles": [...], "members": {uid: member}}
         self.messages: Dict[str, dict] = {}  # id -> REST-shaped message
         self.attachments: Dict[str, _StoredAttachment] = {}
+        self.attachment_redirects: Dict[str, str] = {}   # attachment id -> Location of a 302
         self.uploads: Dict[str, _Upload] = {}
         self.interactions: Dict[str, _Interaction] = {}  # by token
 
@@ -911,6 +913,10 @@ class DiscordFake:
         hm = hmac.new(self._secret, f"{path}|{ex}|{is_}".encode(), hashlib.sha256).hexdigest()
         query = f"?ex={ex}&is={is_}&hm={hm}&"
         return f"{self.base_url}{path}{query}", f"{self.base_url}/media{path}{query}"
+
+    def redirect_attachment(self, attachment_id: str, location: str) -> None:
+        """The next download of the attachment answers 302 to ``location`` (a CDN may move a file)."""
+        self.attachment_redirects[str(attachment_id)] = location
 
     def add_attachment(self, content: bytes, filename: str, content_type: Optional[str] = None, *,
                        channel_id: Optional[str] = None, **extra: Any) -> dict:
@@ -2267,6 +2273,12 @@ class DiscordFake:
         path = f"/attachments/{mi['channel_id']}/{mi['attachment_id']}/{mi['filename']}"
         q = request.query
         stored = self.attachments.get(mi["attachment_id"])
+        redirect = self.attachment_redirects.pop(mi["attachment_id"], None)
+        if redirect is not None:
+            rec.status = 302
+            self.requests.append(rec)
+            self._touch()
+            return web.Response(status=302, headers={"Location": redirect})
         ok = False
         if stored is not None and stored.channel_id == mi["channel_id"] and stored.filename == mi["filename"]:
             ex, is_, hm = q.get("ex", ""), q.get("is", ""), q.get("hm", "")
