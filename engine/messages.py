@@ -72,3 +72,19 @@ NOTHING_TO_REROLL = "There is no picture to draw again yet: start with /imagine 
 # Said before an answer about an image when no vision model is installed (OCR read its text).
 OCR_ONLY_NOTE = ("(No vision model is installed here, so I read only the text in the image; "
                  "I cannot see pictures, layout or colours.)\n\n")
+
+
+# Refusals at the door, before any job: who may ask, where (bots/common/access.py,
+# bots/discord/access.py).
+NOT_ALLOWED_USER = "🚫 Sorry, I'm not set up to answer you. An admin can add you to the allowed users."
+NOT_THIS_CHANNEL = "🚫 I don't answer in this channel. Ask me in a direct message or an allowed channel."
+NO_DMS = "🚫 I don't answer direct messages here. Ask me in a server channel."
+ROLES_UNSEEN_IN_DM = ("🚫 I can only answer people with an allowed role, which I can't see in a "
+                      "direct message. Ask me in the server.")
+NOT_THIS_SERVER = "🚫 I'm not set up to answer in this server."
+NOT_ALLOWED_ROLE = "🚫 Sorry, I only answer people with one of the allowed roles."
+
+
+def too_many_requests(per_minute: int, wait_s: float) -> str:
+    return (f"⏳ You've sent {per_minute} requests in the last minute, my limit per "
+            f"person. Try again in about {wait_s:.0f} s.")

@@ -10,6 +10,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
+from engine import messages
+
 
 @dataclass(frozen=True)
 class Lists:
@@ -57,13 +59,12 @@ class Access:
     def check(self, user: str, channel: str, is_admin: bool = False) -> str | None:
         lists = self.lists
         if user in lists.deny_users or (lists.allow_users and user not in lists.allow_users and not is_admin):
-            return "🚫 Sorry, I'm not set up to answer you. An admin can add you to the allowed users."
+            return messages.NOT_ALLOWED_USER
         if channel in lists.deny_channels or (lists.allow_channels and channel not in lists.allow_channels):
-            return "🚫 I don't answer in this channel. Ask me in a direct message or an allowed channel."
+            return messages.NOT_THIS_CHANNEL
         if is_admin:
             return None
         wait = self.rate.hit(user)
         if wait:
-            return (f"⏳ You've sent {self.rate.per_minute} requests in the last minute, my limit per "
-                    f"person. Try again in about {wait:.0f} s.")
+            return messages.too_many_requests(self.rate.per_minute, wait)
         return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bots.common.access import RateLimit
-from engine import Origin, Settings
+from engine import Origin, Settings, messages
 
 
 @dataclass(frozen=True)
@@ -56,21 +56,19 @@ class DiscordAccess:
         admin = self.is_admin(who)
         if who.is_dm:
             if not self.settings.discord_allow_dms and not admin:
-                return "🚫 I don't answer direct messages here. Ask me in a server channel."
+                return messages.NO_DMS
             if self.allow_roles and not admin:
-                return ("🚫 I can only answer people with an allowed role, which I can't see in a "
-                        "direct message. Ask me in the server.")
+                return messages.ROLES_UNSEEN_IN_DM
         else:
             if self.allow_guilds and who.guild_id not in self.allow_guilds:
-                return "🚫 I'm not set up to answer in this server."
+                return messages.NOT_THIS_SERVER
             if self.allow_channels and not ({who.channel_id, who.parent_id} & self.allow_channels):
-                return "🚫 I don't answer in this channel. Ask me in an allowed channel or a direct message."
+                return messages.NOT_THIS_CHANNEL
             if self.allow_roles and not admin and not (who.role_ids & self.allow_roles):
-                return "🚫 Sorry, I only answer people with one of the allowed roles."
+                return messages.NOT_ALLOWED_ROLE
         if admin:
             return None
         wait = self.rate.hit(who.user_id)
         if wait:
-            return (f"⏳ You've sent {self.rate.per_minute} requests in the last minute, my limit per "
-                    f"person. Try again in about {wait:.0f} s.")
+            return messages.too_many_requests(self.rate.per_minute, wait)
         return None
