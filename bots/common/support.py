@@ -72,6 +72,10 @@ class SupportDesk:
         self.engine, self.answerer, self.channels, self.clock = engine, answerer, channels, clock
         self._threads: OrderedDict[tuple[str, str, str], _Thread] = OrderedDict()
 
+    def close(self) -> None:
+        """Close the knowledge base (its database and thread). Blocking: call it in a thread."""
+        self.answerer.kb.close()
+
     def _remember(self, key, thread: _Thread) -> None:
         self._threads[key] = thread
         self._threads.move_to_end(key)

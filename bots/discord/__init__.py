@@ -25,6 +25,7 @@ async def start(engine, commands, app):
         from bots.common.support import build_support_desk
         desk = build_support_desk(engine, platform="discord")
     adapter = DiscordAdapter(engine, commands, desk=desk)
+    adapter.owned_desk = desk        # opened here, so closed with the adapter
     try:
         await adapter.start()
     except discord.LoginFailure:

@@ -97,6 +97,7 @@ class DiscordAdapter:
         `escalate_every_s`: how often hand-overs are checked for escalation."""
         self.engine, self.commands = engine, commands
         self.desk, self.escalate_every_s = desk, escalate_every_s
+        self.owned_desk = None           # set by bots/discord/__init__.py when it opened the desk
         self.support = None
         self.settings = engine.settings
         self.access = DiscordAccess(self.settings)
@@ -147,6 +148,9 @@ class DiscordAdapter:
         if self._restore is not None:
             self._restore()
             self._restore = None
+        if self.owned_desk is not None:
+            await asyncio.to_thread(self.owned_desk.close)
+            self.owned_desk = None
 
     async def sync_commands(self) -> None:
         tree = self.client.tree

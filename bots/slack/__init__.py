@@ -15,14 +15,18 @@ log = logging.getLogger(__name__)
 class RunningSlack:
     """What `start` returns: stop() disconnects and lets answers in flight finish briefly."""
 
-    def __init__(self, adapter, connection):
+    def __init__(self, adapter, connection, owned_desk=None):
         self.adapter, self.connection = adapter, connection
+        self.owned_desk = owned_desk     # a support desk `start` opened, closed with the adapter
 
     async def stop(self) -> None:
         from .connection import close_web_client
         await self.connection.stop()
         await self.adapter.stop()
         await close_web_client(self.adapter.client)
+        if self.owned_desk is not None:
+            import asyncio
+            await asyncio.to_thread(self.owned_desk.close)
 
 
 async def start(engine, commands, app=None, settings=None, desk=None):
@@ -45,9 +49,10 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     except BaseException:
         await connection.close_web_client(client)
         raise
+    owned_desk = None
     if desk is None and settings.channels_file:
         from ..common.support import build_support_desk
-        desk = build_support_desk(engine)
+        desk = owned_desk = build_support_desk(engine)
     adapter = SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:
         link = connection.SocketMode(adapter.app, settings.slack_app_token)
@@ -55,7 +60,7 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     else:
         link = connection.HttpEvents(adapter.app, app)
         mode = f"HTTP events at {connection.EVENTS_PATH}"
-    running = RunningSlack(adapter, link)
+    running = RunningSlack(adapter, link, owned_desk)
     try:
         await link.start()
     except BaseException:

@@ -142,6 +142,7 @@ class KnowledgeBase:
         self.embed, self.model = embed, model
         self.chunk_chars, self.max_file_bytes = chunk_chars, max_file_bytes
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confab-kb")
+        self._closed = False
         self._db = None
         self._pool.submit(self._open).result()
 
@@ -156,6 +157,10 @@ class KnowledgeBase:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def _close():
             if self._db:
                 self._db.close()

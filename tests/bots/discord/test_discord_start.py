@@ -4,6 +4,7 @@ with words, not a traceback. No model is needed: nothing is asked."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import discord.gateway
@@ -122,5 +123,7 @@ async def test_support_channels_from_the_channels_file(tmp_path):
                             int(fake.support_channel_id))) == (fake.support_channel_id, "")
                 finally:
                     await adapter.stop()
+                # the knowledge base the desk opened is closed with the adapter: its thread is gone
+                assert not [t for t in threading.enumerate() if t.name.startswith("confab-kb")]
             finally:
                 await engine.close()
