@@ -20,7 +20,7 @@ test: setup-test
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup-test
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench $(BENCH)
 
 setup: system-deps $(VENV)/.confab-run
 setup-test: system-deps $(VENV)/.confab-test
