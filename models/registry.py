@@ -6,6 +6,7 @@ verified before its first load, and the verdict is cached by path, size and mtim
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -14,7 +15,9 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,6 +66,36 @@ def _package_file(dist: str, relpath: str) -> Path | None:
             p = Path(f.locate())
             return p if p.exists() else None
     return None
+
+
+JOINING = ".joining"
+STALE_JOIN_S = 600.0
+
+
+@contextlib.contextmanager
+def _private_copy(dst: Path):
+    """A file written under a name of its own, then renamed over `dst` in one step: two
+    processes joining the same model at once each write their own copy, and a reader sees the
+    whole file or none."""
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=JOINING)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.chmod(tmp, 0o644)     # mkstemp's 0600 would hide the model from other accounts
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _drop_stale_parts(folder: Path) -> None:
+    """Half-written copies that a killed process left behind (a live one touches its copy often)."""
+    now = time.time()
+    for tmp in folder.glob(f".*{JOINING}"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_JOIN_S:
+                tmp.unlink()
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -202,16 +235,16 @@ class Registry:
         expected = sum(p.stat().st_size for p in parts)
         if not joined.exists() or joined.stat().st_size != expected:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = joined.with_suffix(".joining")
-            with open(tmp, "wb") as out:
+            _drop_stale_parts(folder)
+            with _private_copy(joined) as out:
                 for p in parts:
                     with open(p, "rb") as src:
                         shutil.copyfileobj(src, out, 8 * 2**20)
-            os.replace(tmp, joined)
         for src, name in companions:
             dst = folder / name
             if not dst.exists():
-                shutil.copyfile(src, dst)
+                with _private_copy(dst) as out, open(src, "rb") as f:
+                    shutil.copyfileobj(f, out)
         sha = entry.files[0].sha256
         return InstalledModel(entry.name, entry.kind, entry.fmt, str(folder), entry.size,
                               entry.source, entry.license, {str(joined): sha} if sha else {},
