@@ -28,6 +28,8 @@ setup-test: system-deps $(VENV)/.confab-test
 setup-test: APT_PACKAGES += chromium
 # the scale-out tests start their own redis-server and PostgreSQL on loopback
 setup-test: APT_PACKAGES += redis-server postgresql
+# the push-to-talk key test runs pynput against a real X server
+setup-test: APT_PACKAGES += xvfb
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +43,7 @@ $(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
 # diffusers models with it.
 $(VENV)/.confab-test: $(VENV)/.confab-run
 	$(PIP) install 'torch==2.13.0'
-	$(PIP) install -e '.[all,bark,images,ocr,kb,redis,postgres,test]'
+	$(PIP) install -e '.[all,bark,images,ocr,kb,redis,postgres,voice,test]'
 	touch $@
 
 # ffmpeg decodes and encodes audio; espeak-ng makes test speech. Installed when missing and

@@ -67,6 +67,26 @@ Commands:
 
 
 # The console's /reroll before any picture was drawn.
+# The push-to-talk loop's keys (voice/keys.py): why holding a key cannot work here.
+PTT_NO_PYNPUT = "pynput is not installed (pip install 'confab-bot[voice]')"
+PTT_NO_DISPLAY = ("there is no X display to hear the key on (DISPLAY is not set; on Wayland "
+                  "without XWayland, PYNPUT_BACKEND=uinput needs root)")
+
+
+def ptt_no_keyboard(detail: str) -> str:
+    return f"pynput cannot listen to the keyboard ({detail})"
+
+
+def ptt_fallback(reason: str) -> str:
+    return (f"Hold-to-talk is not available: {reason}. Using Enter instead: press Enter to start "
+            "talking and Enter again to send (a pause in speech sends it too).")
+
+
+def ptt_bad_key(name: str) -> str:
+    return (f"'{name}' is not a key pynput knows; use a key name such as ctrl_r, alt_r, f8, "
+            "scroll_lock or space, or a single character.")
+
+
 NOTHING_TO_REROLL = "There is no picture to draw again yet: start with /imagine PROMPT."
 
 # Said before an answer about an image when no vision model is installed (OCR read its text).

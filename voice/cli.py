@@ -1,6 +1,8 @@
 """`confab voice`: the push-to-talk loop on the microphone, or headless over files.
 
-    confab voice                                   microphone and speaker (pip install 'confab-bot[voice]')
+    confab voice                                   hold Right Ctrl to talk, let go to send
+                                                   (pip install 'confab-bot[voice]'; Enter without pynput)
+    confab voice --key f8 | --toggle               another key to hold; or Enter to start and stop
     confab voice --input q.wav --output a.wav      one turn from a file
     confab voice --input-dir turns/ --output-dir answers/   each file a turn, in name order,
                                                    in one conversation
@@ -24,6 +26,10 @@ def register_cli(sub, common) -> None:
     p.add_argument("--tts-model", help="voice model (default CONFAB_TTS_MODEL)")
     p.add_argument("--voice", help="a voice of that model (e.g. v2/en_speaker_6 for Bark)")
     p.add_argument("--user", default="", help="whose conversation this is (default: you)")
+    p.add_argument("--key", default=None,
+                   help="the key to hold while talking: ctrl_r (default), alt_r, f8, space, a letter...")
+    p.add_argument("--toggle", action="store_true",
+                   help="press Enter to start talking and Enter again to send, instead of holding a key")
     p.set_defaults(func=cmd_voice)
 
 
@@ -42,7 +48,10 @@ def cmd_voice(args) -> None:
     if args.input_dir and not args.output_dir:
         sys.exit("confab voice: --input-dir needs --output-dir")
     user = args.user or getpass.getuser()
-    sys.exit(asyncio.run(run_voice(settings, args, user)))
+    try:
+        sys.exit(asyncio.run(run_voice(settings, args, user)))
+    except KeyboardInterrupt:         # Ctrl-C ends the loop; the engine was closed on the way out
+        sys.exit(130)
 
 
 async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
@@ -67,7 +76,8 @@ async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
                 turns = [(p, dest / f"{p.stem}.wav") for p in files]
             return await run_files(loop, turns, out)
         from .devices import Microphone, SpeakerPlayer
-        from .ptt import Keys, push_to_talk
+        from .keys import open_keys
+        from .ptt import push_to_talk
         try:
             mic, speaker = Microphone(), SpeakerPlayer()
         except ConfabError as e:
@@ -76,7 +86,12 @@ async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
             return 2
         loop = VoiceLoop(engine, speaker, **options)
         try:
-            await push_to_talk(loop, mic, Keys(), out)
+            keys = await open_keys(getattr(args, "key", None), getattr(args, "toggle", False),
+                                   sys.stdin, lambda text: print(text, file=out, flush=True))
+            try:
+                await push_to_talk(loop, mic, keys, out)
+            finally:
+                keys.close()
         finally:
             speaker.close()
         return 0

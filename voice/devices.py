@@ -1,6 +1,8 @@
-"""The microphone and the speaker, through sounddevice (the optional extra `voice`)."""
+"""The microphone and the speaker: a `Recorder` that any audio source feeds, and the sound
+card's microphone and speaker through sounddevice (the optional extra `voice`)."""
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 
@@ -18,38 +20,99 @@ def _sounddevice():
     return sounddevice
 
 
-class Microphone:
-    """Records 16 kHz mono until `stop()`, or until the endpointer hears the speaker stop."""
+class Recorder:
+    """One turn's 16 kHz mono audio, fed from any thread by whatever hears it, and a future
+    that the endpointer completes once the speaker has stopped (or the turn is too long).
+    Subclasses open and close their device in `_open` / `_close`."""
 
     def __init__(self, rate: int = 16_000, endpointer: Endpointer | None = None):
-        self.sd = _sounddevice()
         self.rate = rate
         self.endpointer = endpointer or Endpointer(rate=rate)
+        self.recording = False
         self._frames: list[bytes] = []
-        self._stream = None
-        self.ended = threading.Event()
+        self._lock = threading.Lock()      # guards _frames, the endpointer and _ended
+        self._ended: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._frames = []
-        self.endpointer.reset()
-        self.ended.clear()
+        """Begin a turn (on the event loop): a fresh buffer and endpointer, then the device."""
+        self._loop = asyncio.get_running_loop()
+        with self._lock:
+            self._frames = []
+            self.endpointer.reset()
+            self._ended = self._loop.create_future()
+            self.recording = True
+        self._open()
 
+    def feed(self, data: bytes) -> None:
+        """16-bit mono samples as the device delivers them; any thread."""
+        with self._lock:
+            if not self.recording:
+                return
+            self._frames.append(bytes(data))
+            ended = self.endpointer.feed(data)
+            fut = self._ended
+        if ended and fut is not None:
+            try:
+                self._loop.call_soon_threadsafe(_settle, fut)
+            except RuntimeError:      # the event loop is already closed
+                pass
+
+    def ended(self) -> asyncio.Future:
+        """Done once the endpointer has heard speech then silence, or the turn hit its limit."""
+        assert self._ended is not None, "start() first"
+        return self._ended
+
+    @property
+    def heard_speech(self) -> bool:
+        return self.endpointer.heard_speech
+
+    @property
+    def at_limit(self) -> bool:
+        return self.endpointer.total_s >= self.endpointer.max_s
+
+    def stop(self) -> Pcm:
+        """End the turn; returns what was recorded."""
+        if self.recording:
+            self._close()
+        with self._lock:
+            self.recording = False
+            data = b"".join(self._frames)
+        return Pcm(data, self.rate)
+
+    def _open(self) -> None:
+        """Start delivering audio to `feed`."""
+
+    def _close(self) -> None:
+        """Stop delivering audio."""
+
+
+def _settle(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Microphone(Recorder):
+    """The default input device through sounddevice, in 30 ms blocks."""
+
+    def __init__(self, rate: int = 16_000, endpointer: Endpointer | None = None):
+        super().__init__(rate, endpointer)
+        self.sd = _sounddevice()
+        self._stream = None
+
+    def _open(self) -> None:
         def callback(indata, frames, time_info, status):
-            data = bytes(indata)
-            self._frames.append(data)
-            if self.endpointer.feed(data):
-                self.ended.set()
+            self.feed(bytes(indata))
 
         self._stream = self.sd.RawInputStream(samplerate=self.rate, channels=1, dtype="int16",
                                               blocksize=int(self.rate * 0.03), callback=callback)
         self._stream.start()
 
-    def stop(self) -> Pcm:
+    def _close(self) -> None:
         if self._stream is not None:
             self._stream.stop()
             self._stream.close()
             self._stream = None
-        return Pcm(b"".join(self._frames), self.rate)
 
 
 class SpeakerPlayer:
@@ -86,7 +149,6 @@ class SpeakerPlayer:
                 self._idle.set()
 
     async def drain(self) -> None:
-        import asyncio
         while not self._idle.is_set() and not self._stop.is_set():
             await asyncio.sleep(0.05)
 

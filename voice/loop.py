@@ -89,6 +89,7 @@ class TurnResult:
     full_audio_s: float | None = None      # ... to the whole answer's audio being ready
     total_s: float = 0.0
     interrupted: bool = False
+    ended_by: str = ""                     # push-to-talk: key, silence (VAD) or limit
     note: str = ""
     error: str = ""
     jobs: list[str] = field(default_factory=list)

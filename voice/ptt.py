@@ -1,39 +1,67 @@
-"""Push-to-talk on a terminal: Enter starts recording, Enter (or a pause in speech) stops it;
-Enter while the answer plays is barge-in: playback stops, the rest is cancelled, and a new
-turn starts recording at once. Ctrl-D quits."""
+"""The push-to-talk loop: a key starts a turn, its release (or Enter again, or a pause in speech)
+sends it, and the answer plays as it is made. The key while the answer plays is barge-in:
+playback stops, the rest of the answer is cancelled, and the new turn is recorded at once.
+
+The key source, the microphone and the speaker are objects handed in (voice/keys.py,
+voice/devices.py), so the same loop runs on a desk and in tests.
+"""
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 from engine import Token
 from engine.pipelines import Transcript
 
-from .loop import VoiceLoop
+from .devices import Recorder
+from .keys import PRESS, QUIT, RELEASE, KeySource
+from .loop import TurnResult, VoiceLoop
 
 
-class Keys:
-    """Each Enter on stdin, as an awaitable event; None at end of input."""
+class _NextKey:
+    """One outstanding read of the key source, kept across waits so no event is dropped."""
 
-    def __init__(self, stdin: TextIO = sys.stdin):
-        self.stdin = stdin
-        self._pending: asyncio.Future | None = None
+    def __init__(self, keys: KeySource):
+        self.keys = keys
+        self._task: asyncio.Future | None = None
 
-    def next(self) -> asyncio.Future:
-        if self._pending is None or self._pending.done():
-            loop = asyncio.get_running_loop()
-            self._pending = asyncio.ensure_future(loop.run_in_executor(None, self.stdin.readline))
-        return self._pending
+    def future(self) -> asyncio.Future:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self.keys.next())
+        return self._task
 
-    def take(self) -> str | None:
-        fut, self._pending = self._pending, None
-        line = fut.result() if fut is not None else ""
-        return line if line else None
+    def ready(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def take(self) -> str:
+        task, self._task = self.future(), None
+        return task.result()
+
+    def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
 
 
-async def push_to_talk(loop: VoiceLoop, mic, keys: Keys, out: TextIO = sys.stdout,
-                       max_turn_s: float = 60.0) -> None:
+async def _record(mic: Recorder, keys: KeySource, key: _NextKey) -> str:
+    """Until the turn ends; says why: key, silence, limit or quit."""
+    ended = mic.ended()
+    stop = RELEASE if keys.hold else PRESS
+    while True:
+        await asyncio.wait({ended, key.future()}, return_when=asyncio.FIRST_COMPLETED)
+        if ended.done():
+            return "limit" if mic.at_limit else "silence"
+        event = key.take()
+        if event == QUIT:
+            return "quit"
+        if event == stop:
+            return "key"
+
+
+async def push_to_talk(loop: VoiceLoop, mic: Recorder, keys: KeySource, out: TextIO = sys.stdout,
+                       on_turn: Callable[[TurnResult], None] | None = None) -> list[TurnResult]:
+    """Turns until the key source says QUIT; returns each turn's result."""
     def say(text: str, end: str = "\n") -> None:
         out.write(text + end)
         out.flush()
@@ -44,40 +72,77 @@ async def push_to_talk(loop: VoiceLoop, mic, keys: Keys, out: TextIO = sys.stdou
         elif isinstance(ev, Token):
             say(ev.text, end="")
 
+    if keys.hold:
+        idle = f"Hold {keys.label} to talk and let go to send; Ctrl-D quits."
+        listening = f"listening… (let go of {keys.label} to send)"
+    else:
+        idle = "[Enter] to talk, Ctrl-D to quit"
+        listening = "listening… [Enter] to send"
     loop.on_event = on_event
-    recording_now = False
-    while True:
-        if not recording_now:
-            say("[Enter] to talk, Ctrl-D to quit")
-            await keys.next()
-            if keys.take() is None:
-                return
-        recording_now = False
-        mic.start()
-        say("listening… [Enter] to stop")
-        ended = asyncio.ensure_future(asyncio.to_thread(mic.ended.wait, max_turn_s))
-        key = keys.next()
-        await asyncio.wait({ended, key}, return_when=asyncio.FIRST_COMPLETED)
-        pcm = mic.stop()
-        mic.ended.set()
-        if key.done() and keys.take() is None:
-            return
-        turn = asyncio.ensure_future(loop.turn(pcm))
-        while not turn.done():
-            key = keys.next()
-            await asyncio.wait({turn, key}, return_when=asyncio.FIRST_COMPLETED)
-            if key.done() and not turn.done():
-                if keys.take() is None:
+    key = _NextKey(keys)
+    results: list[TurnResult] = []
+    turn: asyncio.Future | None = None
+    recording = False          # barge-in starts the next turn's recording straight away
+    try:
+        while True:
+            if not recording:
+                say(idle)
+                event = RELEASE              # a release left over from the last turn
+                while event == RELEASE:
+                    await key.future()
+                    event = key.take()
+                if event == QUIT:
+                    break
+                mic.start()
+            recording = False
+            say(listening)
+            ended_by = await _record(mic, keys, key)
+            pcm = mic.stop()
+            if ended_by == "quit":
+                break
+            if not mic.heard_speech:
+                say("(no speech heard; nothing sent)")
+                continue
+            if ended_by == "silence":
+                say("(you paused, so that is sent)")
+            elif ended_by == "limit":
+                say("(that is as long as a turn may be, so it is sent)")
+            turn = asyncio.ensure_future(loop.turn(pcm))
+            quitting = False
+            while not turn.done():
+                await asyncio.wait({turn, key.future()}, return_when=asyncio.FIRST_COMPLETED)
+                if turn.done() or not key.ready():
+                    continue
+                event = key.take()
+                if event == PRESS:                  # barge-in: stop, cancel, listen
                     await loop.barge_in()
-                    await turn
-                    return
-                await loop.barge_in()      # barge-in: stop, cancel, and listen again
-                recording_now = True
-        result = turn.result()
-        say("")
-        if result.error:
-            say(result.error)
-        elif result.interrupted:
-            say("(interrupted)")
-        elif result.note:
-            say(f"({result.note})")
+                    mic.start()
+                    recording = True
+                    break
+                if event == QUIT:
+                    await loop.barge_in()
+                    quitting = True
+                    break
+            result: TurnResult = await turn
+            turn = None
+            result.ended_by = ended_by
+            results.append(result)
+            say("")
+            if result.error:
+                say(result.error)
+            elif result.interrupted:
+                say("(interrupted)")
+            elif result.note:
+                say(f"({result.note})")
+            if on_turn is not None:
+                on_turn(result)
+            if quitting:
+                break
+    finally:
+        key.cancel()
+        if mic.recording:
+            mic.stop()
+        if turn is not None and not turn.done():
+            await loop.barge_in()
+            turn.cancel()
+    return results
