@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from models.devices import cuda_total_bytes
 from models.registry import InstalledModel, Registry
@@ -16,6 +18,7 @@ from .config import Settings
 from .errors import (BackendFailed, ConfabError, EngineBusy, JobCancelled, JobTimeout,
                      UnknownModel, UserError, UserQueueFull)
 from .handle import JobHandle
+from .intake import CURRENT, Intake
 from .limits import Limits
 from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started, Token, Usage
 from .memory import ModelManager, device_budgets
@@ -185,14 +188,46 @@ class Engine:
             raise
         self._check_capacity(user)
         self._admitting[user] = self._admitting.get(user, 0) + 1
+        intake = CURRENT.get()
         try:
             await self.store.add_job(job.to_record(), prio,
-                                     audit=(user, f"submit:{job.kind}", {"job": job.id, "model": job.model}))
+                                     audit=(user, f"submit:{job.kind}", {"job": job.id, "model": job.model}),
+                                     reply_ref=json.dumps(intake.where) if intake and intake.where else None,
+                                     event=intake.event if intake and not intake.closed else None)
+            if intake is not None:
+                intake.closed = True
         finally:
             self._admitting[user] -= 1
             if not self._admitting[user]:
                 del self._admitting[user]
         return self._enqueue(job, prio)
+
+    # -- platform events (engine/intake.py) ------------------------------------------------------
+
+    async def accept(self, platform: str, event_id: str, payload: dict) -> bool:
+        """Keep an event before acknowledging it; False when it was kept before (answer it once)."""
+        return await self.store.add_event(event_id, platform, payload)
+
+    @contextlib.contextmanager
+    def answering(self, event_id: str, where: dict | None = None) -> Iterator[Intake]:
+        """Jobs submitted inside carry `where` their answer goes; the first closes the event."""
+        intake = Intake(event_id, dict(where or {}))
+        token = CURRENT.set(intake)
+        try:
+            yield intake
+        finally:
+            CURRENT.reset(token)
+
+    async def settle(self, intake: Intake | str) -> None:
+        """The event was answered without a job (or its answer failed): do not answer it again."""
+        if isinstance(intake, str):
+            intake = Intake(intake)
+        if not intake.closed:
+            intake.closed = True
+            await self.store.close_event(intake.event)
+
+    async def open_events(self, platform: str) -> list[tuple[str, dict]]:
+        return await self.store.open_events(platform)
 
     def _check_capacity(self, user: str) -> None:
         policy = self.scheduler.policy

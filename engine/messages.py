@@ -108,3 +108,7 @@ NOT_ALLOWED_ROLE = "🚫 Sorry, I only answer people with one of the allowed rol
 def too_many_requests(per_minute: int, wait_s: float) -> str:
     return (f"⏳ You've sent {per_minute} requests in the last minute, my limit per "
             f"person. Try again in about {wait_s:.0f} s.")
+
+# After a restart, for a job that was the first step of several (a voice clip's transcript, the
+# text read from an image): the steps after it were chained by the process that died.
+RESTARTED_MID_WAY = "🔁 I restarted while working on that; please send it again."

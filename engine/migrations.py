@@ -61,6 +61,20 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
+def _events(real: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    platform TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created {real} NOT NULL,
+    job_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_open ON events(platform, status, created)
+"""
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "jobs, conversations and the audit log",
               _first("REAL", "INTEGER PRIMARY KEY AUTOINCREMENT"),
@@ -68,6 +82,8 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "unfinished jobs in the order they came, for resuming after a restart",
               "CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs(status, created)",
               "CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs(status, created)"),
+    Migration(3, "platform events kept from before their acknowledgement until a job is stored",
+              _events("REAL"), _events("DOUBLE PRECISION")),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -62,18 +62,23 @@ class Store:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def add_job(self, record: dict, priority: int, audit: tuple[str, str, dict] | None = None) -> None:
-        """Write a job, and with it its audit line (user, action, detail): one transaction."""
+    async def add_job(self, record: dict, priority: int, audit: tuple[str, str, dict] | None = None,
+                      reply_ref: str | None = None, event: str | None = None) -> None:
+        """Write a job, and with it its audit line (user, action, detail), where its answer goes
+        (`reply_ref`) and the closing of the platform event it answers: one transaction."""
         def _add():
             origin = record["origin"]
             self._db.execute(
-                "INSERT INTO jobs (id, kind, model, user, priority, origin, payload, status, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+                "INSERT INTO jobs (id, kind, model, user, priority, origin, payload, status, created,"
+                " reply_ref) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
                 (record["id"], record["kind"], record["model"],
                  f"{origin['platform']}:{origin['user']}", priority, json.dumps(origin),
-                 json.dumps(record), record["created_at"]))
+                 json.dumps(record), record["created_at"], reply_ref))
             if audit is not None:
                 self._insert_audit(*audit)
+            if event is not None:
+                self._db.execute("UPDATE events SET status='closed', job_id=? WHERE id=? AND status='open'",
+                                 (record["id"], event))
             self._db.commit()
         await self._run(_add)
 
@@ -136,6 +141,34 @@ class Store:
                 if isinstance(where, dict) and where.get("messages") and not where.get("delivered"):
                     out.append((json.loads(payload), prio, ref, json.loads(result) if result else None))
             return out
+        return await self._run(_list)
+
+    # -- platform events, kept from before their acknowledgement until answered -----------------
+
+    async def add_event(self, event_id: str, platform: str, payload: dict) -> bool:
+        """Keep an event; False when one with this id was kept before (a redelivery, or a
+        mention's twin message event)."""
+        def _add():
+            cur = self._db.execute(
+                "INSERT INTO events (id, platform, payload, status, created) VALUES (?, ?, ?, 'open', ?)"
+                " ON CONFLICT (id) DO NOTHING", (event_id, platform, json.dumps(payload), time.time()))
+            self._db.commit()
+            return cur.rowcount == 1
+        return await self._run(_add)
+
+    async def close_event(self, event_id: str) -> None:
+        def _close():
+            self._db.execute("UPDATE events SET status='closed' WHERE id=? AND status='open'", (event_id,))
+            self._db.commit()
+        await self._run(_close)
+
+    async def open_events(self, platform: str) -> list[tuple[str, dict]]:
+        """(id, payload) of the platform's events kept but not yet answered, oldest first."""
+        def _list():
+            rows = self._db.execute(
+                "SELECT id, payload FROM events WHERE platform=? AND status='open' ORDER BY created",
+                (platform,)).fetchall()
+            return [(event_id, json.loads(payload)) for event_id, payload in rows]
         return await self._run(_list)
 
     async def run_seconds_since(self, since: float) -> dict[str, float]:

@@ -68,4 +68,5 @@ async def start(engine, commands, app=None, settings=None, desk=None):
         raise
     log.info("Slack: connected to %s as @%s (%s) by %s", identity.get("team"), identity.get("user"),
              identity.get("user_id"), mode)
+    await adapter.replay()
     return running

@@ -3,6 +3,9 @@
 Every event, command and action is acknowledged before any work starts (Slack wants an ack
 within 3 s, and a model may take longer than that just to load); then a question becomes a
 `Request` for the shared command set, answered through a `ThreadReply` or `SlashReply`.
+A question or a command is kept in the store before its ack (engine/intake.py): a listener
+middleware for events, which bolt runs before its automatic ack, and the command listener before
+it calls ack(). After a restart, `replay` answers those that no job had taken up yet.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from engine import ConfabError, Origin
-from engine.messages import explain
+from engine.messages import RESTARTED_MID_WAY, explain
 
 from ..common.access import Access, Lists, RateLimit
 from ..common.commands import Commands, Request
@@ -67,8 +70,8 @@ class SlackAdapter:
         app = AsyncApp(client=self.client, signing_secret=s.slack_signing_secret or "",
                        request_verification_enabled=not s.slack_app_token,
                        process_before_response=False, logger=logging.getLogger("slack_bolt"))
-        app.event("app_mention")(self._on_message)
-        app.event("message")(self._on_message)
+        app.event("app_mention", middleware=[self._keep_question])(self._on_message)
+        app.event("message", middleware=[self._keep_question])(self._on_message)
         app.event(re.compile(r".*"))(self._on_other_event)
         app.command(re.compile(r"^/.+"))(self._on_command)
         app.action(CANCEL_ACTION)(self._on_cancel)
@@ -105,15 +108,32 @@ class SlackAdapter:
 
     # -- listeners: each returns at once ------------------------------------------------------
 
-    async def _on_message(self, event: dict, body: dict) -> None:
+    def _question(self, event: dict, team: str) -> Said | None:
+        if self.support is not None and self.support.is_support_channel(event.get("channel", "")):
+            return None
+        return said(event, team, self.bot_user_id, self.bot_id, self.settings.slack_answer_bots)
+
+    async def _keep_question(self, body: dict, context, next) -> None:
+        """Before bolt acknowledges a message event: keep a question in the store, once (a
+        mention's twin message event and Slack's redeliveries find it kept already)."""
+        event = body.get("event") or {}
+        team = body.get("team_id", self.team)
+        q = self._question(event, team)
+        if q is not None:
+            key = f"slack:{q.channel}:{q.ts}"
+            if await self.engine.accept("slack", key, {"kind": "message", "event": event, "team": team}):
+                context["confab_event"] = key
+        await next()
+
+    async def _on_message(self, event: dict, body: dict, context) -> None:
         if self.support is not None and self.support.is_support_channel(event.get("channel", "")):
             self._on_support_message(event)
             return
-        question = said(event, body.get("team_id", self.team), self.bot_user_id, self.bot_id,
-                        self.settings.slack_answer_bots)
-        if question is None or not self.seen.first(f"{question.channel}:{question.ts}"):
+        key = context.get("confab_event")
+        question = self._question(event, body.get("team_id", self.team))
+        if key is None or question is None:
             return
-        self._spawn(self._answer(question))
+        self._spawn(self._answer(question, key))
 
     def _on_support_message(self, event: dict) -> None:
         """A support channel: every message goes to the desk (its app_mention twin is skipped)."""
@@ -134,8 +154,11 @@ class SlackAdapter:
         log.debug("ignoring a %s event", event.get("type"))
 
     async def _on_command(self, ack, command: dict, respond) -> None:
+        key = f"slack:cmd:{command.get('trigger_id') or command.get('channel_id', '')}"
+        kept = await self.engine.accept("slack", key, {"kind": "command", "command": command})
         await ack()
-        self._spawn(self._command(command, respond))
+        if kept:
+            self._spawn(self._command(command, respond, key))
 
     async def _on_cancel(self, ack, body: dict, respond) -> None:
         await ack()
@@ -178,9 +201,12 @@ class SlackAdapter:
         reply.reply_ref = {"conversation": q.conversation}
         return reply
 
-    async def _answer(self, q: Said) -> None:
+    async def _answer(self, q: Said, event_id: str) -> None:
         reply = self._reply(q)
-        await self._guard(reply, self._answer_unguarded(q, reply))
+        where = dict(reply.reply_ref, channel=q.channel, thread_ts=q.thread_ts, user=q.user)
+        with self.engine.answering(event_id, where) as intake:
+            await self._guard(reply, self._answer_unguarded(q, reply))
+        await self.engine.settle(intake)     # not when cancelled at shutdown: replayed then
 
     async def _answer_unguarded(self, q: Said, reply: ThreadReply) -> None:
         admin = await self.is_admin(q.user)
@@ -237,7 +263,7 @@ class SlackAdapter:
                              "skipped it.")
         return notes, text
 
-    async def _command(self, command: dict, respond) -> None:
+    async def _command(self, command: dict, respond, event_id: str) -> None:
         name = command_name(command.get("command", ""))
         user, channel = command.get("user_id", ""), command.get("channel_id", "")
         text = (command.get("text") or "").strip()
@@ -254,7 +280,10 @@ class SlackAdapter:
 
         reply = SlashReply(self.client, self.engine, channel, user, f"/{name} {text}".strip(), respond,
                            on_thread, self.settings.slack_edit_interval_s)
-        await self._guard(reply, self._command_unguarded(request, reply))
+        where = {"conversation": request.conversation, "channel": channel, "thread_ts": None, "user": user}
+        with self.engine.answering(event_id, where) as intake:
+            await self._guard(reply, self._command_unguarded(request, reply))
+        await self.engine.settle(intake)
 
     async def _command_unguarded(self, request: Request, reply: SlashReply) -> None:
         origin = request.origin
@@ -338,6 +367,26 @@ class SlackAdapter:
 
     # -- after a restart ------------------------------------------------------------------------
 
+    async def replay(self) -> int:
+        """Answer the questions and commands acknowledged before a restart that no job had taken
+        up yet (Slack never sends an acknowledged event again); returns how many."""
+        events = await self.engine.open_events("slack")
+        for key, payload in events:
+            if payload.get("kind") == "command":
+                from slack_bolt.context.respond.async_respond import AsyncRespond
+                command = payload.get("command") or {}
+                respond = AsyncRespond(response_url=command.get("response_url"))
+                self._spawn(self._command(command, respond, key))
+                continue
+            q = self._question(payload.get("event") or {}, payload.get("team", self.team))
+            if q is None:
+                await self.engine.settle(key)
+                continue
+            self._spawn(self._answer(q, key))
+        if events:
+            log.info("Slack: answering %d questions acknowledged before the restart", len(events))
+        return len(events)
+
     async def _resume(self, handle, ref: dict) -> None:
         """A job accepted before a restart runs again: its answer goes where it would have."""
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
@@ -346,11 +395,16 @@ class SlackAdapter:
             return
         reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
                             where.get("user", ""), self.settings.slack_edit_interval_s)
-        if handle.job.kind in ("transcribe", "speak"):
-            # a voice note's first stage: the pipeline that chained the stages is gone
+        kind = handle.job.kind
+        if kind in ("transcribe", "speak", "ocr"):
+            # a voice note's or an image question's first stage: what chained the stages is gone
             await handle.cancel()
-            self._spawn(self._say_safely(reply, "🎧 I restarted while working on your voice clip; "
-                                                "please send it again."))
+            self._spawn(self._say_safely(reply, RESTARTED_MID_WAY))
+            return
+        if kind == "image":
+            self._spawn(self._guard(reply, self._draw_again(handle, reply)))
+            return
+        if kind not in ("chat", "vision"):
             return
         # edit what was posted before the restart, never post a second answer
         reply.earlier = delivery.messages or await reply.find_posted(handle.id)
@@ -367,6 +421,12 @@ class SlackAdapter:
                                                     getattr(result, "text", text))
 
         self._spawn(self._guard(reply, run()))
+
+    async def _draw_again(self, handle, reply: ThreadReply) -> None:
+        from ..common.image_commands import deliver
+        result = await handle.result()
+        ref = await reply.say(f"🎨 “{result.prompt}” ({handle.id})")
+        await deliver(reply, ref, result)
 
 
 class _Quiet:

@@ -274,6 +274,7 @@ class SlackFake:
         self._tickets: dict[str, float] = {}
         self._rate_limits: dict[str, list] = {}
         self._failures: dict[str, list] = {}
+        self._holds: dict[str, asyncio.Event] = {}
         self._download_redirects: dict[str, list] = {}
         self._conns: list[_Conn] = []
         self._ack_futures: dict[str, asyncio.Future] = {}
@@ -313,6 +314,8 @@ class SlackFake:
         return self
 
     async def stop(self) -> None:
+        for method in list(self._holds):
+            self.release(method)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -428,6 +431,16 @@ class SlackFake:
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """The next `times` calls to `method` answer HTTP 429 with Retry-After, as Slack does."""
         self._rate_limits.setdefault(method, []).extend([int(retry_after)] * times)
+
+    def hold(self, method: str) -> None:
+        """Calls to `method` wait, unanswered, until `release(method)` (or stop()): a client
+        stuck mid-work, for a kill to land at a known point."""
+        self._holds.setdefault(method, asyncio.Event())
+
+    def release(self, method: str) -> None:
+        held = self._holds.pop(method, None)
+        if held is not None:
+            held.set()
 
     def redirect_download(self, file_id: str, location: str) -> None:
         """The next authenticated download of `file_id` answers 302 to `location`, as Slack does
@@ -1250,6 +1263,9 @@ class SlackFake:
                 wanted = "app" if method == "apps.connections.open" else "bot"
                 if tk != wanted:
                     raise SlackApiFailure("not_allowed_token_type")
+                if method in self._holds:
+                    self._notify()
+                    await self._holds[method].wait()
                 if method in self._failures and self._failures[method]:
                     error, extra = self._failures[method].pop(0)
                     raise SlackApiFailure(error, **extra)

@@ -171,6 +171,80 @@ async def test_sigkill_while_jobs_queue_then_restart_answers_each_mention_once(f
             stop(second)
 
 
+def open_events(data_dir: Path) -> list[str]:
+    db = sqlite3.connect(data_dir / "confab.db")
+    try:
+        return [k for (k,) in db.execute("SELECT id FROM events WHERE status='open'")]
+    finally:
+        db.close()
+
+
+async def test_sigkill_after_the_acks_but_before_any_job_then_restart_answers_each_once(
+        fake, tmp_path, shared_models_dir):
+    """The kill lands after Slack heard "got it" and before a job was made: every question was
+    kept before its ack, so the restart answers it with no new event. Handling waits on
+    users.info (the admin check before a job is made) because the fake holds that call."""
+    data = tmp_path / "data"
+    env = confab_env(fake, data, shared_models_dir)
+    env["PYTHONPATH"] = str(ROOT)
+    log = tmp_path / "confab.log"
+    fake.hold("users.info")
+    first = start_confab(env, tmp_path, log)
+    second = None
+    threads = []
+    try:
+        await fake.wait_connected(1, timeout=60)
+        for i in range(N - 1):
+            mention, message = fake.mention_pair(f"<@{fake.bot_user_id}> What is {i} plus {i}?")
+            for event in (mention, message):      # the twin: one question, answered once
+                await fake.wait_ack(await fake.send_event(event), 3.0)
+            threads.append(mention["ts"])
+        await fake.wait_ack(await fake.send_slash_command("/ask", "What colour is grass?"), 3.0)
+        await fake.wait_until(lambda: len(fake.calls_to("users.info")) >= N, 30,
+                              "every question stuck before its job")
+        assert len(open_events(data)) == N
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert statuses(data) == {}, "a job was made before the kill; this test wants none"
+        assert not fake.bot_messages("C1")
+        fake.release("users.info")
+
+        second = start_confab(env, tmp_path, log)
+        await fake.wait_connected(2, timeout=60)
+
+        def asked():
+            return [m for m in fake.bot_messages("C1") if "asked:" in m.get("text", "")]
+
+        def answered():
+            parents = asked()
+            return (all(len(fake.bot_messages("C1", ts)) == 1 and is_final(fake, fake.bot_messages("C1", ts)[0])
+                        for ts in threads)
+                    and len(parents) == 1 and len(fake.bot_messages("C1", parents[0]["ts"])) == 2
+                    and is_final(fake, fake.bot_messages("C1", parents[0]["ts"])[1]))
+        await fake.wait_until(answered, 120, f"{N} answers after the restart")
+        await fake.wait_until(lambda: set(statuses(data).values()) == {"done"} and len(statuses(data)) == N,
+                              30, f"{N} jobs done")
+        assert open_events(data) == []
+        await asyncio.sleep(1.0)     # anything posted twice would show by now
+        assert answered() and len(asked()) == 1
+        posts = [c for c in fake.calls_to("chat.postMessage") if c.ok]
+        assert len(posts) == N + 1, [c.params.get("text") for c in posts]   # N answers and one "asked:"
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-6000:])
+        sys.stderr.write(f"\nstore: {statuses(data)}, open events: {open_events(data)}\n")
+        raise
+    finally:
+        fake.release("users.info")
+        stop(first)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            try:
+                second.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            stop(second)
+
+
 async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake, tmp_path,
                                                                           shared_models_dir):
     """The kill landed after the answer's message reached Slack but before the job was done."""

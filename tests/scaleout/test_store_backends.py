@@ -64,6 +64,19 @@ async def test_the_store_contract(store_url):
         await store.clear_conversation("conv")
         assert await store.history("conv", 10) == []
         await store.audit("slack:alice", "submit:chat", {"job": "j1"})
+        # events kept before their ack: once each; the job made for one closes it, with the
+        # job's reply record, in the same write
+        assert await store.add_event("slack:C1:1.1", "slack", {"kind": "message", "text": "hé 50%"})
+        assert not await store.add_event("slack:C1:1.1", "slack", {"kind": "message"})
+        assert await store.add_event("slack:C1:1.2", "slack", {"kind": "message"})
+        assert await store.add_event("discord:m:9", "discord", {"kind": "message"})
+        assert await store.open_events("slack") == [("slack:C1:1.1", {"kind": "message", "text": "hé 50%"}),
+                                                    ("slack:C1:1.2", {"kind": "message"})]
+        await store.add_job(record("j4"), 1, reply_ref='{"channel": "C1"}', event="slack:C1:1.1")
+        await store.close_event("slack:C1:1.2")
+        assert await store.open_events("slack") == []
+        assert [k for k, _ in await store.open_events("discord")] == ["discord:m:9"]
+        assert (await store.get_job("j4"))["reply_ref"] == '{"channel": "C1"}'
     finally:
         store.close()
 
@@ -98,10 +111,10 @@ def test_a_database_from_before_migrations_is_adopted_with_its_data(tmp_path):
     """)
     db.commit()
     db.close()
-    env = {"CONFAB_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"CONFAB_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "bots.cli", "db", "status"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
-    assert "schema version 0" in out.stdout and "pending: 1, 2" in out.stdout, out.stderr
+    assert "schema version 0" in out.stdout and "pending: 1, 2, 3" in out.stdout, out.stderr
     out = subprocess.run([sys.executable, "-m", "bots.cli", "db", "upgrade"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert f"0 -> {migrations.LATEST}" in out.stdout, out.stderr
