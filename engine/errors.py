@@ -56,20 +56,21 @@ class UnknownModel(UserError):
         self.model, self.model_kind, self.available = model, kind, available or []
         what = f"{kind} model" if kind else "model"
         hint = f" Installed: {', '.join(self.available)}." if self.available else ""
-        super().__init__(f"The {what} '{model}' is not installed.{hint}", model=model)
+        super().__init__(f"The {what} '{model}' is not installed.{hint}", model=model, param="model")
 
 
 class LimitExceeded(UserError):
     status = 400
     code = "limit_exceeded"
 
-    def __init__(self, limit: str, value, maximum, unit: str = "", status: int | None = None):
+    def __init__(self, limit: str, value, maximum, unit: str = "", status: int | None = None,
+                 param: str | None = None):
         self.limit, self.value, self.maximum, self.unit = limit, value, maximum, unit
         if status:
             self.status = status
         u = f" {unit}" if unit else ""
         super().__init__(f"{limit} is {value}{u}; the limit is {maximum}{u}.",
-                         limit=limit, value=value, maximum=maximum)
+                         limit=limit, value=value, maximum=maximum, param=param)
 
 
 class PromptTooLong(LimitExceeded):

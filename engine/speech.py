@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage",
                  "shimmer", "verse", "marin", "cedar")
 # OpenAI's model names, mapped onto installed models.
-OPENAI_STT_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+OPENAI_STT_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+                     "gpt-4o-mini-transcribe-2025-12-15")
 OPENAI_TTS_FAST = ("tts-1",)
-OPENAI_TTS_HD = ("tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_TTS_HD = ("tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 SENTENCE_PAUSE_S = 0.2
 
 
@@ -108,6 +109,7 @@ class Segment:
     temperature: float = 0.0
     tokens: list[int] = field(default_factory=list)
     words: list[Word] = field(default_factory=list)
+    seek: int = 0                     # Whisper's offset in the audio, in 10 ms frames
 
 
 @dataclass
@@ -203,9 +205,11 @@ def run_transcribe(stt, job: TranscribeJob, ctx: RunContext) -> TranscriptResult
         for s in pieces:          # decoding happens here, one segment at a time
             if ctx.cancelled():
                 raise JobCancelled()
-            segments.append(Segment(s.id, s.start, s.end, s.text.strip(), s.avg_logprob,
+            # numbered from 0 as OpenAI numbers them (faster-whisper counts from 1)
+            segments.append(Segment(len(segments), s.start, s.end, s.text.strip(), s.avg_logprob,
                                     s.no_speech_prob, s.compression_ratio, s.temperature, s.tokens,
-                                    [Word(w.start, w.end, w.word, w.probability) for w in s.words]))
+                                    [Word(w.start, w.end, w.word, w.probability) for w in s.words],
+                                    s.seek))
             ctx.emit(TranscriptSegment(s.start, s.end, s.text.strip()))
             if info.duration:
                 ctx.emit(Progress(int(min(s.end, info.duration) * 1000), int(info.duration * 1000)))
@@ -283,12 +287,13 @@ async def submit_transcription(engine, data: bytes | audio.Pcm, origin: Origin, 
     if language is not None:
         language = check_language(language)
     if len(prompt) > 2000:
-        raise LimitExceeded("The prompt", len(prompt), 2000, "characters")
+        raise LimitExceeded("The prompt", len(prompt), 2000, "characters", param="prompt")
     pcm = data if isinstance(data, audio.Pcm) else await intake(data, settings)
     if pcm.rate != audio.STT_RATE:
         raise BadMedia("Internal audio must be 16 kHz.")
     if pcm.duration_s > settings.max_audio_seconds:
-        raise LimitExceeded("The audio", f"{pcm.duration_s:.0f}", f"{settings.max_audio_seconds:g}", "seconds")
+        raise LimitExceeded("The audio", f"{pcm.duration_s:.0f}", f"{settings.max_audio_seconds:g}", "seconds",
+                            param="file")
     job = TranscribeJob(model=stt_model_name(engine, model) or "", origin=origin, priority=priority,
                         task=task, language=language, prompt=prompt, temperature=temperature,
                         word_timestamps=word_timestamps)
@@ -385,8 +390,10 @@ def pick_tts(engine, requested: str | None, priority: int) -> tuple[str, str]:
     return name, ""
 
 
-def map_voice(voice: str | None, model: InstalledModel | None) -> str:
-    """OpenAI's voice names onto the model's voices; Bark presets and Piper speakers pass through."""
+def map_voice(voice: str | None, model: InstalledModel | None, strict: bool = True) -> str:
+    """OpenAI's voice names onto the model's voices; Bark presets and Piper speakers pass through.
+    Any other name is refused, unless `strict` is off (the voice was asked of another model,
+    which the fast voice stands in for): then the model's own voice answers."""
     if not voice:
         return ""
     v = voice.strip()
@@ -397,9 +404,20 @@ def map_voice(voice: str | None, model: InstalledModel | None) -> str:
         return ""          # Piper voices here have one speaker; the model's own voice answers
     if model is not None and model.fmt == "bark":
         from models.bark_tts import PRESETS
-        if v not in PRESETS:
-            raise BadRequest(f"'{voice}' is not a Bark voice; use one of OpenAI's names (alloy, "
-                             "echo, ...) or a preset such as v2/en_speaker_6.", param="voice")
+        if v in PRESETS or not strict:
+            return v if v in PRESETS else ""
+        raise BadRequest(f"'{voice}' is not a Bark voice; use one of OpenAI's names (alloy, "
+                         "echo, ...) or a preset such as v2/en_speaker_6.", param="voice")
+    if model is not None and model.fmt == "piper":
+        from models.piper_tts import speakers_in, voice_name
+        speakers = speakers_in(model.path)
+        if v in speakers:
+            return v
+        if v in (model.name, voice_name(model.path)) or not strict:
+            return ""
+        theirs = f", or one of its speakers: {', '.join(speakers)}" if speakers else ""
+        raise BadRequest(f"'{voice}' is not a voice of {model.name}; use one of OpenAI's voice "
+                         f"names ({', '.join(OPENAI_VOICES)}){theirs}.", param="voice")
     return v
 
 
@@ -412,7 +430,8 @@ async def submit_speech(engine, text: str, origin: Origin, *, model: str | None 
     if not text or not text.strip():
         raise BadRequest("There is nothing to say: the text is empty.", param="input")
     if check_length and len(text) > settings.max_speech_chars:
-        raise LimitExceeded("The text to speak", len(text), settings.max_speech_chars, "characters")
+        raise LimitExceeded("The text to speak", len(text), settings.max_speech_chars, "characters",
+                            param="input")
     if not 0.25 <= speed <= 4.0:
         raise BadRequest(f"'speed' must be between 0.25 and 4; got {speed:g}.", param="speed")
     fmt = audio.check_format(response_format)
@@ -420,5 +439,6 @@ async def submit_speech(engine, text: str, origin: Origin, *, model: str | None 
     name, note = pick_tts(engine, model, prio)
     installed = next((m for m in engine.installed("tts") if m.name == name), None)
     job = SpeakJob(model=name, origin=origin, priority=priority, text=text,
-                   voice=map_voice(voice, installed), speed=speed, response_format=fmt, note=note)
+                   voice=map_voice(voice, installed, strict=not note), speed=speed,
+                   response_format=fmt, note=note)
     return await engine.submit(job)

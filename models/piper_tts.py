@@ -1,10 +1,34 @@
 """Text-to-speech on Piper (ONNX voices): the fast voice, sentence by sentence."""
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+def _onnx(path: str | Path) -> Path:
+    onnx = Path(path)
+    if onnx.is_dir():
+        onnx = sorted(p for p in onnx.iterdir() if p.suffix == ".onnx")[0]
+    return onnx
+
+
+@functools.lru_cache(maxsize=64)
+def speakers_in(path: str) -> tuple[str, ...]:
+    """The speakers a voice's config names (none for a one-speaker voice), without loading it."""
+    try:
+        config = json.loads(Path(str(_onnx(path)) + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, IndexError):
+        return ()
+    return tuple(sorted(config.get("speaker_id_map") or {}))
+
+
+def voice_name(path: str) -> str:
+    """The voice's own name, its file's stem (en_US-joe-medium)."""
+    return _onnx(path).stem
 
 
 def _piper():
@@ -22,9 +46,7 @@ class PiperTTS:
 
     def __init__(self, path: str, device: str = "cpu"):
         piper = _piper()
-        onnx = Path(path)
-        if onnx.is_dir():
-            onnx = sorted(p for p in onnx.iterdir() if p.suffix == ".onnx")[0]
+        onnx = _onnx(path)
         self.voice = piper.PiperVoice.load(str(onnx), config_path=str(onnx) + ".json",
                                            use_cuda=device.startswith("cuda"))
         self.sample_rate = int(self.voice.config.sample_rate)

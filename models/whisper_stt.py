@@ -51,6 +51,7 @@ class SttSegment:
     temperature: float = 0.0
     tokens: list[int] = field(default_factory=list)
     words: list[SttWord] = field(default_factory=list)
+    seek: int = 0
 
 
 @dataclass
@@ -101,7 +102,8 @@ class WhisperSTT:
             for s in segments:
                 words = [SttWord(w.start, w.end, w.word, w.probability) for w in (s.words or [])]
                 yield SttSegment(s.id, s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob,
-                                 s.compression_ratio, s.temperature or 0.0, list(s.tokens), words)
+                                 s.compression_ratio, s.temperature or 0.0, list(s.tokens), words,
+                                 int(s.seek))
 
         return convert(), SttInfo(info.language, info.language_probability, info.duration)
 

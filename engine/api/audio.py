@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from .. import audio
-from ..errors import BadRequest, ConfabError, LimitExceeded
+from ..errors import BadMedia, BadRequest, ConfabError, LimitExceeded
 from ..jobs import Origin
 from ..speech import (SpeechChunk, SpeechResult, TranscriptResult, TranscriptSegment,
                       submit_speech, submit_transcription)
@@ -19,13 +19,28 @@ from .keys import ENGINE, SETTINGS
 from .validate import number, read_json, string
 
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+# verbose_json names the language in words, as Whisper's own table does (all 100 it knows)
 LANGUAGE_NAMES = {
-    "en": "english", "de": "german", "es": "spanish", "fr": "french", "hi": "hindi",
-    "it": "italian", "ja": "japanese", "ko": "korean", "pl": "polish", "pt": "portuguese",
-    "ru": "russian", "tr": "turkish", "zh": "chinese", "nl": "dutch", "sv": "swedish",
-    "da": "danish", "no": "norwegian", "fi": "finnish", "cs": "czech", "uk": "ukrainian",
-    "ar": "arabic", "he": "hebrew", "el": "greek", "hu": "hungarian", "ro": "romanian",
-    "id": "indonesian", "vi": "vietnamese", "th": "thai", "ca": "catalan", "fa": "persian",
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian",
+    "ko": "korean", "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish",
+    "pl": "polish", "ca": "catalan", "nl": "dutch", "ar": "arabic", "sv": "swedish",
+    "it": "italian", "id": "indonesian", "hi": "hindi", "fi": "finnish", "vi": "vietnamese",
+    "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay", "cs": "czech",
+    "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian",
+    "la": "latin", "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak", "te": "telugu",
+    "fa": "persian", "lv": "latvian", "bn": "bengali", "sr": "serbian", "az": "azerbaijani",
+    "sl": "slovenian", "kn": "kannada", "et": "estonian", "mk": "macedonian", "br": "breton",
+    "eu": "basque", "is": "icelandic", "hy": "armenian", "ne": "nepali", "mn": "mongolian",
+    "bs": "bosnian", "kk": "kazakh", "sq": "albanian", "sw": "swahili", "gl": "galician",
+    "mr": "marathi", "pa": "punjabi", "si": "sinhala", "km": "khmer", "sn": "shona",
+    "yo": "yoruba", "so": "somali", "af": "afrikaans", "oc": "occitan", "ka": "georgian",
+    "be": "belarusian", "tg": "tajik", "sd": "sindhi", "gu": "gujarati", "am": "amharic",
+    "yi": "yiddish", "lo": "lao", "uz": "uzbek", "fo": "faroese", "ht": "haitian creole",
+    "ps": "pashto", "tk": "turkmen", "nn": "nynorsk", "mt": "maltese", "sa": "sanskrit",
+    "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan", "tl": "tagalog", "mg": "malagasy",
+    "as": "assamese", "tt": "tatar", "haw": "hawaiian", "ln": "lingala", "ha": "hausa",
+    "ba": "bashkir", "jw": "javanese", "su": "sundanese", "yue": "cantonese",
 }
 FIELD_LIMIT = 64 * 1024     # any form field but the file
 
@@ -51,7 +66,7 @@ async def read_upload(request: web.Request) -> tuple[bytes, str, dict[str, list[
     if request.content_length is not None and request.content_length > max_bytes + FIELD_LIMIT * 8:
         await _drain(request)
         raise LimitExceeded("The upload", f"{request.content_length / 2**20:.1f}",
-                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
+                            f"{max_bytes / 2**20:.1f}", "MB", status=413, param="file")
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("Send the audio as multipart/form-data with a 'file' field.", param="file")
     try:
@@ -74,7 +89,8 @@ async def read_upload(request: web.Request) -> tuple[bytes, str, dict[str, list[
                     if len(buf) > max_bytes:
                         await _drain(request)
                         raise LimitExceeded("The audio file", f"over {max_bytes / 2**20:.1f}",
-                                            f"{max_bytes / 2**20:.1f}", "MB", status=413)
+                                            f"{max_bytes / 2**20:.1f}", "MB", status=413,
+                                            param="file")
                 data, filename = bytes(buf), part.filename or ""
             else:
                 raw = bytearray()
@@ -130,11 +146,12 @@ def to_vtt(result: TranscriptResult) -> str:
 
 
 def to_verbose(result: TranscriptResult, words: bool, segments: bool = True) -> dict:
-    body = {"task": result.task, "language": LANGUAGE_NAMES.get(result.language, result.language),
-            "duration": result.duration_s, "text": result.text,
-            "usage": {"type": "duration", "seconds": math.ceil(result.duration_s)}}
+    # a translation's language is the language it is in: always English (OpenAI's words)
+    language = "english" if result.task == "translate" else LANGUAGE_NAMES.get(result.language, result.language)
+    body = {"task": result.task, "language": language, "duration": result.duration_s,
+            "text": result.text, "usage": {"type": "duration", "seconds": math.ceil(result.duration_s)}}
     if segments:
-        body["segments"] = [{"id": s.id, "seek": 0, "start": s.start, "end": s.end, "text": s.text,
+        body["segments"] = [{"id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text,
                              "tokens": s.tokens, "temperature": s.temperature,
                              "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
                              "no_speech_prob": s.no_speech_prob} for s in result.segments]
@@ -179,12 +196,17 @@ async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
                          param="timestamp_granularities")
     stream = (_field(fields, "stream") or "").lower() == "true"
     language = _field(fields, "language") if task == "transcribe" else None
-    handle = await submit_transcription(
-        engine, data, _origin(request, _field(fields, "user") or ""),
-        model=_field(fields, "model"), task=task, language=language or None,
-        prompt=_field(fields, "prompt") or "",
-        temperature=_float_field(fields, "temperature", 0.0, 0.0, 1.0),
-        word_timestamps="word" in granularities)
+    temperature = _float_field(fields, "temperature", 0.0, 0.0, 1.0)
+    try:
+        handle = await submit_transcription(
+            engine, data, _origin(request, _field(fields, "user") or ""),
+            model=_field(fields, "model"), task=task, language=language or None,
+            prompt=_field(fields, "prompt") or "", temperature=temperature,
+            word_timestamps="word" in granularities)
+    except (BadMedia, LimitExceeded) as e:
+        if not e.data.get("param"):       # refused at intake: the upload itself is the problem
+            e.data["param"] = "file"
+        raise
     headers = {"X-Confab-Job-Id": handle.id}
     if stream:
         return await _stream_transcript(request, handle, headers)
@@ -248,7 +270,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
         raise BadRequest("Confab streams speech as raw audio: use response_format 'pcm' with "
                          "stream_format 'audio'.", param="stream_format")
     handle = await submit_speech(engine, text, _origin(request, string(body, "user") or ""),
-                                 model=string(body, "model"), voice=string(body, "voice"),
+                                 model=string(body, "model"), voice=_voice(body),
                                  response_format=fmt, speed=speed)
     headers = {"X-Confab-Job-Id": handle.id, "X-Confab-Model": handle.job.model}
     if handle.job.note:
@@ -261,6 +283,17 @@ async def speech(request: web.Request) -> web.StreamResponse:
         await handle.cancel()
         raise
     return web.Response(body=result.audio, headers={**headers, "Content-Type": result.mime_type})
+
+
+def _voice(body: dict) -> str | None:
+    """A voice name, or OpenAI's custom-voice object {"id": NAME}."""
+    voice = body.get("voice")
+    if isinstance(voice, dict):
+        if not isinstance(voice.get("id"), str):
+            raise BadRequest("'voice' must be a voice name or an object with an 'id' string.",
+                             param="voice")
+        return voice["id"]
+    return string(body, "voice")
 
 
 async def _stream_pcm(request: web.Request, handle, headers: dict) -> web.StreamResponse:
