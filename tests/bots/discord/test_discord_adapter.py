@@ -208,9 +208,11 @@ async def test_429_on_an_edit_is_honoured(rig):
     await fake.dispatch("MESSAGE_CREATE", mention)
     reply = await rig.bot_reply_to(mention["id"])
     limited = await fake.wait_for("PATCH", "/messages/", status=429, timeout=T)
-    retried = await fake.wait_for("PATCH", f"/messages/{limited.path.rsplit('/', 1)[-1]}", status=200, timeout=T)
+    # the next edit of that message after the 429 (earlier edits of it may have gone through)
+    retried = await fake.wait_for("PATCH", f"/messages/{limited.path.rsplit('/', 1)[-1]}",
+                                  lambda r: r.index > limited.index, status=200, timeout=T)
     # measured on the fake's clock of arrivals: the test's own wake-ups may come late under load
-    assert retried.at - limited.at >= 0.55 and retried.index > limited.index
+    assert retried.at - limited.at >= 0.55
     final = await rig.answered(reply["id"])
     assert final["content"] != PLACEHOLDER
 
