@@ -226,8 +226,10 @@ class Engine:
             intake.closed = True
             await self.store.close_event(intake.event)
 
-    async def open_events(self, platform: str) -> list[tuple[str, dict]]:
-        return await self.store.open_events(platform)
+    async def open_events(self, platform: str, before: float) -> list[tuple[str, dict]]:
+        """Events kept before `before` (when this process began to listen: the ones after it are
+        its own, being answered) that no job took up."""
+        return await self.store.open_events(platform, before)
 
     def _check_capacity(self, user: str) -> None:
         policy = self.scheduler.policy

@@ -162,12 +162,13 @@ class Store:
             self._db.commit()
         await self._run(_close)
 
-    async def open_events(self, platform: str) -> list[tuple[str, dict]]:
-        """(id, payload) of the platform's events kept but not yet answered, oldest first."""
+    async def open_events(self, platform: str, before: float) -> list[tuple[str, dict]]:
+        """(id, payload) of the platform's events kept before `before` and not yet answered,
+        oldest first."""
         def _list():
             rows = self._db.execute(
-                "SELECT id, payload FROM events WHERE platform=? AND status='open' ORDER BY created",
-                (platform,)).fetchall()
+                "SELECT id, payload FROM events WHERE platform=? AND status='open' AND created < ?"
+                " ORDER BY created", (platform, before)).fetchall()
             return [(event_id, json.loads(payload)) for event_id, payload in rows]
         return await self._run(_list)
 

@@ -28,6 +28,15 @@ class Who:
     def is_dm(self) -> bool:
         return self.guild_id is None
 
+    def to_record(self) -> dict:
+        """As the store keeps it with an event answered after a restart."""
+        return {"user_id": self.user_id, "channel_id": self.channel_id, "guild_id": self.guild_id,
+                "parent_id": self.parent_id, "role_ids": sorted(self.role_ids), "is_bot": self.is_bot}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Who":
+        return cls(**{**record, "role_ids": frozenset(record.get("role_ids") or ())})
+
 
 class DiscordAccess:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):

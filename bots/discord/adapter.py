@@ -5,11 +5,16 @@ A thin translator: it decides whether an event is addressed to Confab, who asks 
 hands the text to the shared command set with a Discord `Reply` (`reply.py`). Voice messages go
 through the voice-note path (`voice.py`), images with a question to the shared image commands.
 Every failure becomes a short reply (`explain`).
+
+A message or a slash command is kept in the store before anything else is done with it (before
+the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
+answers the ones no job had taken up yet, as Discord never sends an event again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable
 
 import discord
@@ -19,12 +24,13 @@ import yarl
 
 from bots.common.commands import Commands, Request
 from engine import ConfabError, Engine, Origin
-from engine.messages import explain
+from engine.messages import RESTARTED_MID_WAY, explain
 
 from . import files, history
 from .access import DiscordAccess, Who
 from .buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
-from .reply import ChannelReply, DiscordReply, InteractionReply, MessageReply
+from .reply import (INTERACTION_TOKEN_S, ChannelReply, DiscordReply, InteractionReply, MessageReply,
+                    followup_webhook)
 from .slash import PRIVATE, build_tree
 from .voice import answer_voice_note
 
@@ -82,8 +88,10 @@ class ConfabClient(discord.Client):
 
     async def on_ready(self) -> None:
         log.info("Discord: connected as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
-        if not self.ready.is_set() and self.application_id:
-            log.info("Discord: add Confab to a server with %s", invite_url(self.application_id))
+        if not self.ready.is_set():
+            if self.application_id:
+                log.info("Discord: add Confab to a server with %s", invite_url(self.application_id))
+            self.adapter.spawn(self.adapter.replay())
         self.ready.set()
 
     async def on_message(self, message: discord.Message) -> None:
@@ -105,6 +113,8 @@ class DiscordAdapter:
         self._task: asyncio.Task | None = None
         self._restore: Callable[[], None] | None = None
         self.pipelines: dict[str, object] = {}   # first job id -> running voice note
+        self._tasks: set[asyncio.Task] = set()
+        self.listening_since = time.time()      # events kept before this came from an earlier run
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -133,12 +143,19 @@ class DiscordAdapter:
         except Exception:
             log.exception("the Discord gateway connection ended")
 
+    def spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def wait_until_ready(self, timeout: float) -> None:
         await asyncio.wait_for(self.client.ready.wait(), timeout)
 
     async def stop(self) -> None:
         if self.support is not None:
             await self.support.stop()
+        for task in list(self._tasks):
+            task.cancel()
         await self.client.close()
         if self._task is not None:
             try:
@@ -212,11 +229,21 @@ class DiscordAdapter:
             return
         if not self.addressed(message):
             return
-        reply = MessageReply(self, message)
-        await self._guarded(reply, self._answer_message(message, reply))
-
-    async def _answer_message(self, message: discord.Message, reply: MessageReply) -> None:
         who = self.who_of(message.author, message.channel, message.guild.id if message.guild else None)
+        key = f"discord:message:{message.id}"
+        if await self.engine.accept("discord", key, {"kind": "message", "channel": str(message.channel.id),
+                                                     "message": str(message.id), "who": who.to_record()}):
+            await self._answer(key, message, who)
+
+    async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
+        reply = MessageReply(self, message)
+        where = {"channel": str(message.channel.id), "reply_to": str(message.id),
+                 "conversation": self.conversation_of(message)}
+        with self.engine.answering(key, where) as intake:
+            await self._guarded(reply, self._answer_message(message, reply, who))
+        await self.engine.settle(intake)     # not when cancelled at shutdown: replayed then
+
+    async def _answer_message(self, message: discord.Message, reply: MessageReply, who: Who) -> None:
         refusal = self.access.check(who)
         if refusal:
             await reply.say(refusal)
@@ -271,13 +298,28 @@ class DiscordAdapter:
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
+        record = {"kind": "slash", "name": name, "arg": arg, "who": who.to_record(),
+                  "attachment": attachment.to_dict() if attachment is not None else None,
+                  "thread": str(interaction.channel_id) if isinstance(interaction.channel, discord.Thread) else "",
+                  "channel": str(interaction.channel_id), "app": str(interaction.application_id),
+                  "token": interaction.token, "at": interaction.created_at.timestamp()}
+        key = f"discord:interaction:{interaction.id}"
+        kept = await self.engine.accept("discord", key, record)
         await interaction.response.defer(thinking=True, ephemeral=name in PRIVATE)
-        reply = InteractionReply(self, interaction)
-        request = Request(self.origin_of(who, interaction.channel),
-                          f"discord:{interaction.channel_id}:{interaction.user.id}", f"/{name} {arg}".strip(),
-                          attachments=[])
+        if kept:
+            await self._answer_slash(key, record, InteractionReply.of(self, interaction), attachment)
+
+    async def _answer_slash(self, key: str, record: dict, reply: DiscordReply, attachment) -> None:
+        who = Who.from_record(record["who"])
+        request = Request(self.access.origin(who, thread=record["thread"]),
+                          f"discord:{record['channel']}:{who.user_id}",
+                          f"/{record['name']} {record['arg']}".strip(), attachments=[])
         reply.conversation = request.conversation
-        await self._guarded(reply, self._slash(request, attachment, reply))
+        where = {"channel": record["channel"], "reply_to": "", "conversation": request.conversation,
+                 **reply.where_extra}
+        with self.engine.answering(key, where) as intake:
+            await self._guarded(reply, self._slash(request, attachment, reply))
+        await self.engine.settle(intake)
 
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did
@@ -339,7 +381,7 @@ class DiscordAdapter:
         """The same picture request as job `job_id` (from its stored record), with a new seed,
         drawn by and for the person who clicked, in a message of its own."""
         from bots.common.image_commands import ImagineSpec, run_imagine
-        reply = InteractionReply(self, interaction)
+        reply = InteractionReply.of(self, interaction)
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
@@ -379,6 +421,42 @@ class DiscordAdapter:
 
     # -- after a restart ----------------------------------------------------------------------
 
+    async def replay(self) -> int:
+        """Answer the messages and slash commands kept before a restart that no job had taken up
+        yet; returns how many."""
+        events = await self.engine.open_events("discord", before=self.listening_since)
+        for key, record in events:
+            self.spawn(self._replay(key, record))
+        if events:
+            log.info("Discord: answering %d requests received before the restart", len(events))
+        return len(events)
+
+    async def _replay(self, key: str, record: dict) -> None:
+        try:
+            if record.get("kind") == "slash":
+                attachment = files.KeptAttachment.of(record["attachment"]) if record.get("attachment") else None
+                reply = self._reply_to_interaction(record["channel"], record.get("app", ""),
+                                                   record.get("token", ""), float(record.get("at") or 0))
+                await self._answer_slash(key, record, reply, attachment)
+            elif record.get("kind") == "message":
+                channel_id = int(record["channel"])
+                channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+                message = await channel.fetch_message(int(record["message"]))
+                await self._answer(key, message, Who.from_record(record["who"]))
+            else:
+                await self.engine.settle(key)
+        except (discord.NotFound, discord.Forbidden) as e:    # deleted, or no longer ours to read
+            log.info("not answering %s after the restart: %s", key, e)
+            await self.engine.settle(key)
+        except discord.HTTPException as e:
+            log.warning("could not answer %s after the restart yet: %s", key, e)
+
+    def _reply_to_interaction(self, channel: str, app: str, token: str, at: float) -> DiscordReply:
+        """Follow-ups of an interaction while its token lives; after that, the channel."""
+        if token and time.time() - at < INTERACTION_TOKEN_S:
+            return InteractionReply(self, int(channel), followup_webhook(self.client, app, token), at)
+        return ChannelReply(self, int(channel))
+
     async def _resume(self, handle, ref: dict) -> None:
         """A job accepted before a restart runs again: its answer goes where it would have,
         into the message posted for it then (never a second answer)."""
@@ -386,15 +464,36 @@ class DiscordAdapter:
         from bots.common.render import tokens_of
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
         where = delivery.where
-        if not where.get("channel") or handle.job.kind != "chat":
+        kind = handle.job.kind
+        if not where.get("channel") or kind not in ("chat", "vision", "transcribe", "speak", "ocr", "image"):
             return
         channel = int(where["channel"])
-        reply = ChannelReply(self, channel, int(where["reply_to"]) if where.get("reply_to") else None)
+        interaction = where.get("interaction")
+        if isinstance(interaction, dict):
+            reply = self._reply_to_interaction(where["channel"], interaction.get("app", ""),
+                                               interaction.get("token", ""), float(interaction.get("at") or 0))
+        else:
+            reply = ChannelReply(self, channel, int(where["reply_to"]) if where.get("reply_to") else None)
         reply.conversation = where.get("conversation", "")
-        partial = self.client.get_partial_messageable(channel)
-        reply.earlier = [partial.get_partial_message(int(m)) for m in delivery.messages]
+        if kind in ("transcribe", "speak", "ocr"):
+            # a voice note's or an image question's first stage: what chained the stages is gone
+            await handle.cancel()
+            await self._say_error(reply, RESTARTED_MID_WAY)
+            return
+
+        async def earlier() -> list:
+            if isinstance(reply, InteractionReply):    # follow-ups are edited through the webhook
+                return [await reply.followup.fetch_message(int(m)) for m in delivery.messages]
+            partial = self.client.get_partial_messageable(channel)
+            return [partial.get_partial_message(int(m)) for m in delivery.messages]
 
         async def run() -> None:
+            reply.earlier = await earlier()
+            if kind == "image":
+                from bots.common.image_commands import deliver
+                result = await handle.result()
+                await deliver(reply, await reply.say(f"🎨 “{result.prompt}” ({handle.id})"), result)
+                return
             await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
             result = await handle.result()
             if reply.conversation and handle.job.messages:

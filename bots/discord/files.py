@@ -4,6 +4,7 @@ as `DiscordFile`s, which fetch the same way."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -49,6 +50,20 @@ def is_audio(attachment: discord.Attachment) -> bool:
 def is_image(attachment: discord.Attachment) -> bool:
     ctype = (attachment.content_type or "").split(";")[0].strip().lower()
     return ctype.startswith("image/") or attachment.filename.lower().endswith(IMAGE_NAMES)
+
+
+@dataclass(frozen=True)
+class KeptAttachment:
+    """What `download` reads of an attachment, as kept in the store with a slash command that is
+    answered after a restart (from `discord.Attachment.to_dict()`)."""
+    url: str
+    filename: str
+    size: int
+    content_type: str | None = None
+
+    @classmethod
+    def of(cls, record: dict) -> "KeptAttachment":
+        return cls(record["url"], record["filename"], int(record.get("size") or 0), record.get("content_type"))
 
 
 class DiscordFile:

@@ -46,7 +46,8 @@ class FormReply(InteractionReply):
     """An interaction's reply whose form is already filled in (by the modal or the options)."""
 
     def __init__(self, adapter: "DiscordAdapter", interaction: discord.Interaction, values: dict):
-        super().__init__(adapter, interaction)
+        super().__init__(adapter, interaction.channel_id, interaction.followup,
+                         interaction.created_at.timestamp())
         self.values = values
 
     async def form(self, template: Template, values: dict) -> dict:

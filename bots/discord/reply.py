@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 LIMIT = 2000
 PLACEHOLDER = "⏳ …"
 NO_MENTIONS = discord.AllowedMentions.none()
+INTERACTION_TOKEN_S = 14 * 60     # Discord's interaction tokens live 15 minutes
+
+
+def followup_webhook(client: discord.Client, application_id: int | str, token: str) -> discord.Webhook:
+    """An interaction's follow-up webhook from its application id and token, made as
+    `Interaction.followup` makes it: after a restart the Interaction is gone, its token not."""
+    return discord.Webhook.from_state({"id": int(application_id), "type": 3, "token": token},
+                                      client._connection)
 
 
 class DiscordReply:
@@ -39,6 +47,7 @@ class DiscordReply:
         self.adapter, self.channel_id, self.reply_to = adapter, channel_id, reply_to
         self.conversation = ""
         self.earlier: list = []     # messages posted for this job before a restart, to edit
+        self.where_extra: dict = {}   # more of where the answer goes, kept with the job
         self._controls: dict[int, tuple[str, bool]] = {}    # /imagine status message id -> (job id, done)
 
     # -- to implement ----------------------------------------------------------------------
@@ -98,7 +107,8 @@ class DiscordReply:
         if job_id:      # where the answer goes, kept with the job so a restart can finish it
             delivery = Delivery(self.adapter.engine.store, job_id,
                                 {"channel": str(self.channel_id), "reply_to": str(self.reply_to or ""),
-                                 "conversation": self.conversation}, [str(m.id) for m in self.earlier])
+                                 "conversation": self.conversation, **self.where_extra},
+                                [str(m.id) for m in self.earlier])
             await delivery.save()
 
         async def post(text: str) -> discord.Message:
@@ -190,18 +200,27 @@ class MessageReply(DiscordReply):
 
 class InteractionReply(DiscordReply):
     """Answers to a slash command that was deferred: the first follow-up fills in the
-    "thinking…" message; private answers are ephemeral."""
+    "thinking…" message; private answers are ephemeral. Made from the interaction, or after a
+    restart from its application id and token (`followup_webhook`) while the token lives."""
 
-    def __init__(self, adapter: "DiscordAdapter", interaction: discord.Interaction):
-        super().__init__(adapter, interaction.channel_id)
-        self.interaction = interaction
+    def __init__(self, adapter: "DiscordAdapter", channel_id: int, followup: discord.Webhook,
+                 created_at: float):
+        super().__init__(adapter, channel_id)
+        self.followup = followup
+        self.where_extra = {"interaction": {"app": str(followup.id), "token": followup.token,
+                                            "at": created_at}}
+
+    @classmethod
+    def of(cls, adapter: "DiscordAdapter", interaction: discord.Interaction) -> "InteractionReply":
+        return cls(adapter, interaction.channel_id, interaction.followup,
+                   interaction.created_at.timestamp())
 
     async def _post(self, text: str, view: discord.ui.View | None = None,
                     ephemeral: bool = False) -> discord.Message:
         kw = {"wait": True, "allowed_mentions": NO_MENTIONS, "ephemeral": ephemeral}
         if view is not None:
             kw["view"] = view
-        msg = await self.interaction.followup.send(text, **kw)
+        msg = await self.followup.send(text, **kw)
         if view is not None:
             view.stop()
         return msg
@@ -214,7 +233,7 @@ class InteractionReply(DiscordReply):
         return first
 
     async def _post_file(self, file: discord.File, text: str) -> object:
-        return await self.interaction.followup.send(text or discord.utils.MISSING, file=file, wait=True)
+        return await self.followup.send(text or discord.utils.MISSING, file=file, wait=True)
 
 
 class ChannelReply(DiscordReply):

@@ -56,6 +56,7 @@ class SlackAdapter:
         self._admins: dict[str, tuple[bool, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pipelines: dict[str, Any] = {}     # first stage's job id -> running voice note
+        self.listening_since = time.time()      # events kept before this came from an earlier run
         self.support = None
         if desk is not None:
             from .support import SlackSupport
@@ -370,7 +371,7 @@ class SlackAdapter:
     async def replay(self) -> int:
         """Answer the questions and commands acknowledged before a restart that no job had taken
         up yet (Slack never sends an acknowledged event again); returns how many."""
-        events = await self.engine.open_events("slack")
+        events = await self.engine.open_events("slack", before=self.listening_since)
         for key, payload in events:
             if payload.get("kind") == "command":
                 from slack_bolt.context.respond.async_respond import AsyncRespond

@@ -601,6 +601,8 @@ class DiscordFake:
         self._changed: Optional[asyncio.Event] = None
         self._rate_rules: List[_Rule] = []
         self._faults: List[_Rule] = []
+        self._holds: Dict[tuple, asyncio.Event] = {}
+        self.held: List[str] = []     # "METHOD path" of each request that arrived while held
         self._buckets: Dict[str, _Bucket] = {}
         self._conn_counter = 0
 
@@ -639,6 +641,7 @@ class DiscordFake:
         return self
 
     async def stop(self) -> None:
+        self.release_all()
         for conn in list(self.gateway_connections):
             if conn.open:
                 await conn.close(WSCloseCode.GOING_AWAY, "fake stopping")
@@ -1823,6 +1826,29 @@ class DiscordFake:
         self._rate_rules.append(_Rule(route_substring, method, times, retry_after=retry_after,
                                       global_=global_, scope="global" if global_ else scope))
 
+    def hold(self, path: str, method: str = "GET") -> None:
+        """Requests whose path starts with ``path`` (as the client sends it, e.g.
+        "/api/v10/channels/1/messages", or an attachment's CDN path) wait unanswered until
+        :meth:`release`: a client stuck mid-work, for a kill to land at a known point."""
+        self._holds.setdefault((method.upper(), path), asyncio.Event())
+
+    def release(self, path: str, method: str = "GET") -> None:
+        held = self._holds.pop((method.upper(), path), None)
+        if held is not None:
+            held.set()
+
+    def release_all(self) -> None:
+        for method, path in list(self._holds):
+            self.release(path, method)
+
+    async def _wait_if_held(self, request: web.Request) -> None:
+        held = next((ev for (method, path), ev in self._holds.items()
+                     if method == request.method and request.path.startswith(path)), None)
+        if held is not None:
+            self.held.append(f"{request.method} {request.path}")
+            self._touch()
+            await held.wait()
+
     def fail_next(self, route_substring: str, status: int, body: Optional[dict] = None, *, times: int = 1,
                   method: Optional[str] = None) -> None:
         """Answer the next ``times`` matching requests with ``status`` / ``body`` (e.g. 403 50013, 500)."""
@@ -1928,6 +1954,7 @@ class DiscordFake:
         return f"{method} {t}"
 
     async def _api_entry(self, request: web.Request) -> web.StreamResponse:
+        await self._wait_if_held(request)
         rec = RecordedRequest(index=len(self.requests), method=request.method, path=request.path,
                               query=dict(request.query), headers=dict(request.headers))
         try:
@@ -2267,6 +2294,7 @@ class DiscordFake:
         return resp
 
     async def _cdn_entry(self, request: web.Request) -> web.Response:
+        await self._wait_if_held(request)
         rec = RecordedRequest(index=len(self.requests), method=request.method, path=request.path,
                               query=dict(request.query), headers=dict(request.headers))
         mi = request.match_info

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from tests.confab_process import clean_env, open_events, reply_refs, start_confab, statuses
+from tests.confab_process import kill as stop
+from tests.confab_process import terminate
 from tests.conftest import free_port, requires_chat_model
 
 pytest.importorskip("slack_bolt")
@@ -27,7 +27,6 @@ from tests.fakes.slack import SlackFake  # noqa: E402
 pytestmark = requires_chat_model
 
 N = 4
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest_asyncio.fixture
@@ -41,45 +40,11 @@ async def fake():
 
 
 def confab_env(fake: SlackFake, data_dir: Path, models_dir: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONFAB_", "SLACK_", "DISCORD_"))}
-    env.update(CONFAB_DATA_DIR=str(data_dir), CONFAB_MODELS_DIR=str(models_dir),
-               CONFAB_PORT=str(free_port()), CONFAB_MAX_TOKENS="24", CONFAB_THREADS="1",
-               CONFAB_SLACK_USER_RATE="0", CONFAB_SLACK_EDIT_INTERVAL="0.3",
-               SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token,
-               CONFAB_SLACK_API_URL=fake.api_url, PYTHONUNBUFFERED="1")
-    return env
-
-
-def start_confab(env: dict, cwd: Path, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    try:
-        return subprocess.Popen([sys.executable, "-m", "bots.cli", "run", "--no-console"], env=env,
-                                cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    finally:
-        out.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(10)
-
-
-def reply_refs(data_dir: Path) -> list[str | None]:
-    db = sqlite3.connect(data_dir / "confab.db")
-    try:
-        return [r for (r,) in db.execute("SELECT reply_ref FROM jobs")]
-    finally:
-        db.close()
-
-
-def statuses(data_dir: Path) -> dict[str, str]:
-    db = sqlite3.connect(data_dir / "confab.db")
-    try:
-        return dict(db.execute("SELECT id, status FROM jobs"))
-    finally:
-        db.close()
+    return clean_env(CONFAB_DATA_DIR=str(data_dir), CONFAB_MODELS_DIR=str(models_dir),
+                     CONFAB_PORT=str(free_port()), CONFAB_MAX_TOKENS="24", CONFAB_THREADS="1",
+                     CONFAB_SLACK_USER_RATE="0", CONFAB_SLACK_EDIT_INTERVAL="0.3",
+                     SLACK_BOT_TOKEN=fake.bot_token, SLACK_APP_TOKEN=fake.app_token,
+                     CONFAB_SLACK_API_URL=fake.api_url)
 
 
 async def idle_then_close(engine) -> None:
@@ -107,7 +72,6 @@ async def test_sigkill_while_jobs_queue_then_restart_answers_each_mention_once(f
     data = tmp_path / "data"
     env = confab_env(fake, data, shared_models_dir)
     log = tmp_path / "confab.log"
-    env["PYTHONPATH"] = str(ROOT)
     first = start_confab(env, tmp_path, log)
     second = None
     threads = []
@@ -163,20 +127,7 @@ async def test_sigkill_while_jobs_queue_then_restart_answers_each_mention_once(f
     finally:
         stop(first)
         if second is not None:
-            second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-            stop(second)
-
-
-def open_events(data_dir: Path) -> list[str]:
-    db = sqlite3.connect(data_dir / "confab.db")
-    try:
-        return [k for (k,) in db.execute("SELECT id FROM events WHERE status='open'")]
-    finally:
-        db.close()
+            terminate(second)
 
 
 async def test_sigkill_after_the_acks_but_before_any_job_then_restart_answers_each_once(
@@ -186,7 +137,6 @@ async def test_sigkill_after_the_acks_but_before_any_job_then_restart_answers_ea
     users.info (the admin check before a job is made) because the fake holds that call."""
     data = tmp_path / "data"
     env = confab_env(fake, data, shared_models_dir)
-    env["PYTHONPATH"] = str(ROOT)
     log = tmp_path / "confab.log"
     fake.hold("users.info")
     first = start_confab(env, tmp_path, log)
@@ -237,12 +187,7 @@ async def test_sigkill_after_the_acks_but_before_any_job_then_restart_answers_ea
         fake.release("users.info")
         stop(first)
         if second is not None:
-            second.send_signal(signal.SIGTERM)
-            try:
-                second.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-            stop(second)
+            terminate(second)
 
 
 async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake, tmp_path,

@@ -70,12 +70,13 @@ async def test_the_store_contract(store_url):
         assert not await store.add_event("slack:C1:1.1", "slack", {"kind": "message"})
         assert await store.add_event("slack:C1:1.2", "slack", {"kind": "message"})
         assert await store.add_event("discord:m:9", "discord", {"kind": "message"})
-        assert await store.open_events("slack") == [("slack:C1:1.1", {"kind": "message", "text": "hé 50%"}),
-                                                    ("slack:C1:1.2", {"kind": "message"})]
+        assert await store.open_events("slack", time.time() + 1) == [
+            ("slack:C1:1.1", {"kind": "message", "text": "hé 50%"}), ("slack:C1:1.2", {"kind": "message"})]
+        assert await store.open_events("slack", 0) == []        # none kept before then
         await store.add_job(record("j4"), 1, reply_ref='{"channel": "C1"}', event="slack:C1:1.1")
         await store.close_event("slack:C1:1.2")
-        assert await store.open_events("slack") == []
-        assert [k for k, _ in await store.open_events("discord")] == ["discord:m:9"]
+        assert await store.open_events("slack", time.time() + 1) == []
+        assert [k for k, _ in await store.open_events("discord", time.time() + 1)] == ["discord:m:9"]
         assert (await store.get_job("j4"))["reply_ref"] == '{"channel": "C1"}'
     finally:
         store.close()

@@ -1,6 +1,7 @@
 """Nothing lost: a mention accepted before a restart is answered after it, in the placeholder
 posted for it then (never a second answer). The first Confab's model never loads (its loader
-waits on a gate), so the job is still queued when it stops; the second runs the real SmolLM2."""
+waits on a gate), so the job is still queued when it stops; the second runs the real SmolLM2.
+Then for real: a `confab run` process killed with SIGKILL mid-work, and started again."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ from bots.discord.adapter import DiscordAdapter
 from engine.engine import Engine
 from tests.conftest import make_settings, requires_chat_model
 from tests.fakes.discord_fake import DiscordFake
+from tests.speech_helpers import requires_speech_tools
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio, pytest.mark.timeout(300)]
 
@@ -61,3 +63,102 @@ async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tm
         finally:
             await again.stop()
             await second.close()
+
+
+# -- for real: a `confab run` process, SIGKILL, and a restart on the same data folder ----------
+
+def discord_env(fake: DiscordFake, data, models) -> dict:
+    from tests.confab_process import clean_env
+    from tests.conftest import free_port
+    return clean_env(CONFAB_DATA_DIR=str(data), CONFAB_MODELS_DIR=str(models), CONFAB_PORT=str(free_port()),
+                     CONFAB_MAX_TOKENS="24", CONFAB_THREADS="1", CONFAB_DISCORD_USER_RATE="0",
+                     CONFAB_DISCORD_EDIT_INTERVAL="0.3", CONFAB_STT_MODEL="whisper-tiny.en",
+                     DISCORD_BOT_TOKEN=fake.token, CONFAB_DISCORD_API_URL=fake.api_base,
+                     CONFAB_DISCORD_GATEWAY_URL=fake.gateway_url)
+
+
+@requires_speech_tools
+async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path, shared_models_dir):
+    """Three requests caught at three points when the kill lands, each held there by the fake:
+    a mention in a thread while its history is read (no job yet), a deferred /transcribe while
+    its file downloads (no job yet), and a deferred /ask whose answer is posted but whose next
+    edit hangs (the job stored, maybe done). After the restart each gets one answer, in its
+    thread or in its interaction's message, and nothing is posted twice."""
+    import json
+    import signal
+
+    from tests.confab_process import kill, open_events, results, start_confab, statuses, terminate
+    from tests.speech_helpers import espeak
+
+    data, log = tmp_path / "data", tmp_path / "confab.log"
+    async with DiscordFake() as fake:
+        env = discord_env(fake, data, shared_models_dir)
+        first = start_confab(env, tmp_path, log)
+        second = None
+        try:
+            await fake.wait_for_identify(timeout=60)
+            await fake.wait_for("PUT", "/commands", timeout=30)
+            opening = fake.message_create_guild("Let's talk about France here.")
+            thread = await fake.start_thread(fake.messages[opening["id"]])
+            mention = fake.message_create_mention("What is the capital of France?", channel_id=thread["id"])
+            fake.hold(f"/api/v10/channels/{thread['id']}/messages")
+            clip = fake.add_attachment(espeak("The meeting starts at nine.", tmp_path / "q.wav").read_bytes(),
+                                       "question.wav", "audio/wav")
+            fake.hold(f"/attachments/{fake.channel_id}/{clip['id']}/")
+            transcribe = fake.interaction_command("transcribe", {"file": clip})
+            ask = fake.interaction_command("ask", {"question": "Name three colours."})
+            fake.hold(f"/api/v10/webhooks/{fake.application_id}/{ask['token']}/messages/", method="PATCH")
+
+            await fake.dispatch("MESSAGE_CREATE", mention)
+            await fake.dispatch("INTERACTION_CREATE", transcribe)
+            await fake.dispatch("INTERACTION_CREATE", ask)
+            await fake._wait_until(lambda: len(fake.held) >= 3, 90, "all three requests held")
+            # they came while the client waited for its servers: once ready, it must not take
+            # them for requests of an earlier run and answer them a second time
+            async def ready():
+                while "Discord: connected as" not in log.read_text(errors="replace"):
+                    await asyncio.sleep(0.1)
+            await asyncio.wait_for(ready(), 30)
+            await asyncio.sleep(0.5)
+            assert len(fake.held) == 3, fake.held
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            assert len(open_events(data)) == 2           # the mention and /transcribe: no job yet
+            ask_job, = statuses(data)                     # /ask: its job stored, its answer posted
+            assert fake.interaction_state(ask).original_message_id
+            fake.release_all()
+
+            second = start_confab(env, tmp_path, log)
+            await fake.wait_for_identify(2, timeout=60)
+
+            def answered() -> bool:
+                in_thread = fake.sent_by_bot(thread["id"])
+                t_msg = fake.messages.get(fake.interaction_state(transcribe).original_message_id or "", {})
+                a_msg = fake.messages.get(fake.interaction_state(ask).original_message_id, {})
+                result = json.loads(results(data).get(ask_job) or "null")
+                return (len(in_thread) == 1 and "confab:speak" in str(in_thread[0].get("components"))
+                        and t_msg.get("content", "").startswith("📝")
+                        and bool(result) and a_msg.get("content") == result["text"].strip())
+            await fake._wait_until(answered, 240, "three answers after the restart")
+            await fake._wait_until(lambda: set(statuses(data).values()) == {"done"}, 30, "every job done")
+            assert open_events(data) == []
+            await asyncio.sleep(1.0)      # anything posted twice would show by now
+            assert answered()
+            reply, = fake.sent_by_bot(thread["id"])
+            assert reply["message_reference"]["message_id"] == mention["id"]
+            assert reply["content"].strip()
+            assert "meeting" in fake.messages[fake.interaction_state(transcribe).original_message_id]["content"].lower()
+            for payload in (transcribe, ask):           # each answer in its interaction's one message
+                state = fake.interaction_state(payload)
+                assert state.message_ids == [state.original_message_id], [
+                    fake.messages[m]["content"] for m in state.message_ids]
+            assert all(m.get("interaction_metadata") for m in fake.sent_by_bot(fake.channel_id))
+        except BaseException:
+            import sys
+            sys.stderr.write(log.read_text(errors="replace")[-8000:])
+            sys.stderr.write(f"\nstore: {statuses(data)}, open events: {open_events(data)}\n")
+            raise
+        finally:
+            kill(first)
+            if second is not None:
+                terminate(second)
