@@ -30,7 +30,8 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 ResumeListener = Callable[[JobHandle, dict], Awaitable[None]]
-REDELIVER_WITHIN_S = 3600.0   # a finished answer whose last edit a kill cut off is re-sent this long
+REDELIVER_WITHIN_S = 3600.0
+WHOLE_RESULT = "whole"        # key of a result record that keeps the result itself (wire form)   # a finished answer whose last edit a kill cut off is re-sent this long
 
 
 class Engine:
@@ -346,8 +347,14 @@ class Engine:
 
     async def _succeed(self, handle: JobHandle, result: Any) -> None:
         record = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else None
+        record = _jsonable(record)
+        if handle.job.meta.get("endpoint") and isinstance(record, dict):
+            # an asynchronous API job: its response is rendered later from the whole result,
+            # bytes too (speech audio, embeddings); see engine/api/jobs.py
+            from .wire import to_wire
+            record[WHOLE_RESULT] = to_wire(result)
         try:
-            await self.store.set_status(handle.id, "done", result=_jsonable(record))
+            await self.store.set_status(handle.id, "done", result=record)
         finally:
             self._finish(handle, result=result)
 

@@ -59,6 +59,12 @@ class UnknownModel(UserError):
         super().__init__(f"The {what} '{model}' is not installed.{hint}", model=model, param="model")
 
 
+class Gone(UserError):
+    """What was asked for existed once and was removed (a picture past its keeping time)."""
+    status = 410
+    code = "gone"
+
+
 class LimitExceeded(UserError):
     status = 400
     code = "limit_exceeded"

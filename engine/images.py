@@ -365,15 +365,17 @@ OCR_SYSTEM = ("The user attached images. You cannot see them: you are given only
 async def ask_about_images(engine, origin: Origin, messages: list[VisionMessage], model: str = "",
                            priority: int | None = None, max_tokens: int | None = None,
                            temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40,
-                           stop: list[str] | None = None, seed: int | None = None) -> ImageAnswer:
+                           stop: list[str] | None = None, seed: int | None = None,
+                           meta: dict | None = None) -> ImageAnswer:
     """Submit the job that answers: the vision model when one is installed (or named), else
-    OCR of the images (awaited) and then the chat model with that text as context."""
+    OCR of the images (awaited) and then the chat model with that text as context. `meta` goes
+    with the answering job (see `Job.meta`)."""
     how, chosen = pick_vision_model(engine, model)
     if how == "vision":
         handle = await engine.submit(VisionJob(
             model=chosen.name, origin=origin, priority=priority, messages=messages,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            stop=list(stop or []), seed=seed))
+            stop=list(stop or []), seed=seed, meta=dict(meta or {})))
         return ImageAnswer(handle, "vision")
     paths = [p for m in messages for p in m.images]
     ocr = await engine.submit(OcrJob(origin=origin, priority=priority, images=paths))
@@ -390,5 +392,6 @@ async def ask_about_images(engine, origin: Origin, messages: list[VisionMessage]
     handle = await engine.submit(ChatJob(
         model=chosen.name if chosen else "", origin=origin, priority=priority,
         messages=[ChatMessage("system", instructions)] + chat, max_tokens=max_tokens,
-        temperature=temperature, top_p=top_p, top_k=top_k, stop=list(stop or []), seed=seed))
+        temperature=temperature, top_p=top_p, top_k=top_k, stop=list(stop or []), seed=seed,
+        meta=dict(meta or {})))
     return ImageAnswer(handle, "ocr", OCR_ONLY_NOTE, "\n\n".join(texts))

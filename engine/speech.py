@@ -281,8 +281,9 @@ async def submit_transcription(engine, data: bytes | audio.Pcm, origin: Origin, 
                                model: str | None = None, task: str = "transcribe",
                                language: str | None = None, prompt: str = "",
                                temperature: float = 0.0, word_timestamps: bool = False,
-                               priority: int | None = None):
-    """Check and decode the audio, keep it for the job, and queue the job; returns its handle."""
+                               priority: int | None = None, meta: dict | None = None):
+    """Check and decode the audio, keep it for the job, and queue the job; returns its handle.
+    `meta`: the caller's notes, kept with the job (see `Job.meta`)."""
     settings: Settings = engine.settings
     if language is not None:
         language = check_language(language)
@@ -296,7 +297,7 @@ async def submit_transcription(engine, data: bytes | audio.Pcm, origin: Origin, 
                             param="file")
     job = TranscribeJob(model=stt_model_name(engine, model) or "", origin=origin, priority=priority,
                         task=task, language=language, prompt=prompt, temperature=temperature,
-                        word_timestamps=word_timestamps)
+                        word_timestamps=word_timestamps, meta=dict(meta or {}))
     if getattr(settings, "queue_url", ""):
         import base64
         job.audio_b64 = base64.b64encode(audio.wav_bytes(pcm)).decode("ascii")
@@ -423,7 +424,7 @@ def map_voice(voice: str | None, model: InstalledModel | None, strict: bool = Tr
 
 async def submit_speech(engine, text: str, origin: Origin, *, model: str | None = None,
                         voice: str | None = None, response_format: str = "wav", speed: float = 1.0,
-                        priority: int | None = None, check_length: bool = True):
+                        priority: int | None = None, check_length: bool = True, meta: dict | None = None):
     """Choose the voice (with Bark's fallback), check the limits, queue the job; returns its handle."""
     from .priority import priority_class
     settings: Settings = engine.settings
@@ -440,5 +441,5 @@ async def submit_speech(engine, text: str, origin: Origin, *, model: str | None 
     installed = next((m for m in engine.installed("tts") if m.name == name), None)
     job = SpeakJob(model=name, origin=origin, priority=priority, text=text,
                    voice=map_voice(voice, installed, strict=not note), speed=speed,
-                   response_format=fmt, note=note)
+                   response_format=fmt, note=note, meta=dict(meta or {}))
     return await engine.submit(job)

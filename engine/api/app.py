@@ -24,6 +24,8 @@ ROUTE_MODULES = [
 ]
 # Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
 STREAMED_UPLOADS: set[str] = set()
+# Routes whose JSON body may be larger than CONFAB_MAX_BODY_BYTES: path -> limit(settings).
+LARGER_BODIES: dict = {}
 
 
 @web.middleware
@@ -47,7 +49,9 @@ async def body_limit(request: web.Request, handler):
     instead of a reset connection."""
     if request.path in STREAMED_UPLOADS:
         return await handler(request)
-    limit = request.app[SETTINGS].max_body_bytes
+    settings = request.app[SETTINGS]
+    larger = LARGER_BODIES.get(request.path)
+    limit = larger(settings) if larger else settings.max_body_bytes
     length = request.content_length
     if request.body_exists and length is not None and length > limit:
         drained, deadline = 0, time.monotonic() + 30

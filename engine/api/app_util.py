@@ -6,6 +6,22 @@ import hashlib
 from aiohttp import web
 
 
+async def result_of(handle):
+    """The job's result. A caller that goes away cancels it; a failure carries the job's id (its
+    response says X-Confab-Job-Id like any other)."""
+    import asyncio
+
+    from ..errors import ConfabError
+    try:
+        return await handle.result()
+    except asyncio.CancelledError:
+        await handle.cancel()
+        raise
+    except ConfabError as e:
+        e.data.setdefault("job_id", handle.id)
+        raise
+
+
 def caller_id(request: web.Request) -> str:
     """A stable, non-secret name for the caller: a hash of its key, or 'anonymous'."""
     from .keys import API_KEY

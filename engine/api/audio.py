@@ -13,7 +13,7 @@ from ..errors import BadMedia, BadRequest, ConfabError, LimitExceeded
 from ..jobs import Origin
 from ..speech import (SpeechChunk, SpeechResult, TranscriptResult, TranscriptSegment,
                       submit_speech, submit_transcription)
-from .app_util import caller_id
+from .app_util import caller_id, result_of
 from .errors import error_body
 from .keys import ENGINE, SETTINGS
 from .validate import number, read_json, string
@@ -179,9 +179,11 @@ def render_transcript(result: TranscriptResult, fmt: str, granularities: list[st
 
 # -- the routes -----------------------------------------------------------------------------
 
-async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
+async def start_transcription(request: web.Request, data: bytes, fields: dict[str, list[str]],
+                              task: str, meta: dict):
+    """Check the form (its fields as multipart gives them) and queue the job; the response's
+    format goes with it (`meta`)."""
     engine = request.app[ENGINE]
-    data, filename, fields = await read_upload(request)
     fmt = (_field(fields, "response_format") or "json").strip()
     if fmt not in TRANSCRIPT_FORMATS:
         raise BadRequest(f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}.",
@@ -194,29 +196,33 @@ async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
     if granularities and fmt != "verbose_json":
         raise BadRequest("timestamp_granularities needs response_format verbose_json.",
                          param="timestamp_granularities")
-    stream = (_field(fields, "stream") or "").lower() == "true"
     language = _field(fields, "language") if task == "transcribe" else None
     temperature = _float_field(fields, "temperature", 0.0, 0.0, 1.0)
     try:
-        handle = await submit_transcription(
+        return await submit_transcription(
             engine, data, _origin(request, _field(fields, "user") or ""),
             model=_field(fields, "model"), task=task, language=language or None,
             prompt=_field(fields, "prompt") or "", temperature=temperature,
-            word_timestamps="word" in granularities)
+            word_timestamps="word" in granularities,
+            meta={**meta, "render": {"format": fmt, "granularities": granularities}})
     except (BadMedia, LimitExceeded) as e:
         if not e.data.get("param"):       # refused at intake: the upload itself is the problem
             e.data["param"] = "file"
         raise
-    headers = {"X-Confab-Job-Id": handle.id}
-    if stream:
-        return await _stream_transcript(request, handle, headers)
-    try:
-        result: TranscriptResult = await handle.result()
-    except asyncio.CancelledError:
-        await handle.cancel()
-        raise
-    headers["X-Confab-Model"] = result.model
-    return render_transcript(result, fmt, granularities, headers)
+
+
+async def transcript_response(request: web.Request, job, result: TranscriptResult) -> web.Response:
+    options = job.meta.get("render") or {}
+    return render_transcript(result, options.get("format", "json"), options.get("granularities", []),
+                             {"X-Confab-Job-Id": job.id, "X-Confab-Model": result.model})
+
+
+async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
+    data, filename, fields = await read_upload(request)
+    handle = await start_transcription(request, data, fields, task, {})
+    if (_field(fields, "stream") or "").lower() == "true":
+        return await _stream_transcript(request, handle, {"X-Confab-Job-Id": handle.id})
+    return await transcript_response(request, handle.job, await result_of(handle))
 
 
 async def _stream_transcript(request: web.Request, handle, headers: dict) -> web.StreamResponse:
@@ -257,9 +263,9 @@ async def translations(request: web.Request) -> web.StreamResponse:
     return await _transcribe(request, "translate")
 
 
-async def speech(request: web.Request) -> web.StreamResponse:
+async def start_speech(request: web.Request, body: dict, meta: dict):
+    """Check the request and queue its job (with `meta`)."""
     engine = request.app[ENGINE]
-    body = await read_json(request)
     text = string(body, "input", required=True)
     fmt = audio.check_format(string(body, "response_format", "mp3") or "mp3")
     speed = number(body, "speed", 1.0, 0.25, 4.0)
@@ -269,20 +275,27 @@ async def speech(request: web.Request) -> web.StreamResponse:
     if stream_format == "sse":
         raise BadRequest("Confab streams speech as raw audio: use response_format 'pcm' with "
                          "stream_format 'audio'.", param="stream_format")
-    handle = await submit_speech(engine, text, _origin(request, string(body, "user") or ""),
-                                 model=string(body, "model"), voice=_voice(body),
-                                 response_format=fmt, speed=speed)
-    headers = {"X-Confab-Job-Id": handle.id, "X-Confab-Model": handle.job.model}
-    if handle.job.note:
-        headers["X-Confab-Note"] = handle.job.note.encode("ascii", "replace").decode()
-    if fmt == "pcm":
-        return await _stream_pcm(request, handle, headers)
-    try:
-        result: SpeechResult = await handle.result()
-    except asyncio.CancelledError:
-        await handle.cancel()
-        raise
-    return web.Response(body=result.audio, headers={**headers, "Content-Type": result.mime_type})
+    return await submit_speech(engine, text, _origin(request, string(body, "user") or ""),
+                               model=string(body, "model"), voice=_voice(body),
+                               response_format=fmt, speed=speed, meta=meta)
+
+
+def _speech_headers(job) -> dict:
+    headers = {"X-Confab-Job-Id": job.id, "X-Confab-Model": job.model}
+    if job.note:
+        headers["X-Confab-Note"] = job.note.encode("ascii", "replace").decode()
+    return headers
+
+
+async def speech_response(request: web.Request, job, result: SpeechResult) -> web.Response:
+    return web.Response(body=result.audio, headers={**_speech_headers(job), "Content-Type": result.mime_type})
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    handle = await start_speech(request, await read_json(request), {})
+    if handle.job.response_format == "pcm":
+        return await _stream_pcm(request, handle, _speech_headers(handle.job))
+    return await speech_response(request, handle.job, await result_of(handle))
 
 
 def _voice(body: dict) -> str | None:

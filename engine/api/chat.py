@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from aiohttp import web
 
 from ..errors import BadRequest, ConfabError, PromptTooLong
 from ..jobs import ChatJob, ChatMessage, ChatResult, Origin, Token
-from .app_util import caller_id
+from .app_util import caller_id, result_of
 from .errors import error_body
 from .keys import ENGINE
 from .validate import limited_int, number, read_json, string
@@ -107,32 +106,44 @@ def usage_dict(result: ChatResult) -> dict:
             "total_tokens": u.total_tokens}
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    body = await read_json(request)
-    from .vision import chat_with_images, has_image_parts
+async def start_chat(request: web.Request, body: dict, meta: dict):
+    """Check the request and queue its job, with `meta` (see engine/api/jobs.py); images go to
+    the vision model (or OCR)."""
+    from .vision import has_image_parts, start_vision
     if has_image_parts(body.get("messages")):
-        return await chat_with_images(request, body)   # images: the vision model, or OCR
+        return await start_vision(request, body, meta)
+    engine = request.app[ENGINE]
     user = string(body, "user") or ""
     origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
     job = parse_chat(body, engine.settings, origin)
+    job.meta.update(meta)
+    return await engine.submit(job)
+
+
+async def chat_response(request: web.Request, job, result: ChatResult) -> web.Response:
+    """The chat.completion for a finished job (a vision job's too: see engine/api/vision.py)."""
+    from .vision import answer_prefix, image_headers
+    return web.json_response({
+        "id": completion_id(job.id), "object": "chat.completion", "created": int(job.created_at),
+        "model": result.model, "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_prefix(job) + result.text},
+                     "logprobs": None, "finish_reason": result.finish_reason}],
+        "usage": usage_dict(result)}, headers={"X-Confab-Job-Id": job.id, **image_headers(job)})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
     stream, options = parse_stream(body)
-    handle = await engine.submit(job)
-    headers = {"X-Confab-Job-Id": handle.id}
-    created = int(time.time())
-    cid = completion_id(handle.id)
+    from .vision import has_image_parts, stream_with_images
+    handle = await start_chat(request, body, {})
     if not stream:
-        try:
-            result: ChatResult = await handle.result()
-        except asyncio.CancelledError:
-            await handle.cancel()
-            raise
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": result.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": usage_dict(result)}, headers=headers)
+        return await chat_response(request, handle.job, await result_of(handle))
+    if has_image_parts(body.get("messages")):
+        return await stream_with_images(request, body, handle)
+    job = handle.job
+    headers = {"X-Confab-Job-Id": handle.id}
+    created = int(job.created_at)
+    cid = completion_id(handle.id)
 
     response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})

@@ -1,7 +1,6 @@
 """POST /v1/embeddings in OpenAI's shape, on the installed sentence-embedding model."""
 from __future__ import annotations
 
-import asyncio
 import base64
 
 from aiohttp import web
@@ -9,7 +8,7 @@ from aiohttp import web
 from ..embeddings import MAX_TEXTS, EmbedJob, EmbedResult
 from ..errors import BadRequest, LimitExceeded
 from ..jobs import Origin
-from .app_util import caller_id
+from .app_util import caller_id, result_of
 from .keys import ENGINE
 from .validate import read_json, string
 
@@ -35,9 +34,9 @@ def parse_inputs(raw, max_chars: int) -> list[str]:
     return raw
 
 
-async def create_embeddings(request: web.Request) -> web.Response:
+async def start_embeddings(request: web.Request, body: dict, meta: dict):
+    """Check the request and queue its job; the response's options go with it (`meta`)."""
     engine = request.app[ENGINE]
-    body = await read_json(request)
     texts = parse_inputs(body.get("input"), engine.settings.max_prompt_chars)
     model = string(body, "model", "") or ""
     if model in OPENAI_EMBEDDING_MODELS:
@@ -50,15 +49,17 @@ async def create_embeddings(request: web.Request) -> web.Response:
         raise BadRequest("'dimensions' must be a whole number.", param="dimensions")
     user = string(body, "user") or ""
     origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
-    handle = await engine.submit(EmbedJob(model=model, origin=origin, texts=texts))
-    try:
-        result: EmbedResult = await handle.result()
-    except asyncio.CancelledError:
-        await handle.cancel()
-        raise
+    return await engine.submit(EmbedJob(model=model, origin=origin, texts=texts,
+                                        meta={**meta, "render": {"format": fmt, "dimensions": dimensions}}))
+
+
+async def embeddings_response(request: web.Request, job: EmbedJob, result: EmbedResult) -> web.Response:
+    options = job.meta.get("render") or {}
+    fmt, dimensions = options.get("format", "float"), options.get("dimensions")
     if dimensions is not None and dimensions != result.dim:
         raise BadRequest(f"The model '{result.model}' makes vectors of {result.dim} dimensions; "
-                         f"'dimensions' must be {result.dim} or absent.", param="dimensions")
+                         f"'dimensions' must be {result.dim} or absent.", param="dimensions",
+                         job_id=job.id)
     matrix = result.matrix()
     data = []
     for i, row in enumerate(matrix):
@@ -67,7 +68,12 @@ async def create_embeddings(request: web.Request) -> web.Response:
     tokens = result.usage.prompt_tokens
     return web.json_response({"object": "list", "data": data, "model": result.model,
                               "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                             headers={"X-Confab-Job-Id": handle.id})
+                             headers={"X-Confab-Job-Id": job.id})
+
+
+async def create_embeddings(request: web.Request) -> web.Response:
+    handle = await start_embeddings(request, await read_json(request), {})
+    return await embeddings_response(request, handle.job, await result_of(handle))
 
 
 def setup(app: web.Application) -> None:

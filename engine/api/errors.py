@@ -33,6 +33,8 @@ def from_confab(error: ConfabError) -> web.Response:
     headers = {}
     if isinstance(error, EngineBusy):
         headers["Retry-After"] = str(int(round(error.retry_after)))
+    if error.data.get("job_id"):       # the job was accepted, then failed
+        headers["X-Confab-Job-Id"] = str(error.data["job_id"])
     status = error.status if 400 <= error.status < 600 else 500
     return error_response(status, error.message, error.kind, error.code,
                           error.data.get("param"), headers)
@@ -49,8 +51,11 @@ async def openai_errors(request: web.Request, handler):
             raise
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
         if e.status == 413:
-            message = (f"The request body is too large; the limit is "
-                       f"{request.app[SETTINGS].max_body_bytes} bytes.")
+            from .app import LARGER_BODIES
+            settings = request.app[SETTINGS]
+            larger = LARGER_BODIES.get(request.path)
+            limit = larger(settings) if larger else settings.max_body_bytes
+            message = f"The request body is too large; the limit is {limit} bytes."
         elif e.status == 404:
             message = f"No such route: {request.method} {request.path}"
         elif e.status == 405:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
+from pathlib import Path
 
 from aiohttp import web
 
 from .. import imaging
-from ..errors import BadRequest
+from ..errors import BadRequest, Gone
 from ..images import ImageJob, ImageResult, check_image_job
 from ..jobs import Origin
-from .app_util import caller_id
+from .app_util import caller_id, result_of
 from .keys import ENGINE, SETTINGS
 from .validate import number, read_json, string
 
@@ -75,20 +75,24 @@ def link_base(request: web.Request) -> str:
     return public or f"{request.scheme}://{request.host}"
 
 
-async def generations(request: web.Request) -> web.Response:
+async def start_generation(request: web.Request, body: dict, meta: dict):
+    """Check the request and queue its job; the response's format goes with it (`meta`)."""
     engine = request.app[ENGINE]
-    body = await read_json(request)
     user = string(body, "user") or ""
     origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
     job, response_format = parse_generation(body, engine.settings, origin)
-    handle = await engine.submit(job)
-    try:
-        result: ImageResult = await handle.result()
-    except asyncio.CancelledError:
-        await handle.cancel()   # the caller went away: stop drawing for nobody
-        raise
+    job.meta.update(meta, render={"response_format": response_format})
+    return await engine.submit(job)
+
+
+async def generation_response(request: web.Request, job: ImageJob, result: ImageResult) -> web.Response:
+    settings = request.app[SETTINGS]
+    response_format = (job.meta.get("render") or {}).get("response_format", "b64_json")
     data = []
     for image in result.images:
+        if imaging.expired(Path(image.path), settings.image_url_ttl_s):
+            raise Gone(f"The pictures of {job.id} were removed: they are kept for "
+                       f"{settings.image_url_ttl_s:g} s (CONFAB_IMAGE_URL_TTL).", job_id=job.id)
         if response_format == "url":
             data.append({"url": f"{link_base(request)}{FILES_ROUTE}/{image.filename}",
                          "revised_prompt": None})
@@ -97,10 +101,15 @@ async def generations(request: web.Request) -> web.Response:
             data.append({"b64_json": base64.b64encode(raw).decode(), "revised_prompt": None})
     first = result.images[0] if result.images else None
     return web.json_response({
-        "created": int(time.time()), "data": data, "output_format": job.format,
+        "created": int(job.created_at), "data": data, "output_format": job.format,
         "size": f"{first.width}x{first.height}" if first else None,
         "seeds": [i.seed for i in result.images], "steps": result.steps, "model": result.model,
-    }, headers={"X-Confab-Job-Id": handle.id})
+    }, headers={"X-Confab-Job-Id": job.id})
+
+
+async def generations(request: web.Request) -> web.Response:
+    handle = await start_generation(request, await read_json(request), {})
+    return await generation_response(request, handle.job, await result_of(handle))
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:

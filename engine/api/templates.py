@@ -11,14 +11,12 @@ chat commands; through the API, ask /v1/images/generations with the prompt it re
 """
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from .. import templates as T
 from ..errors import BadRequest
 from ..jobs import ChatJob, ChatResult, Origin
-from .app_util import caller_id
+from .app_util import caller_id, result_of
 from .keys import ENGINE
 from .validate import limited_int, read_json, string
 
@@ -41,16 +39,13 @@ async def run_template(request: web.Request) -> web.Response:
     origin = Origin(platform="api", user=caller_id(request))
     model = string(body, "model", "") or ""
     default_tokens = min(template.max_tokens, engine.settings.max_tokens)
-    outputs, prompt_tokens, completion_tokens, used_model = [], 0, 0, model
+    outputs, prompt_tokens, completion_tokens, used_model, job_ids = [], 0, 0, model, []
     for part in parts:
         handle = await engine.submit(ChatJob(model=model, origin=origin, messages=part.messages,
                                              max_tokens=max_tokens or default_tokens,
                                              temperature=0.3, repeat_penalty=1.1))
-        try:
-            result: ChatResult = await handle.result()
-        except asyncio.CancelledError:
-            await handle.cancel()
-            raise
+        job_ids.append(handle.id)
+        result: ChatResult = await result_of(handle)
         outputs.append({"label": part.label, "text": result.text.strip()})
         prompt_tokens += result.usage.prompt_tokens
         completion_tokens += result.usage.completion_tokens
@@ -61,7 +56,8 @@ async def run_template(request: web.Request) -> web.Response:
                                           "total_tokens": prompt_tokens + completion_tokens}}
     if template.name == "promo" and checked["output"] in ("image", "both"):
         data["image_prompt"] = T.promo_poster_prompt(checked)
-    return web.json_response(data)
+    # one job per output: their ids, in order, as a list header
+    return web.json_response(data, headers={"X-Confab-Job-Id": ", ".join(job_ids)})
 
 
 def setup(app: web.Application) -> None:

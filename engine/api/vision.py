@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -17,7 +16,8 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from .. import imaging
 from ..errors import BadImage, BadRequest, ConfabError, LimitExceeded
 from ..images import VisionMessage, ask_about_images
-from ..jobs import ChatResult, Origin, Token
+from ..jobs import Origin, Token
+from ..messages import OCR_ONLY_NOTE
 from .app_util import caller_id
 from .chat import ROLES, completion_id, parse_chat, usage_dict
 from .errors import error_body
@@ -113,7 +113,9 @@ async def vision_messages(raw: list, settings) -> list[VisionMessage]:
     return out
 
 
-async def chat_with_images(request: web.Request, body: dict) -> web.StreamResponse:
+async def start_vision(request: web.Request, body: dict, meta: dict):
+    """Check the images and queue the job that answers (with no vision model installed, after
+    OCR has read them)."""
     engine = request.app[ENGINE]
     settings = engine.settings
     user = string(body, "user") or ""
@@ -127,23 +129,30 @@ async def chat_with_images(request: web.Request, body: dict) -> web.StreamRespon
     answer = await ask_about_images(
         engine, origin, messages, model=params.model, priority=params.priority,
         max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-        top_k=params.top_k, stop=params.stop, seed=params.seed)
-    handle, prefix = answer.handle, answer.prefix
-    headers = {"X-Confab-Job-Id": handle.id, "X-Confab-Image-Path": answer.via}
-    created, cid = int(time.time()), completion_id(handle.id)
-    if body.get("stream") is not True:
-        try:
-            result: ChatResult = await handle.result()
-        except asyncio.CancelledError:
-            await handle.cancel()
-            raise
-        return web.json_response({
-            "id": cid, "object": "chat.completion", "created": created, "model": result.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": prefix + result.text},
-                         "logprobs": None, "finish_reason": result.finish_reason}],
-            "usage": usage_dict(result)}, headers=headers)
+        top_k=params.top_k, stop=params.stop, seed=params.seed, meta={**meta, "images": True})
+    return answer.handle
 
+
+def image_path(job) -> str | None:
+    """How a question about images was answered: by the vision model, or OCR and the chat model."""
+    if not job.meta.get("images"):
+        return None
+    return "vision" if job.kind == "vision" else "ocr"
+
+
+def answer_prefix(job) -> str:
+    return OCR_ONLY_NOTE if image_path(job) == "ocr" else ""
+
+
+def image_headers(job) -> dict:
+    via = image_path(job)
+    return {"X-Confab-Image-Path": via} if via else {}
+
+
+async def stream_with_images(request: web.Request, body: dict, handle) -> web.StreamResponse:
+    prefix = answer_prefix(handle.job)
+    headers = {"X-Confab-Job-Id": handle.id, **image_headers(handle.job)}
+    created, cid = int(handle.job.created_at), completion_id(handle.id)
     response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)

@@ -119,6 +119,8 @@ async def test_write_and_the_named_prompts_api(engine):
                 data = await r.json()
             assert r.status == 200, data
             assert [o["label"] for o in data["outputs"]] == ["Spanish", "Italian"]
+            ids = r.headers["X-Confab-Job-Id"].split(", ")      # one job per language
+            assert len(ids) == 2 and all([(await engine.store.get_job(i))["status"] == "done" for i in ids])
             assert data["usage"]["completion_tokens"] > 0
             async with s.post(f"{base}/templates/promo", json={"variables": {"product": "x"}}) as r:
                 err = await r.json()
