@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ResumeListener = Callable[[JobHandle, dict], Awaitable[None]]
 REDELIVER_WITHIN_S = 3600.0
+# A live conversation's jobs are not run again by whichever process restarts first: the person
+# is not waiting for those jobs but for their turn, which the voice loop asks again itself.
+LIVE_PLATFORMS = ("voice",)
 WHOLE_RESULT = "whole"        # key of a result record that keeps the result itself (wire form)   # a finished answer whose last edit a kill cut off is re-sent this long
 
 
@@ -140,7 +143,7 @@ class Engine:
     async def _resume_unfinished(self) -> None:
         for record, prio, reply_ref in await self.store.unfinished_jobs():
             cls = JOB_TYPES.get(record.get("kind"))
-            if cls is None:
+            if cls is None or (record.get("origin") or {}).get("platform") in LIVE_PLATFORMS:
                 continue
             job = job_from_record(cls, record)
             handle = self._enqueue(job, prio, force=True)
@@ -194,8 +197,8 @@ class Engine:
             await self.store.add_job(job.to_record(), prio,
                                      audit=(user, f"submit:{job.kind}", {"job": job.id, "model": job.model}),
                                      reply_ref=json.dumps(intake.where) if intake and intake.where else None,
-                                     event=intake.event if intake and not intake.closed else None)
-            if intake is not None:
+                                     event=intake.event if intake and intake.by_job and not intake.closed else None)
+            if intake is not None and intake.by_job:
                 intake.closed = True
         finally:
             self._admitting[user] -= 1
@@ -210,9 +213,10 @@ class Engine:
         return await self.store.add_event(event_id, platform, payload)
 
     @contextlib.contextmanager
-    def answering(self, event_id: str, where: dict | None = None) -> Iterator[Intake]:
-        """Jobs submitted inside carry `where` their answer goes; the first closes the event."""
-        intake = Intake(event_id, dict(where or {}))
+    def answering(self, event_id: str, where: dict | None = None, by_job: bool = True) -> Iterator[Intake]:
+        """Jobs submitted inside carry `where` their answer goes; the first closes the event
+        (unless `by_job` is False: then only `settle` does)."""
+        intake = Intake(event_id, dict(where or {}), by_job=by_job)
         token = CURRENT.set(intake)
         try:
             yield intake

@@ -20,6 +20,7 @@ class Intake:
     event: str
     where: dict = field(default_factory=dict)     # the adapter's reply record (bots/common/delivery.py)
     closed: bool = False                          # a job stored for it closed the event
+    by_job: bool = True                           # False: only settle() closes it (a voice turn)
 
 
 CURRENT: ContextVar[Intake | None] = ContextVar("confab_intake", default=None)

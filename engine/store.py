@@ -156,6 +156,14 @@ class Store:
             return cur.rowcount == 1
         return await self._run(_add)
 
+    async def update_event(self, event_id: str, payload: dict) -> None:
+        """What is known of an open event so far (a voice turn's answer, once it is complete)."""
+        def _update():
+            self._db.execute("UPDATE events SET payload=? WHERE id=? AND status='open'",
+                             (json.dumps(payload), event_id))
+            self._db.commit()
+        await self._run(_update)
+
     async def close_event(self, event_id: str) -> None:
         def _close():
             self._db.execute("UPDATE events SET status='closed' WHERE id=? AND status='open'", (event_id,))

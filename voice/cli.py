@@ -84,8 +84,11 @@ async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
             print(f"confab voice: {e.message}\nWithout a sound card, use --input and --output.",
                   file=sys.stderr)
             return 2
-        loop = VoiceLoop(engine, speaker, **options)
+        loop = VoiceLoop(engine, speaker, keep_turns=True, **options)
         try:
+            for turn in await loop.resume():      # a question a crash cut off: answered first
+                print(f"(what you asked before the restart) you: {turn.transcript}\n"
+                      f"confab: {turn.error or turn.answer}", file=out, flush=True)
             keys = await open_keys(getattr(args, "key", None), getattr(args, "toggle", False),
                                    sys.stdin, lambda text: print(text, file=out, flush=True))
             try:

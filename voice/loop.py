@@ -4,17 +4,25 @@ A turn sends the recorded question through the engine's voice-note pipeline with
 streaming, so the first sentence plays while the chat model is still writing the rest. Barge-in
 stops playback at once and cancels the remaining jobs. The conversation's memory lives in the
 engine's store, so later turns see the earlier ones.
+
+With `keep_turns` (the live loop), a turn is kept in the store from its recording until its
+answer has been heard (engine/intake.py), and once the answer is complete, the answer too. After a
+crash, `resume()` answers the turn that was cut off, once: it says the kept answer again, or asks
+again from the kept recording, and drops the jobs the dead process left behind.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from engine import JobCancelled, Origin, Token
+from engine import audio
 from engine.audio import Pcm, silence
 from engine.pipelines import Transcript, VoiceNote, voice_note
 from engine.speech import SpeechChunk
@@ -98,8 +106,10 @@ class TurnResult:
 class VoiceLoop:
     def __init__(self, engine, player: Player, *, user: str = "voice", session: str | None = None,
                  stt_model: str | None = None, tts_model: str | None = None, voice: str | None = None,
-                 on_event: Callable[[object], None] | None = None):
+                 on_event: Callable[[object], None] | None = None, keep_turns: bool = False):
         self.engine, self.player = engine, player
+        self.keep_turns = keep_turns
+        self.listening_since = time.time()     # turns kept before this are a dead process's
         self.user = user
         self.session = session or uuid.uuid4().hex[:8]
         self.stt_model, self.tts_model, self.voice = stt_model, tts_model, voice
@@ -117,17 +127,40 @@ class VoiceLoop:
 
     async def turn(self, recording: bytes | Pcm) -> TurnResult:
         """Answer one recorded question aloud; returns when the answer has played (or was cut)."""
+        if not self.keep_turns:
+            return await self._turn(recording)
+        key = f"voice:{self.user}:{self.session}:{uuid.uuid4().hex[:12]}"
+        data = audio.wav_bytes(recording) if isinstance(recording, Pcm) else bytes(recording)
+        path = self.engine.settings.data_path / "uploads" / "voice" / f"{key.replace(':', '_')}.audio"
+        await asyncio.to_thread(_write, path, data)
+        turn = {"kind": "turn", "user": self.user, "session": self.session, "recording": str(path)}
+        await self.engine.accept("voice", key, turn)
+        return await self._answer_kept(key, turn, recording)
+
+    async def _answer_kept(self, key: str, turn: dict, recording: bytes | Pcm) -> TurnResult:
+        with self.engine.answering(key, {"voice": key}, by_job=False) as intake:
+            out = await self._turn(recording, key, turn)
+        await self.engine.settle(intake)          # heard (or cut by the person): not again
+        await asyncio.to_thread(_remove, turn.get("recording", ""))
+        return out
+
+    async def _turn(self, recording: bytes | Pcm, key: str = "", turn: dict | None = None) -> TurnResult:
         from engine.messages import explain
         from engine import ConfabError
         started = time.monotonic()
         out = TurnResult()
         self.turns += 1
         self.player.reset()
+
+        async def remember(question: str, answer: str) -> None:
+            await self.engine.remember_exchange(self.conversation, question, answer)
+            if key:     # complete: after a crash from here on, say it again rather than ask again
+                await self.engine.store.update_event(key, {**turn, "transcript": question, "answer": answer})
         try:
             self.current = await voice_note(
                 self.engine, recording, self.origin, conversation=self.conversation,
                 stream_sentences=True, response_format="wav", stt_model=self.stt_model,
-                tts_model=self.tts_model, voice=self.voice)
+                tts_model=self.tts_model, voice=self.voice, remember=remember)
             async for ev in self.current:
                 if isinstance(ev, SpeechChunk):
                     if out.first_audio_s is None:
@@ -154,6 +187,69 @@ class VoiceLoop:
             out.audio = self.player.pcm()
         return out
 
+    async def resume(self) -> list[TurnResult]:
+        """Answer this person's turns that a crash cut off (kept before this loop began), in the
+        order they were asked; the loop goes on in their conversation."""
+        done = []
+        for key, turn in await self.engine.open_events("voice", before=self.listening_since):
+            if turn.get("user") != self.user:
+                continue
+            self.session = turn.get("session") or self.session
+            await self._drop_left_behind(key)
+            if turn.get("answer"):
+                done.append(await self._say_again(key, turn))
+                continue
+            try:
+                recording = await asyncio.to_thread(_read, turn.get("recording", ""))
+            except OSError:
+                log.warning("the recording of %s is gone; it cannot be answered", key)
+                await self.engine.settle(key)
+                continue
+            log.info("answering %s again: a crash cut it off", key)
+            done.append(await self._answer_kept(key, turn, recording))
+        return done
+
+    async def _drop_left_behind(self, key: str) -> None:
+        """The turn's jobs that the dead process left queued or running: never run now."""
+        from engine.speech import discard
+        for record, _, ref in await self.engine.store.unfinished_jobs():
+            try:
+                where = json.loads(ref or "{}")
+            except ValueError:
+                continue
+            if isinstance(where, dict) and where.get("voice") == key:
+                await self.engine.store.set_status(record["id"], "cancelled")
+                await asyncio.to_thread(discard, record.get("audio_path", ""))
+
+    async def _say_again(self, key: str, turn: dict) -> TurnResult:
+        """The answer was complete and remembered; only hearing it was cut off."""
+        from engine.messages import explain
+        from engine import ConfabError
+        from engine.speech import submit_speech
+        started = time.monotonic()
+        out = TurnResult(transcript=turn.get("transcript", ""), answer=turn["answer"])
+        self.player.reset()
+        with self.engine.answering(key, {"voice": key}, by_job=False) as intake:
+            try:
+                handle = await submit_speech(self.engine, turn["answer"], self.origin, model=self.tts_model,
+                                             voice=self.voice, response_format="wav", check_length=False)
+                out.jobs = [handle.id]
+                result = await handle.result()
+                pcm = audio.read_wav_bytes(result.audio)
+                out.first_audio_s = out.full_audio_s = time.monotonic() - started
+                self.player.play(pcm)
+                await self.player.drain()
+            except JobCancelled:
+                out.interrupted = True
+            except ConfabError as e:
+                out.error = explain(e)
+        await self.engine.settle(intake)
+        await asyncio.to_thread(_remove, turn.get("recording", ""))
+        out.total_s = time.monotonic() - started
+        if isinstance(self.player, FilePlayer):
+            out.audio = self.player.pcm()
+        return out
+
     async def barge_in(self) -> bool:
         """The key was pressed while the answer plays: stop playback, cancel what remains."""
         self.player.stop()
@@ -165,3 +261,21 @@ class VoiceLoop:
 
 def is_token(ev: object) -> bool:
     return isinstance(ev, Token)
+
+
+def _write(path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _remove(path: str) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
