@@ -45,6 +45,7 @@ class SupportMessage:
     thread: str = ""               # the thread's root id for a reply; "" for a top-level message
     is_bot: bool = False
     memberships: tuple[str, ...] = ()   # user-group / role ids the author holds, where known
+    mine: bool = False             # Confab's own message
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,23 @@ class SupportDesk:
 
     def is_support_channel(self, platform: str, channel: str) -> bool:
         return self.channels.support_for(platform, channel) is not None
+
+    def takes(self, msg: SupportMessage) -> bool:
+        """Whether `msg` is a question the desk may answer (new, top-level, by a person, in a
+        support channel): the adapter keeps such a message in the store before its platform hears
+        that it arrived, so that a restart answers it (`answer_again`)."""
+        return (not msg.is_bot and not (msg.thread and msg.thread != msg.id) and is_question(msg.text)
+                and self.channels.support_for(msg.platform, msg.channel) is not None)
+
+    async def answer_again(self, msg: SupportMessage, replies: list[SupportMessage]) -> SupportAction | None:
+        """A question kept before a restart that was not answered then; `replies` are the
+        messages in its thread now. Nothing when Confab's reply is among them (the kill came
+        after it reached the platform), nor when a person of the support group replied meanwhile."""
+        if any(r.mine for r in replies):
+            return None
+        for reply in replies:
+            await self.on_message(reply)
+        return await self.on_message(msg)
 
     async def on_message(self, msg: SupportMessage) -> SupportAction | None:
         channel = self.channels.support_for(msg.platform, msg.channel)

@@ -5,7 +5,10 @@ within 3 s, and a model may take longer than that just to load); then a question
 `Request` for the shared command set, answered through a `ThreadReply` or `SlashReply`.
 A question or a command is kept in the store before its ack (engine/intake.py): a listener
 middleware for events, which bolt runs before its automatic ack, and the command listener before
-it calls ack(). After a restart, `replay` answers those that no job had taken up yet.
+it calls ack(). After a restart, `replay` answers those that no job had taken up yet. A support
+channel's question is kept the same way, open until the desk has done with it (its answer is
+several jobs and a decision); the desk answers it again after a restart, unless its thread shows
+an answer already.
 """
 from __future__ import annotations
 
@@ -109,42 +112,62 @@ class SlackAdapter:
 
     # -- listeners: each returns at once ------------------------------------------------------
 
+    def _in_support(self, event: dict) -> bool:
+        return self.support is not None and self.support.is_support_channel(event.get("channel", ""))
+
     def _question(self, event: dict, team: str) -> Said | None:
-        if self.support is not None and self.support.is_support_channel(event.get("channel", "")):
+        if self._in_support(event):
             return None
         return said(event, team, self.bot_user_id, self.bot_id, self.settings.slack_answer_bots)
 
+    def _support_message(self, event: dict):
+        from .support import support_message
+        return support_message(event, self.bot_user_id, self.bot_id)
+
     async def _keep_question(self, body: dict, context, next) -> None:
-        """Before bolt acknowledges a message event: keep a question in the store, once (a
-        mention's twin message event and Slack's redeliveries find it kept already)."""
+        """Before bolt acknowledges a message event: keep a question (a support desk's too) in
+        the store, once (a mention's twin message event and Slack's redeliveries find it kept)."""
         event = body.get("event") or {}
         team = body.get("team_id", self.team)
-        q = self._question(event, team)
-        if q is not None:
-            key = f"slack:{q.channel}:{q.ts}"
-            if await self.engine.accept("slack", key, {"kind": "message", "event": event, "team": team}):
-                context["confab_event"] = key
+        if self._in_support(event):
+            msg = self._support_message(event)
+            kept = (f"slack:{msg.channel}:{msg.id}", {"kind": "support", "event": event}) \
+                if msg is not None and self.support.takes(msg) else None
+        else:
+            q = self._question(event, team)
+            kept = (f"slack:{q.channel}:{q.ts}", {"kind": "message", "event": event, "team": team}) \
+                if q is not None else None
+        if kept is not None and await self.engine.accept("slack", *kept):
+            context["confab_event"] = kept[0]
         await next()
 
     async def _on_message(self, event: dict, body: dict, context) -> None:
-        if self.support is not None and self.support.is_support_channel(event.get("channel", "")):
-            self._on_support_message(event)
-            return
         key = context.get("confab_event")
+        if self._in_support(event):
+            self._on_support_message(event, key)
+            return
         question = self._question(event, body.get("team_id", self.team))
         if key is None or question is None:
             return
         self._spawn(self._answer(question, key))
 
-    def _on_support_message(self, event: dict) -> None:
-        """A support channel: every message goes to the desk (its app_mention twin is skipped)."""
-        from .support import support_message
-        msg = support_message(event, self.bot_user_id, self.bot_id)
-        if msg is None or not self.seen.first(f"{msg.channel}:{msg.id}"):
+    def _on_support_message(self, event: dict, key: str | None) -> None:
+        """A support channel: every message goes to the desk (its app_mention twin is skipped);
+        a question it may answer was kept (`key`; None: kept before, by its twin or a redelivery)."""
+        msg = self._support_message(event)
+        if msg is None or msg.is_bot:
             return
-        if msg.is_bot:
+        if self.support.takes(msg):
+            if key is not None:
+                self._spawn(self._answer_support(key, self.support.on_message(msg)))
             return
-        self._spawn(self._guard(_Quiet(), self.support.on_message(msg)))
+        if self.seen.first(f"{msg.channel}:{msg.id}"):
+            self._spawn(self._guard(_Quiet(), self.support.on_message(msg)))
+
+    async def _answer_support(self, key: str, work: Awaitable[None]) -> None:
+        # no reply record for the desk's jobs: after a restart it asks again from the kept question
+        await self._guard(_Quiet(), work)
+        await self.engine.settle(key)        # not when cancelled at shutdown: replayed then
 
     async def _on_feedback(self, ack, body: dict, respond) -> None:
         await ack()
@@ -373,6 +396,14 @@ class SlackAdapter:
         up yet (Slack never sends an acknowledged event again); returns how many."""
         events = await self.engine.open_events("slack", before=self.listening_since)
         for key, payload in events:
+            if payload.get("kind") == "support":
+                msg = self._support_message(payload.get("event") or {}) if self.support is not None else None
+                if msg is None or not self.support.takes(msg):     # no longer a support channel
+                    await self.engine.settle(key)
+                    continue
+                self._spawn(self._answer_support(key, self.support.answer_again(msg, self.bot_user_id,
+                                                                                self.bot_id)))
+                continue
             if payload.get("kind") == "command":
                 from slack_bolt.context.respond.async_respond import AsyncRespond
                 command = payload.get("command") or {}
@@ -393,6 +424,10 @@ class SlackAdapter:
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
         where = delivery.where
         if not where.get("channel"):
+            # its answer goes nowhere (a support desk's job: the desk asks again from its kept
+            # question); running it would only keep the model busy
+            if not handle.done:
+                await handle.cancel()
             return
         reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
                             where.get("user", ""), self.settings.slack_edit_interval_s)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
@@ -21,6 +22,8 @@ from .reply import SECTION_LIMIT
 log = logging.getLogger(__name__)
 
 HELPFUL_ACTION = "confab_helpful"
+GONE = ("thread_not_found", "message_not_found", "channel_not_found", "not_in_channel")
+THREAD_LOOK = 200          # replies read before answering a question kept over a restart
 NOT_HELPFUL_ACTION = "confab_not_helpful"
 
 
@@ -44,7 +47,8 @@ def support_message(event: dict, bot_user_id: str, bot_id: str) -> SupportMessag
     mine = event.get("user") == bot_user_id or (bot_id and event.get("bot_id") == bot_id)
     return SupportMessage("slack", event.get("channel", ""), event.get("user") or event.get("bot_id", ""),
                           strip_mention(event.get("text", ""), bot_user_id), ts,
-                          "" if thread == ts else thread, is_bot=bool(mine or is_from_bot(event)))
+                          "" if thread == ts else thread, is_bot=bool(mine or is_from_bot(event)),
+                          mine=bool(mine))
 
 
 class SlackSupport:
@@ -55,8 +59,28 @@ class SlackSupport:
     def is_support_channel(self, channel: str) -> bool:
         return self.desk.is_support_channel("slack", channel)
 
+    def takes(self, msg: SupportMessage) -> bool:
+        return self.desk.takes(msg)
+
     async def on_message(self, msg: SupportMessage) -> None:
         action = await self.desk.on_message(msg)
+        if action is not None:
+            await self.post(action)
+
+    async def answer_again(self, msg: SupportMessage, bot_user_id: str, bot_id: str) -> None:
+        """A question kept before a restart: its thread is read first (one call), for Confab's
+        own reply and for a support person's."""
+        try:
+            r = await self.client.conversations_replies(channel=msg.channel, ts=msg.id, limit=THREAD_LOOK)
+            replies = [m for m in (support_message(dict(m, type="message", channel=msg.channel), bot_user_id, bot_id)
+                                   for m in r.get("messages") or [] if m.get("ts") != msg.id) if m is not None]
+        except SlackApiError as e:
+            if e.response.get("error") in GONE:
+                log.info("not answering %s in %s after the restart: %s", msg.id, msg.channel, e.response.get("error"))
+                return
+            log.warning("could not read the thread of %s (%s); answering it anyway", msg.id, e.response.get("error"))
+            replies = []
+        action = await self.desk.answer_again(msg, replies)
         if action is not None:
             await self.post(action)
 

@@ -20,6 +20,7 @@ from tests.confab_process import clean_env, open_events, reply_refs, start_confa
 from tests.confab_process import kill as stop
 from tests.confab_process import terminate
 from tests.conftest import free_port, requires_chat_model
+from tests.engine.test_kb import needs_kb, write_docs
 
 pytest.importorskip("slack_bolt")
 from tests.fakes.slack import SlackFake  # noqa: E402
@@ -282,3 +283,80 @@ async def test_an_answer_marked_done_before_its_last_edit_gets_that_edit_after_a
     finally:
         await asyncio.wait_for(running.stop(), 15)
         await idle_then_close(engine)
+
+
+SUPPORT_CHANNELS = {
+    "support_groups": {"helpdesk": {"members": ["slack:UAGENT"]}},
+    "support_channels": [{"platform": "slack", "channel": "CSUP", "group": "helpdesk",
+                          "answer_mode": "excerpt"}],
+}
+
+
+@needs_kb
+async def test_sigkill_after_support_questions_were_acknowledged_then_restart_answers_each_once(
+        fake, tmp_path, shared_models_dir):
+    """A support channel's questions are kept before their ack too. The kill lands while the
+    desk's answers wait on chat.postMessage (the fake holds it; the held posts then fail, as if
+    they never reached Slack). After the restart the first question is answered, once; the
+    second is not, as a person of the support group replied in its thread meanwhile; the third
+    is not answered again, as its answer had reached Slack (posted here: the kill came after)."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    data = tmp_path / "data"
+    channels = tmp_path / "channels.json"
+    channels.write_text(json.dumps(SUPPORT_CHANNELS))
+    env = dict(confab_env(fake, data, shared_models_dir), CONFAB_CHANNELS_FILE=str(channels))
+    kb = await asyncio.create_subprocess_exec(sys.executable, "-m", "bots.cli", "kb", "add",
+                                              str(write_docs(tmp_path / "docs")), env=env, cwd=tmp_path)
+    assert await asyncio.wait_for(kb.wait(), 300) == 0
+    fake.add_user("UAGENT", "agent")
+    fake.add_channel("CSUP", "support", members=["U2", "UAGENT", fake.bot_user_id])
+    log = tmp_path / "confab.log"
+    fake.hold("chat.postMessage")
+    first = start_confab(env, tmp_path, log)
+    second = None
+    try:
+        await fake.wait_connected(1, timeout=60)
+        answered, person, posted = questions = [
+            fake.message_event(text, channel="CSUP", user="U2")
+            for text in ("How do I reset my password?", "How long does delivery take?",
+                         "How can I get a refund?")]
+        for question in questions:
+            await fake.wait_ack(await fake.send_event(question), 3.0)
+        await fake.wait_until(lambda: len(fake.calls_to("chat.postMessage")) >= 3, 120,
+                              "the desk's three answers held")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        assert len(open_events(data)) == 3
+        fake.fail_next("chat.postMessage", "fatal_error", times=3)
+        fake.release("chat.postMessage")
+        await fake.wait_until(lambda: all(c.response for c in fake.calls_to("chat.postMessage")), 10,
+                              "the held posts refused")
+        assert not fake.bot_messages("CSUP")
+        # while no Confab ran: a support person answered one question, and another's answer
+        # reached Slack just before the kill
+        fake.message_event("Three to five business days.", channel="CSUP", user="UAGENT",
+                           thread_ts=person["ts"])
+        client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+        earlier = await client.chat_postMessage(channel="CSUP", thread_ts=posted["ts"],
+                                                text="Refunds take five days.")
+
+        second = start_confab(env, tmp_path, log)
+        await fake.wait_connected(2, timeout=60)
+        await fake.wait_until(lambda: fake.bot_messages("CSUP", answered["ts"]), 120, "the answer")
+        await fake.wait_until(lambda: not open_events(data), 60, "every kept question settled")
+        await asyncio.sleep(1.0)     # anything posted twice would show by now
+        reply, = fake.bot_messages("CSUP", answered["ts"])
+        assert "help.example.com/password" in reply["text"]
+        assert fake.bot_messages("CSUP", person["ts"]) == []
+        assert [m["ts"] for m in fake.bot_messages("CSUP", posted["ts"])] == [earlier["ts"]]
+        assert len(fake.bot_messages("CSUP")) == 2          # nothing anywhere else
+    except BaseException:
+        sys.stderr.write(log.read_text(errors="replace")[-6000:])
+        sys.stderr.write(f"\nopen events: {open_events(data)}\n")
+        raise
+    finally:
+        fake.release("chat.postMessage")
+        stop(first)
+        if second is not None:
+            terminate(second)
