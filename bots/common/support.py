@@ -15,7 +15,8 @@ The rules, from the issue:
   "not helpful" pings the group at once; "helpful" is recorded.
 
 Thread state is kept in memory, bounded; after a restart Confab does not escalate threads
-handed over before it.
+handed over before it. A question the desk `takes` is kept in the store by the adapter before
+anything else, and one still open after a restart goes to `answer_again` with its thread's replies.
 """
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ class SupportMessage:
     is_bot: bool = False
     memberships: tuple[str, ...] = ()   # user-group / role ids the author holds, where known
     mine: bool = False             # Confab's own message
+
+    @classmethod
+    def of(cls, record: dict) -> "SupportMessage":
+        """From `dataclasses.asdict` of one, as an adapter keeps it in the store."""
+        return cls(**{**record, "memberships": tuple(record.get("memberships") or ())})
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ Every failure becomes a short reply (`explain`).
 
 A message or a slash command is kept in the store before anything else is done with it (before
 the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
-answers the ones no job had taken up yet, as Discord never sends an event again.
+answers the ones no job had taken up yet, as Discord never sends an event again. So is a support
+channel's question, open until the desk has done with it; after a restart the desk answers it
+unless its thread shows an answer already.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Awaitable, Callable
@@ -223,7 +226,7 @@ class DiscordAdapter:
             return
         where = self.support.where(message.channel) if self.support is not None else None
         if where is not None:       # a support channel or one of its threads: the desk's alone
-            await self._quietly(self.support.on_message(message, where))
+            await self._on_support_message(message, where)
             return
         if message.author.bot and not self.access.answers_bot(str(message.author.id)):
             return
@@ -234,6 +237,21 @@ class DiscordAdapter:
         if await self.engine.accept("discord", key, {"kind": "message", "channel": str(message.channel.id),
                                                      "message": str(message.id), "who": who.to_record()}):
             await self._answer(key, message, who)
+
+    async def _on_support_message(self, message: discord.Message, where: tuple[str, str]) -> None:
+        msg = self.support.message_of(message, where)
+        if not self.support.takes(msg):             # not a question the desk answers: kept nowhere
+            await self._quietly(self.support.on_message(msg))
+            return
+        key = f"discord:message:{message.id}"
+        if await self.engine.accept("discord", key, {"kind": "support", "question": dataclasses.asdict(msg),
+                                                     "guild": str(message.guild.id) if message.guild else ""}):
+            await self._answer_support(key, self.support.on_message(msg))
+
+    async def _answer_support(self, key: str, work: Awaitable[None]) -> None:
+        # no reply record for the desk's jobs: after a restart it asks again from the kept question
+        await self._quietly(work)
+        await self.engine.settle(key)        # not when cancelled at shutdown: replayed then
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
         reply = MessageReply(self, message)
@@ -438,6 +456,13 @@ class DiscordAdapter:
                 reply = self._reply_to_interaction(record["channel"], record.get("app", ""),
                                                    record.get("token", ""), float(record.get("at") or 0))
                 await self._answer_slash(key, record, reply, attachment)
+            elif record.get("kind") == "support":
+                from bots.common.support import SupportMessage
+                msg = SupportMessage.of(record["question"])
+                if self.support is None or not self.support.takes(msg):     # no longer a support channel
+                    await self.engine.settle(key)
+                    return
+                await self._answer_support(key, self.support.answer_again(msg, record.get("guild", "")))
             elif record.get("kind") == "message":
                 channel_id = int(record["channel"])
                 channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
@@ -465,6 +490,10 @@ class DiscordAdapter:
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
         where = delivery.where
         kind = handle.job.kind
+        if not where.get("channel") and not handle.done:
+            # its answer goes nowhere (a support desk's job: the desk asks again from its kept
+            # question); running it would only keep the model busy
+            await handle.cancel()
         if not where.get("channel") or kind not in ("chat", "vision", "transcribe", "speak", "ocr", "image"):
             return
         channel = int(where["channel"])

@@ -28,6 +28,7 @@ LIMIT = 2000
 THREAD_NAME_LIMIT = 100
 THREAD_ALREADY_CREATED = 160004     # Discord's JSON error code: the message already has a thread
 MAX_KNOWN_THREADS = 10_000
+THREAD_LOOK = 100          # messages read in a question's thread before answering it after a restart
 NO_MENTIONS = discord.AllowedMentions.none()
 
 
@@ -73,17 +74,51 @@ class DiscordSupport:
         while len(self._questions) > MAX_KNOWN_THREADS:
             self._questions.popitem(last=False)
 
-    async def on_message(self, message: discord.Message, where: tuple[str, str]) -> None:
+    def message_of(self, message: discord.Message, where: tuple[str, str]) -> SupportMessage:
         channel, thread = where
         me = self.client.user
         author = message.author
         roles = tuple(str(r.id) for r in getattr(author, "roles", ()) or ())
-        msg = SupportMessage("discord", channel, str(author.id), history.clean(message.content, me.id),
-                             str(message.id), thread, is_bot=author.bot or author.id == me.id,
-                             memberships=roles)
-        if not thread:
-            self._remember(message.id, int(channel))
+        return SupportMessage("discord", channel, str(author.id), history.clean(message.content, me.id),
+                              str(message.id), thread, is_bot=author.bot or author.id == me.id,
+                              memberships=roles, mine=author.id == me.id)
+
+    def takes(self, msg: SupportMessage) -> bool:
+        return self.desk.takes(msg)
+
+    async def on_message(self, msg: SupportMessage) -> None:
+        if not msg.thread:
+            self._remember(int(msg.id), int(msg.channel))
         action = await self.desk.on_message(msg)
+        if action is not None:
+            await self.post(action, question=msg.text)
+
+    async def answer_again(self, msg: SupportMessage, guild_id: str) -> None:
+        """A question kept before a restart: its thread (when there is one) is read first, for
+        Confab's own reply and for a support person's (their roles fetched: a message read over
+        REST does not carry them)."""
+        self._remember(int(msg.id), int(msg.channel))
+        thread = self.client.get_partial_messageable(int(msg.id), type=discord.ChannelType.public_thread)
+        try:
+            messages = [m async for m in thread.history(limit=THREAD_LOOK)
+                        if m.type in (discord.MessageType.default, discord.MessageType.reply)]
+        except discord.NotFound:           # no thread yet: nobody replied
+            messages = []
+        me = self.client.user
+        roles: dict[int, tuple[str, ...]] = {}
+        for author in {m.author.id: m.author for m in messages}.values():
+            if author.bot or not guild_id:
+                continue
+            try:
+                member = await self.client.http.get_member(int(guild_id), author.id)
+                roles[author.id] = tuple(str(r) for r in member.get("roles") or ())
+            except discord.NotFound:       # no longer in the server
+                pass
+        replies = [SupportMessage("discord", msg.channel, str(m.author.id), history.clean(m.content, me.id),
+                                  str(m.id), msg.id, is_bot=m.author.bot or m.author.id == me.id,
+                                  memberships=roles.get(m.author.id, ()), mine=m.author.id == me.id)
+                   for m in reversed(messages)]
+        action = await self.desk.answer_again(msg, replies)
         if action is not None:
             await self.post(action, question=msg.text)
 

@@ -133,6 +133,7 @@ class ErrorCode:
     UNKNOWN_APPLICATION = 10002
     UNKNOWN_CHANNEL = 10003
     UNKNOWN_GUILD = 10004
+    UNKNOWN_MEMBER = 10007
     UNKNOWN_MESSAGE = 10008
     UNKNOWN_USER = 10013
     UNKNOWN_WEBHOOK = 10015
@@ -1909,6 +1910,7 @@ class DiscordFake:
         # (method, regex, handler, needs bot auth)
         ("GET", r"/users/@me", "_h_me", True),
         ("GET", r"/users/(?P<user_id>\d+)", "_h_user", True),
+        ("GET", r"/guilds/(?P<guild_id>\d+)/members/(?P<user_id>\d+)", "_h_get_member", True),
         ("POST", r"/users/@me/channels", "_h_create_dm", True),
         ("GET", r"/oauth2/applications/@me", "_h_application", True),
         ("GET", r"/applications/@me", "_h_application", True),
@@ -2109,6 +2111,17 @@ class DiscordFake:
         if user is None:
             raise _error(404, ErrorCode.UNKNOWN_USER, "Unknown User")
         return 200, user
+
+    async def _h_get_member(self, request, params, body, rec):
+        # https://discord.com/developers/docs/resources/guild#get-guild-member: a guild member
+        # object, with its user
+        guild = self.guilds.get(params["guild_id"])
+        if guild is None:
+            raise _error(404, ErrorCode.UNKNOWN_GUILD, "Unknown Guild")
+        member = guild["members"].get(params["user_id"])
+        if member is None:
+            raise _error(404, ErrorCode.UNKNOWN_MEMBER, "Unknown Member")
+        return 200, member
 
     async def _h_create_dm(self, request, params, body, rec):
         rid = str((body or {}).get("recipient_id", ""))

@@ -5,6 +5,7 @@ Then for real: a `confab run` process killed with SIGKILL mid-work, and started 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
 from engine.engine import Engine
 from tests.conftest import make_settings, requires_chat_model
+from tests.engine.test_kb import needs_kb
 from tests.fakes.discord_fake import DiscordFake
 from tests.speech_helpers import requires_speech_tools
 
@@ -157,6 +159,85 @@ async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path,
             import sys
             sys.stderr.write(log.read_text(errors="replace")[-8000:])
             sys.stderr.write(f"\nstore: {statuses(data)}, open events: {open_events(data)}\n")
+            raise
+        finally:
+            kill(first)
+            if second is not None:
+                terminate(second)
+
+
+@needs_kb
+async def test_sigkill_after_support_questions_arrived_then_restart_answers_each_once(tmp_path, shared_models_dir):
+    """A support channel's questions are kept before anything is done with them. The kill lands
+    while the desk's first thread is being started (the fake holds that call, then refuses it:
+    it never reached Discord; discord.py sends the others in the channel's bucket after it).
+    After the restart the first question is answered in a thread, once; the second is not, as
+    a member with the support role replied in its thread meanwhile (the role read from the
+    server: a message read over REST carries none); the third is not answered again, as its
+    answer had reached Discord (made here: the kill came after it)."""
+    import json
+    import signal
+
+    from tests.confab_process import kill, open_events, start_confab, terminate
+    from tests.engine.test_kb import write_docs
+
+    data, log = tmp_path / "data", tmp_path / "confab.log"
+    async with DiscordFake() as fake:
+        role = fake.add_role("Support", mentionable=True)
+        agent = fake.add_user("agent", global_name="Agent", roles=[role])
+        channels = tmp_path / "channels.json"
+        channels.write_text(json.dumps({
+            "support_groups": {"helpdesk": {"discord_role": role}},
+            "support_channels": [{"platform": "discord", "channel": fake.support_channel_id,
+                                  "group": "helpdesk", "answer_mode": "excerpt"}]}))
+        env = dict(discord_env(fake, data, shared_models_dir), CONFAB_CHANNELS_FILE=str(channels))
+        kb = await asyncio.create_subprocess_exec(sys.executable, "-m", "bots.cli", "kb", "add",
+                                                  str(write_docs(tmp_path / "docs")), env=env, cwd=tmp_path)
+        assert await asyncio.wait_for(kb.wait(), 300) == 0
+        support = fake.support_channel_id
+        threads = f"/api/v10/channels/{support}/messages/"
+        fake.hold(threads, method="POST")
+        first = start_confab(env, tmp_path, log)
+        second = None
+        try:
+            await fake.wait_for_identify(timeout=60)
+            await fake.wait_for("PUT", "/commands", timeout=30)
+            answered, person, posted = questions = [
+                fake.message_create_guild(text, channel_id=support)
+                for text in ("How do I reset my password?", "How long does delivery take?",
+                             "How can I get a refund?")]
+            for question in questions:
+                await fake.dispatch("MESSAGE_CREATE", question)
+            await fake._wait_until(lambda: fake.held and len(open_events(data)) == 3, 120,
+                                   "three questions kept and a thread held")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            assert len(open_events(data)) == 3
+            fake.fail_next(threads, 500, method="POST", times=len(fake.held))
+            fake.release_all()
+            await fake._wait_until(lambda: len(fake.find("POST", threads)) == len(fake.held), 10,
+                                   "the held threads refused")
+            assert not any(q["id"] in fake.channels for q in questions)
+            # while no Confab ran: a support person answered one, and another's answer got out
+            await fake.start_thread(fake.messages[person["id"]], by=agent)
+            fake.message_create_guild("Three to five business days.", channel_id=person["id"], author=agent)
+            await fake.start_thread(fake.messages[posted["id"]], by=fake.bot_user)
+            earlier = fake.message_create_guild("Refunds take five days.", channel_id=posted["id"],
+                                                author=fake.bot_user)
+
+            second = start_confab(env, tmp_path, log)
+            await fake.wait_for_identify(2, timeout=60)
+            await fake._wait_until(lambda: fake.sent_by_bot(answered["id"]), 120, "the answer")
+            await fake._wait_until(lambda: not open_events(data), 60, "every kept question settled")
+            await asyncio.sleep(1.0)      # anything posted twice would show by now
+            reply, = fake.sent_by_bot(answered["id"])
+            assert "help.example.com/password" in reply["content"]
+            assert fake.sent_by_bot(person["id"]) == []
+            assert [m["id"] for m in fake.sent_by_bot(posted["id"])] == [earlier["id"]]
+            assert fake.sent_by_bot(support) == []
+        except BaseException:
+            sys.stderr.write(log.read_text(errors="replace")[-8000:])
+            sys.stderr.write(f"\nopen events: {open_events(data)}\n")
             raise
         finally:
             kill(first)
