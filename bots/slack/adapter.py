@@ -5,10 +5,10 @@ within 3 s, and a model may take longer than that just to load); then a question
 `Request` for the shared command set, answered through a `ThreadReply` or `SlashReply`.
 A question or a command is kept in the store before its ack (engine/intake.py): a listener
 middleware for events, which bolt runs before its automatic ack, and the command listener before
-it calls ack(). After a restart, `replay` answers those that no job had taken up yet. A support
-channel's question is kept the same way, open until the desk has done with it (its answer is
-several jobs and a decision); the desk answers it again after a restart, unless its thread shows
-an answer already.
+it calls ack(), a Re-roll click likewise. After a restart, `replay` answers those that no job had
+taken up yet. A support channel's question is kept the same way, open until the desk has done
+with it (its answer is several jobs and a decision); the desk answers it again after a restart,
+unless its thread shows an answer already.
 """
 from __future__ import annotations
 
@@ -189,8 +189,11 @@ class SlackAdapter:
         self._spawn(self._cancel(body, respond))
 
     async def _on_reroll(self, ack, body: dict, respond) -> None:
+        key = f"slack:action:{body.get('trigger_id') or (body.get('actions') or [{}])[0].get('action_ts', '')}"
+        kept = await self.engine.accept("slack", key, {"kind": "reroll", "body": body})
         await ack()
-        self._spawn(self._reroll(body, respond))
+        if kept:
+            self._spawn(self._reroll(body, respond, key))
 
     async def _on_other_action(self, ack, body: dict) -> None:
         await ack()
@@ -343,7 +346,7 @@ class SlackAdapter:
         except Exception:
             log.exception("cancelling %s from a button failed", job_id)
 
-    async def _reroll(self, body: dict, respond) -> None:
+    async def _reroll(self, body: dict, respond, event_id: str) -> None:
         """Re-roll: the same picture with a new seed, drawn into the thread of the one clicked."""
         from ..common.image_commands import reroll
         user = (body.get("user") or {}).get("id", "")
@@ -365,7 +368,10 @@ class SlackAdapter:
             request = Request(origin, f"slack:{self.team}:{channel}:{thread_ts or 'dm'}")
             await reroll(self.commands, request, reply, payload)
 
-        await self._guard(reply, run())
+        where = {"channel": channel, "thread_ts": thread_ts, "user": user}
+        with self.engine.answering(event_id, where) as intake:
+            await self._guard(reply, run())
+        await self.engine.settle(intake)
 
     async def _guard(self, reply, work: Awaitable[None]) -> None:
         """The one place where a failure becomes words in the thread."""
@@ -404,11 +410,12 @@ class SlackAdapter:
                 self._spawn(self._answer_support(key, self.support.answer_again(msg, self.bot_user_id,
                                                                                 self.bot_id)))
                 continue
-            if payload.get("kind") == "command":
+            if payload.get("kind") in ("command", "reroll"):
                 from slack_bolt.context.respond.async_respond import AsyncRespond
-                command = payload.get("command") or {}
-                respond = AsyncRespond(response_url=command.get("response_url"))
-                self._spawn(self._command(command, respond, key))
+                body = payload.get("command") or payload.get("body") or {}
+                respond = AsyncRespond(response_url=body.get("response_url"))
+                self._spawn(self._command(body, respond, key) if payload["kind"] == "command"
+                            else self._reroll(body, respond, key))
                 continue
             q = self._question(payload.get("event") or {}, payload.get("team", self.team))
             if q is None:

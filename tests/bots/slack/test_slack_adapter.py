@@ -361,3 +361,40 @@ async def test_a_file_that_is_not_a_usable_image_gets_clear_words_in_its_thread(
     assert said["text"].startswith("🖼️")
     await confab.idle()
     assert not confab.jobs()                      # refused before anything was queued
+
+
+async def test_a_reroll_acknowledged_before_a_stop_is_drawn_after_it(fake, engine, tiny_sd_model):
+    """A Re-roll click is kept in the store before its ack. Confab stops after the ack and before
+    the job (its admin check waits on users.info, which the fake holds); the next Confab draws
+    the picture, once, in the thread of the one clicked."""
+    import time
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bots.common.image_commands import ImagineSpec
+
+    from .conftest import running_confab
+
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
+    drawn = await client.chat_postMessage(channel="C1", text="🎨 “a lighthouse”, seed 42")
+    value = ImagineSpec("a lighthouse", 42, 2, model=tiny_sd_model).payload()
+
+    async def kept() -> list[str]:
+        return [k for k, _ in await engine.open_events("slack", time.time() + 1) if k.startswith("slack:action:")]
+
+    fake.hold("users.info")
+    try:
+        async with running_confab(fake, "socket", engine) as confab:
+            await confab.click("confab_reroll", value, user="U1", channel="C1", message_ts=drawn["ts"])
+            await fake.wait_for("users.info", timeout=10)
+        assert len(await kept()) == 1
+    finally:
+        fake.release("users.info")
+    async with running_confab(fake, "socket", engine) as confab:
+        await fake.wait_until(lambda: [m for m in fake.bot_messages("C1", drawn["ts"]) if m.get("files")], 90,
+                              "the re-rolled picture")
+        await confab.idle()
+        await asyncio.sleep(0.3)      # a second picture would be posted by now
+        pictures = [m for m in fake.bot_messages("C1", drawn["ts"]) if m.get("files")]
+        assert len(pictures) == 1 and pictures[0]["files"][0]["name"] != "confab-42.png"
+        assert await kept() == []
