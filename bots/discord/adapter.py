@@ -6,8 +6,8 @@ hands the text to the shared command set with a Discord `Reply` (`reply.py`). Vo
 through the voice-note path (`voice.py`), images with a question to the shared image commands.
 Every failure becomes a short reply (`explain`).
 
-A message or a slash command is kept in the store before anything else is done with it (before
-the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
+A message, a slash command, a template's form and a Re-roll click are kept in the store before
+anything else is done with them (before the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
 answers the ones no job had taken up yet, as Discord never sends an event again. So is a support
 channel's question, open until the desk has done with it; after a restart the desk answers it
 unless its thread shows an answer already.
@@ -316,27 +316,42 @@ class DiscordAdapter:
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
-        record = {"kind": "slash", "name": name, "arg": arg, "who": who.to_record(),
-                  "attachment": attachment.to_dict() if attachment is not None else None,
-                  "thread": str(interaction.channel_id) if isinstance(interaction.channel, discord.Thread) else "",
-                  "channel": str(interaction.channel_id), "app": str(interaction.application_id),
-                  "token": interaction.token, "at": interaction.created_at.timestamp()}
-        key = f"discord:interaction:{interaction.id}"
-        kept = await self.engine.accept("discord", key, record)
-        await interaction.response.defer(thinking=True, ephemeral=name in PRIVATE)
-        if kept:
+        record = self._interaction_record(interaction, who, "slash", name=name, arg=arg,
+                                          attachment=attachment.to_dict() if attachment is not None else None)
+        key = await self._keep_then_defer(interaction, record, thinking=True, ephemeral=name in PRIVATE)
+        if key is not None:
             await self._answer_slash(key, record, InteractionReply.of(self, interaction), attachment)
 
+    @staticmethod
+    def _interaction_record(interaction: discord.Interaction, who: Who, kind: str, **more) -> dict:
+        """What a kept interaction needs to be answered after a restart: who, where, and its
+        follow-up webhook (application id, token, and when: the token lives 15 minutes)."""
+        return {"kind": kind, "who": who.to_record(),
+                "thread": str(interaction.channel_id) if isinstance(interaction.channel, discord.Thread) else "",
+                "channel": str(interaction.channel_id), "app": str(interaction.application_id),
+                "token": interaction.token, "at": interaction.created_at.timestamp(), **more}
+
+    async def _keep_then_defer(self, interaction: discord.Interaction, record: dict, **defer) -> str | None:
+        """Keep the interaction, then defer it; its key, or None when it was kept before."""
+        key = f"discord:interaction:{interaction.id}"
+        kept = await self.engine.accept("discord", key, record)
+        await interaction.response.defer(**defer)
+        return key if kept else None
+
     async def _answer_slash(self, key: str, record: dict, reply: DiscordReply, attachment) -> None:
+        await self._answer_interaction(key, record, reply, lambda request: self._slash(request, attachment, reply))
+
+    async def _answer_interaction(self, key: str, record: dict, reply: DiscordReply,
+                                  work: Callable[[Request], Awaitable[None]]) -> None:
         who = Who.from_record(record["who"])
         request = Request(self.access.origin(who, thread=record["thread"]),
                           f"discord:{record['channel']}:{who.user_id}",
-                          f"/{record['name']} {record['arg']}".strip(), attachments=[])
+                          f"/{record['name']} {record.get('arg', '')}".strip(), attachments=[])
         reply.conversation = request.conversation
         where = {"channel": record["channel"], "reply_to": "", "conversation": request.conversation,
                  **reply.where_extra}
         with self.engine.answering(key, where) as intake:
-            await self._guarded(reply, self._slash(request, attachment, reply))
+            await self._guarded(reply, work(request))
         await self.engine.settle(intake)
 
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
@@ -360,14 +375,12 @@ class DiscordAdapter:
     async def run_template(self, interaction: discord.Interaction, template, values: dict) -> None:
         """The template's command with its slots filled in, answered in follow-ups."""
         from .forms import FormReply
-        await interaction.response.defer(thinking=True)
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
-        reply = FormReply(self, interaction, values)
-        request = Request(self.origin_of(who, interaction.channel),
-                          f"discord:{interaction.channel_id}:{interaction.user.id}", f"/{template.name}",
-                          attachments=[])
-        reply.conversation = request.conversation
-        await self._guarded(reply, self.commands.handle(request, reply))
+        record = self._interaction_record(interaction, who, "template", name=template.name, values=values)
+        key = await self._keep_then_defer(interaction, record, thinking=True)
+        if key is not None:
+            reply = FormReply.of(self, interaction, values)
+            await self._answer_interaction(key, record, reply, lambda request: self.commands.handle(request, reply))
 
     async def _slash(self, request: Request, attachment: discord.Attachment | None, reply: DiscordReply) -> None:
         if attachment is not None:        # fetched here, from Discord's hosts only
@@ -397,28 +410,29 @@ class DiscordAdapter:
 
     async def reroll_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
         """The same picture request as job `job_id` (from its stored record), with a new seed,
-        drawn by and for the person who clicked, in a message of its own."""
-        from bots.common.image_commands import ImagineSpec, run_imagine
-        reply = InteractionReply.of(self, interaction)
+        drawn by and for the person who clicked, in a message of its own. The click is kept
+        before its defer, as a slash command is."""
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
-            await reply.say(refusal)
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
-        request = Request(self.origin_of(who, interaction.channel),
-                          f"discord:{interaction.channel_id}:{interaction.user.id}", attachments=[])
+        record = self._interaction_record(interaction, who, "reroll", name="reroll", job=job_id)
+        key = await self._keep_then_defer(interaction, record, thinking=True)    # the picture's own message
+        if key is not None:
+            reply = InteractionReply.of(self, interaction)
+            await self._answer_interaction(key, record, reply, lambda request: self._reroll(request, reply, job_id))
 
-        async def run() -> None:
-            record = await self.engine.store.get_job(job_id)
-            job = (record or {}).get("payload") or {}
-            if (record or {}).get("kind") != "image" or not job.get("prompt"):
-                await reply.say("I no longer have that picture's request. Ask again with /imagine.")
-                return
-            spec = ImagineSpec(job["prompt"], job.get("seed"), job.get("steps") or 0, job.get("width") or 0,
-                               job.get("height") or 0, job.get("n") or 1, job.get("model") or "")
-            await run_imagine(self.commands, request, reply, spec.reroll())
-
-        await self._guarded(reply, run())
+    async def _reroll(self, request: Request, reply: DiscordReply, job_id: str) -> None:
+        from bots.common.image_commands import ImagineSpec, run_imagine
+        record = await self.engine.store.get_job(job_id)
+        job = (record or {}).get("payload") or {}
+        if (record or {}).get("kind") != "image" or not job.get("prompt"):
+            await reply.say("I no longer have that picture's request. Ask again with /imagine.")
+            return
+        spec = ImagineSpec(job["prompt"], job.get("seed"), job.get("steps") or 0, job.get("width") or 0,
+                           job.get("height") or 0, job.get("n") or 1, job.get("model") or "")
+        await run_imagine(self.commands, request, reply, spec.reroll())
 
     async def speak_clicked(self, interaction: discord.Interaction) -> None:
         message = interaction.message
@@ -451,19 +465,32 @@ class DiscordAdapter:
 
     async def _replay(self, key: str, record: dict) -> None:
         try:
-            if record.get("kind") == "slash":
-                attachment = files.KeptAttachment.of(record["attachment"]) if record.get("attachment") else None
+            kind = record.get("kind")
+            if kind in ("slash", "reroll", "template"):
                 reply = self._reply_to_interaction(record["channel"], record.get("app", ""),
                                                    record.get("token", ""), float(record.get("at") or 0))
+            if kind == "slash":
+                attachment = files.KeptAttachment.of(record["attachment"]) if record.get("attachment") else None
                 await self._answer_slash(key, record, reply, attachment)
-            elif record.get("kind") == "support":
+            elif kind == "reroll":
+                await self._answer_interaction(key, record, reply,
+                                               lambda request: self._reroll(request, reply, record["job"]))
+            elif kind == "template":
+                if not isinstance(reply, InteractionReply):   # the form's values go only with its token
+                    log.info("not answering %s after the restart: its interaction's token expired", key)
+                    await self.engine.settle(key)
+                    return
+                from .forms import FormReply
+                form = FormReply(self, reply.channel_id, reply.followup, float(record["at"]), record["values"])
+                await self._answer_interaction(key, record, form, lambda request: self.commands.handle(request, form))
+            elif kind == "support":
                 from bots.common.support import SupportMessage
                 msg = SupportMessage.of(record["question"])
                 if self.support is None or not self.support.takes(msg):     # no longer a support channel
                     await self.engine.settle(key)
                     return
                 await self._answer_support(key, self.support.answer_again(msg, record.get("guild", "")))
-            elif record.get("kind") == "message":
+            elif kind == "message":
                 channel_id = int(record["channel"])
                 channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
                 message = await channel.fetch_message(int(record["message"]))

@@ -3,7 +3,7 @@ picture again with another seed.
 
 They are `DynamicItem`s: the state lives in the custom_id, so a click is understood after a
 restart too, and no view is kept in memory per message. A click is acknowledged at once
-(deferred), then answered by the adapter.
+(deferred), then answered by the adapter; a Re-roll is kept in the store before its defer.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:
         return cls(match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(thinking=True)     # the new picture gets a message of its own
+        # kept in the store, then deferred (thinking: the new picture gets a message of its own)
         await interaction.client.adapter.reroll_clicked(interaction, self.job_id)
 
 

@@ -45,10 +45,15 @@ class TemplateModal(discord.ui.Modal):
 class FormReply(InteractionReply):
     """An interaction's reply whose form is already filled in (by the modal or the options)."""
 
-    def __init__(self, adapter: "DiscordAdapter", interaction: discord.Interaction, values: dict):
-        super().__init__(adapter, interaction.channel_id, interaction.followup,
-                         interaction.created_at.timestamp())
+    def __init__(self, adapter: "DiscordAdapter", channel_id: int, followup: discord.Webhook,
+                 created_at: float, values: dict):
+        super().__init__(adapter, channel_id, followup, created_at)
         self.values = values
+
+    @classmethod
+    def of(cls, adapter: "DiscordAdapter", interaction: discord.Interaction, values: dict) -> "FormReply":
+        return cls(adapter, interaction.channel_id, interaction.followup, interaction.created_at.timestamp(),
+                   values)
 
     async def form(self, template: Template, values: dict) -> dict:
         return dict(self.values)

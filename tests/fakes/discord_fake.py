@@ -1956,7 +1956,6 @@ class DiscordFake:
         return f"{method} {t}"
 
     async def _api_entry(self, request: web.Request) -> web.StreamResponse:
-        await self._wait_if_held(request)
         rec = RecordedRequest(index=len(self.requests), method=request.method, path=request.path,
                               query=dict(request.query), headers=dict(request.headers))
         try:
@@ -2000,6 +1999,8 @@ class DiscordFake:
         rx, handler, needs_auth, params = found
         # Body first, so that even refused requests are recorded with what they carried.
         body = await self._read_body(request, rec)
+        # a held request was received whole (as Discord would have it), whatever its client does next
+        await self._wait_if_held(request)
         if needs_auth:
             if request.headers.get("Authorization") != f"Bot {self.token}":
                 raise _error(401, ErrorCode.GENERAL, "401: Unauthorized")

@@ -80,6 +80,20 @@ class Rig:
 
 
 
+async def restart_adapter(rig: Rig, meanwhile: Callable[[], None] = lambda: None) -> None:
+    """Stop the rig's adapter, cutting off what it was doing (as a kill would, for what is in
+    the store), call `meanwhile`, and start another on the same engine; once ready it answers
+    what was kept before (engine/intake.py)."""
+    old = rig.adapter
+    await old.stop()
+    meanwhile()
+    rig.adapter = DiscordAdapter(rig.engine, old.commands, guild_ready_timeout=0.1, identify_delay=0.1,
+                                 desk=old.desk, escalate_every_s=old.escalate_every_s)
+    await rig.adapter.start()
+    await rig.fake.wait_for_identify(rig.fake.identify_count + 1, timeout=10)
+    await rig.adapter.wait_until_ready(10)
+
+
 @contextlib.asynccontextmanager
 async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Commands], None]] = (),
                       prepare: Callable[[Engine], None] | None = None,
@@ -96,7 +110,7 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
                              voice_max_tokens=ANSWER_TOKENS, history_messages=6,
                              system_prompt="You are a helpful assistant.", **settings)
     engine = Engine(settings, gpu_total=None)
-    adapter = None
+    adapter = rig = None
     try:
         if prepare is not None:
             prepare(engine)
@@ -112,8 +126,11 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
         await adapter.start()
         await fake.wait_for_identify(timeout=10)
         await adapter.wait_until_ready(10)
-        yield Rig(fake, engine, adapter)
+        rig = Rig(fake, engine, adapter)
+        yield rig
     finally:
+        if rig is not None:
+            adapter = rig.adapter       # another one, after `restart_adapter`
         for handle in engine.active_jobs():     # let no worker thread run into a closed model
             await handle.cancel()
         for handle in list(engine.active_jobs()):

@@ -6,6 +6,7 @@ The real discord.py client runs against the strict loopback fake, as in test_dis
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 import pytest_asyncio
@@ -13,7 +14,7 @@ import pytest_asyncio
 from engine.messages import OCR_ONLY_NOTE
 from tests.conftest import CHAT_MODEL, requires_chat_model
 
-from .rig import T, running_rig
+from .rig import T, restart_adapter, running_rig
 
 pytest.importorskip("diffusers")
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
@@ -135,3 +136,26 @@ async def test_a_file_that_is_not_an_image_gets_clear_words(rig):
     reply = await rig.bot_reply_to(message["id"], timeout=T)
     await rig.until(lambda: fake.messages[reply["id"]]["content"] != "⏳ …", "the refusal")
     assert "not an image" in fake.messages[reply["id"]]["content"].lower()
+
+
+async def test_a_reroll_kept_before_its_defer_is_drawn_after_a_restart(rig):
+    """A Re-roll click is kept in the store before its defer. The adapter stops while the defer
+    is on its way (the fake holds it, then lets it through: Discord heard it), before any job;
+    the next adapter draws the picture, once, as the click's answer."""
+    fake = rig.fake
+    payload, status = await imagine(rig, "a lighthouse --steps 3")
+    mid = status["id"]
+    await rig.until(lambda: any(c.startswith("confab:reroll:job_") for c in rig.components(mid)), "the Re-roll button")
+    (button,) = rig.components(mid)
+    click = fake.interaction_button(button, fake.messages[mid])
+    callback = f"/api/v10/interactions/{click['id']}/"
+    fake.hold(callback, method="POST")
+    await fake.dispatch("INTERACTION_CREATE", click)
+    await rig.until(lambda: any(click["id"] in h for h in fake.held), "the defer held")
+    await restart_adapter(rig, meanwhile=lambda: fake.release(callback, method="POST"))
+    await rig.until(lambda: pictures_after(rig, click), "the re-rolled picture")
+    again = fake.interaction_state(click).original_message_id
+    await rig.until(lambda: any(c.startswith("confab:reroll:") for c in rig.components(again)), "its Re-roll button")
+    await rig.until(lambda: not rig.engine.active_jobs(), "the engine to be idle")
+    assert len(pictures_after(rig, click)) == 1 and fake.messages[again]["content"].startswith("🎨")
+    assert await rig.engine.open_events("discord", time.time() + 1) == []

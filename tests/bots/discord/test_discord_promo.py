@@ -4,13 +4,15 @@ promotional text written by SmolLM2 from exactly those facts. The fake checks th
 Discord does, and builds the submission only from what the modal offered."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import pytest_asyncio
 
 from bots import skills
 from tests.conftest import requires_chat_model
 
-from .rig import T, running_rig
+from .rig import T, restart_adapter, running_rig
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
@@ -67,3 +69,24 @@ async def test_promo_with_every_slot_given_needs_no_modal(rig):
     answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
     await rig.answered(answer.response["id"])
     assert "cosy kitchen" in rig.jobs("chat")[-1].job.messages[-1].content
+
+
+async def test_a_promo_kept_before_its_defer_is_written_after_a_restart(rig):
+    """A template's command is kept in the store before its defer, as a slash command is. The
+    adapter stops while the defer is on its way (the fake holds it, then lets it through), before
+    any job; the next adapter writes the text, once, as the interaction's answer."""
+    fake = rig.fake
+    payload = fake.interaction_command("promo", {
+        "product": "Cider", "output": "text", "size": "500 ml", "container": "bottle", "price": "£3",
+        "store": "farm shop", "setting": "orchard in autumn"})
+    callback = f"/api/v10/interactions/{payload['id']}/"
+    fake.hold(callback, method="POST")
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    await rig.until(lambda: any(payload["id"] in h for h in fake.held), "the defer held")
+    await restart_adapter(rig, meanwhile=lambda: fake.release(callback, method="POST"))
+    answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
+    await rig.answered(answer.response["id"])
+    assert "orchard in autumn" in rig.jobs("chat")[-1].job.messages[-1].content
+    state = fake.interaction_state(payload)
+    assert state.message_ids == [state.original_message_id]
+    assert await rig.engine.open_events("discord", time.time() + 1) == []
