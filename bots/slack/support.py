@@ -8,8 +8,10 @@ and a hand-over left unanswered ping the group in the thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,6 +27,7 @@ HELPFUL_ACTION = "confab_helpful"
 GONE = ("thread_not_found", "message_not_found", "channel_not_found", "not_in_channel")
 THREAD_LOOK = 200          # replies read before answering a question kept over a restart
 NOT_HELPFUL_ACTION = "confab_not_helpful"
+USERGROUP_TTL_S = 300.0    # how long a support user group's member list is trusted
 
 
 def feedback_blocks(text: str, outcome_id: int | None) -> list[dict]:
@@ -54,6 +57,7 @@ def support_message(event: dict, bot_user_id: str, bot_id: str) -> SupportMessag
 class SlackSupport:
     def __init__(self, desk: SupportDesk, client: AsyncWebClient, escalate_every_s: float = 60.0):
         self.desk, self.client = desk, client
+        self._usergroups: dict[str, tuple[float, frozenset[str]]] = {}
         self._escalations = asyncio.ensure_future(run_escalations(desk, self.post, escalate_every_s))
 
     def is_support_channel(self, channel: str) -> bool:
@@ -62,7 +66,35 @@ class SlackSupport:
     def takes(self, msg: SupportMessage) -> bool:
         return self.desk.takes(msg)
 
+    async def with_memberships(self, msg: SupportMessage) -> SupportMessage:
+        """`msg` with the channel's support user group among its author's memberships when the
+        author is in it (Slack's events do not say which user groups a person is in)."""
+        channel = self.desk.channels.support_for("slack", msg.channel)
+        group = self.desk.channels.group_of(channel) if channel else None
+        if msg.is_bot or not msg.user or group is None or not group.slack_usergroup:
+            return msg
+        if msg.user in await self._usergroup_members(group.slack_usergroup):
+            return dataclasses.replace(msg, memberships=(*msg.memberships, group.slack_usergroup))
+        return msg
+
+    async def _usergroup_members(self, group_id: str) -> frozenset[str]:
+        now = time.monotonic()
+        cached = self._usergroups.get(group_id)
+        if cached and now - cached[0] < USERGROUP_TTL_S:
+            return cached[1]
+        try:
+            r = await self.client.usergroups_users_list(usergroup=group_id)
+            members = frozenset(r.get("users") or ())
+        except SlackApiError as e:
+            log.warning("could not read the members of the Slack user group %s (%s); the app needs the "
+                        "usergroups:read scope (reinstall it from deploy/slack-app-manifest.yaml)",
+                        group_id, e.response.get("error"))
+            members = cached[1] if cached else frozenset()
+        self._usergroups[group_id] = (now, members)
+        return members
+
     async def on_message(self, msg: SupportMessage) -> None:
+        msg = await self.with_memberships(msg)
         action = await self.desk.on_message(msg)
         if action is not None:
             await self.post(action)
@@ -80,6 +112,7 @@ class SlackSupport:
                 return
             log.warning("could not read the thread of %s (%s); answering it anyway", msg.id, e.response.get("error"))
             replies = []
+        replies = [await self.with_memberships(m) for m in replies]
         action = await self.desk.answer_again(msg, replies)
         if action is not None:
             await self.post(action)

@@ -80,7 +80,7 @@ TRIGGER_TTL_S = 3.0
 RESPONSE_URL_MAX_USES = 5
 # Methods whose documented content type is form/query only: Slack ignores a JSON body's arguments.
 FORM_ONLY_METHODS = {"conversations.history", "conversations.replies", "conversations.info", "users.info",
-                     "files.info"}
+                     "files.info", "usergroups.users.list"}
 KNOWN_BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
     "rich_text", "section", "video", "table", "context_actions",
@@ -264,6 +264,7 @@ class SlackFake:
 
         # state
         self.users: dict[str, dict] = {}
+        self.usergroups: dict[str, list[str]] = {}     # user group (subteam) id -> its members
         self.channels: dict[str, dict] = {}
         self.files: dict[str, dict] = {}
         self.file_contents: dict[str, bytes] = {}
@@ -1687,6 +1688,18 @@ class SlackFake:
         if ch["is_im"]:
             info.pop("name", None)
         return {"channel": info}
+
+    def add_usergroup(self, group_id: str, members: list[str]) -> None:
+        self.usergroups[group_id] = list(members)
+
+    def _api_usergroups_users_list(self, params: dict, request: web.Request) -> dict:
+        # https://api.slack.com/methods/usergroups.users.list
+        group = params.get("usergroup")
+        if not group:
+            raise SlackApiFailure("invalid_arguments", "[ERROR] missing required field: usergroup")
+        if group not in self.usergroups:
+            raise SlackApiFailure("no_such_subteam")
+        return {"users": list(self.usergroups[group])}
 
     def _api_users_info(self, params: dict, request: web.Request) -> dict:
         user = params.get("user")

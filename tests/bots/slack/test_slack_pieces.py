@@ -88,6 +88,7 @@ def test_manifest_matches_the_adapter():
     assert {"app_mention", "message.im", "message.channels", "message.groups"} <= set(
         settings["event_subscriptions"]["bot_events"])
     assert {"channels:history", "groups:history"} <= scopes
+    assert "usergroups:read" in scopes      # support channels stand down for the group's members
 
 
 def test_fixtures_name_their_source():

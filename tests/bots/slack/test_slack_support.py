@@ -105,3 +105,24 @@ async def test_support_channel_answers_questions_in_threads(fake, mode, desk):
         assert len(mine) == 2            # the answer and the ping, nothing for the follow-up
         assert [s for s in (await desk.answerer.kb.stats(),) if s["not_helpful"] >= 1]
     assert not fake.problems, fake.problems
+
+
+async def test_a_member_of_the_support_user_group_takes_a_thread_over(fake, mode, desk):
+    """A person in the group's Slack user group (not listed by id) replying in a handed-over
+    thread makes Confab stand down there: no escalation ping later."""
+    fake.add_user("UGRP", "grace", real_name="Grace Example")
+    fake.add_usergroup("S0HELP", ["UGRP"])
+    fake.add_channel("CSUP", "support", members=["U2", "UGRP", fake.bot_user_id])
+    async with running_confab(fake, mode, desk.engine, desk=desk) as confab:
+        unknown = fake.message_event("What is the capital of Mongolia?", channel="CSUP", user="U2")
+        await confab.deliver(unknown)
+        handover = await fake.wait_message("CSUP", _is_mine(fake, unknown["ts"]), thread_ts=unknown["ts"],
+                                           timeout=120)
+        assert not handover.get("blocks")
+        await confab.deliver(fake.message_event("Let me check that for you.", channel="CSUP", user="UGRP",
+                                                thread_ts=unknown["ts"]))
+        await confab.idle()
+        assert fake.calls_to("usergroups.users.list")
+        desk.clock.now += 31 * 60
+        assert not [p for p in desk.due_escalations() if p.thread == unknown["ts"]]
+    assert not fake.problems, fake.problems
