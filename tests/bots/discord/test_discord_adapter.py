@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -365,35 +366,9 @@ async def test_speak_button_answers_with_a_voice_message(rig):
     assert spoken.status == 200 and str(spoken.json["message_reference"]["message_id"]) == answer["id"]
 
 
-async def test_attachments_only_from_discord_hosts(rig):
-    fake = rig.fake
-    hits = []
-
-    async def elsewhere(request):
-        hits.append(request.path)
-        return web.Response(body=b"OggS" + bytes(100), content_type="audio/ogg")
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", elsewhere)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        voice = fake.message_create_voice(b"OggS" + bytes(100), dm=True)
-        for att in voice["attachments"]:
-            att["url"] = att["proxy_url"] = f"http://127.0.0.1:{port}/attachments/1/2/voice-message.ogg"
-        await fake.dispatch("MESSAGE_CREATE", voice)
-        refusal = await rig.bot_reply_to(voice["id"])
-        assert "Discord's own file servers" in refusal["content"]
-        assert hits == []
-    finally:
-        await runner.cleanup()
-
-
-async def test_an_attachment_redirected_off_discord_is_not_followed(rig):
-    fake = rig.fake
+@contextlib.asynccontextmanager
+async def server_elsewhere():
+    """A file server on loopback that is not Discord's: yields its port and the paths it served."""
     hits = []
 
     async def elsewhere(request):
@@ -404,16 +379,33 @@ async def test_an_attachment_redirected_off_discord_is_not_followed(rig):
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
     try:
+        yield runner.addresses[0][1], hits
+    finally:
+        await runner.cleanup()
+
+
+async def test_attachments_only_from_discord_hosts(rig):
+    fake = rig.fake
+    async with server_elsewhere() as (port, hits):
+        voice = fake.message_create_voice(b"OggS" + bytes(100), dm=True)
+        for att in voice["attachments"]:
+            att["url"] = att["proxy_url"] = f"http://127.0.0.1:{port}/attachments/1/2/voice-message.ogg"
+        await fake.dispatch("MESSAGE_CREATE", voice)
+        refusal = await rig.bot_reply_to(voice["id"])
+        assert "Discord's own file servers" in refusal["content"]
+        assert hits == []
+
+
+async def test_an_attachment_redirected_off_discord_is_not_followed(rig):
+    fake = rig.fake
+    async with server_elsewhere() as (port, hits):
         voice = fake.message_create_voice(b"OggS" + bytes(100), dm=True)
         fake.redirect_attachment(voice["attachments"][0]["id"], f"http://127.0.0.1:{port}/stolen.ogg")
         await fake.dispatch("MESSAGE_CREATE", voice)
         refusal = await rig.bot_reply_to(voice["id"])
         assert "sent me elsewhere" in refusal["content"] and "Discord's own file servers" in refusal["content"]
         assert hits == []
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.skipif(not speech_installed(), reason="piper and ffmpeg are needed")
