@@ -9,7 +9,7 @@ import sqlite3
 import aiohttp
 import pytest
 
-from engine import ChatJob, ChatMessage, Origin
+from engine import ChatJob, ChatMessage, Origin, PromptTooLong
 from engine.api.app import create_app
 from tests.browser import Browser, chromium_path
 from tests.conftest import make_settings
@@ -64,7 +64,7 @@ async def test_state_lists_queue_running_models_usage_and_errors(tmp_path):
         await asyncio.wait_for(first.result(), 10)
         bad = await engine.submit(ChatJob(messages=[ChatMessage("user", "x " * 5000)],
                                           origin=Origin(platform="slack", user="U9")))
-        with pytest.raises(Exception):
+        with pytest.raises(PromptTooLong):        # 5,000 words in a 4,096-token context
             await asyncio.wait_for(bad.result(), 10)
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{base}/dashboard/state") as r:

@@ -87,7 +87,10 @@ residents = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(residents, st.integers(1, 1200), st.integers(100, 1000), st.integers(100, 2000),
        st.booleans())
-def test_the_budget_is_never_exceeded(resident, size_mb, gpu_mb, cpu_mb, has_gpu):
+def test_a_placement_plan_adds_up_within_the_budget(resident, size_mb, gpu_mb, cpu_mb, has_gpu):
+    """The plan's arithmetic on declared sizes: what stays plus what loads fits the device's
+    budget, evicting only what it must. It says nothing of the memory the process really takes
+    (a model's size may be estimated, and a load may take more than its size)."""
     budgets = ({"cuda": gpu_mb * MB} if has_gpu else {}) | {"cpu": cpu_mb * MB}
     # a state that respects the budgets to begin with
     resident = [x for x in resident if x.device in budgets]
