@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,14 +109,29 @@ def test_models_verify_catches_a_changed_file(env, tmp_path):
     assert r.returncode == 1 and "nobody: not installed" in r.stdout
 
 
-def test_doctor(env):
+def test_doctor_on_a_healthy_install(env):
+    # `make setup-test` installs ffmpeg and the chat model; the port is free and the data folder
+    # writable: every check passes, so doctor says so and exits 0.
     env = {**env, "CONFAB_PORT": str(free_port())}
     r = confab(env, "doctor")
     assert "Traceback" not in r.stderr
-    assert r.returncode == (0 if "BAD" not in r.stdout else 1)
+    bad = [l for l in r.stdout.splitlines() if l.startswith("BAD")]
+    assert not bad and r.returncode == 0, r.stdout + r.stderr
     assert "chat model" in r.stdout and CHAT_MODEL in r.stdout
     assert f"{CHAT_MODEL:<14} verified" in r.stdout or f"{CHAT_MODEL} verified" in r.stdout
     assert "is free" in r.stdout and "data folder" in r.stdout
+
+
+def test_doctor_fails_on_a_port_in_use(env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = confab({**env, "CONFAB_HOST": "127.0.0.1", "CONFAB_PORT": str(port)}, "doctor")
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    bad = [l for l in r.stdout.splitlines() if l.startswith("BAD")]
+    assert len(bad) == 1 and f"127.0.0.1:{port} is in use" in bad[0], r.stdout
 
 
 def test_bad_configuration_is_reported(env):

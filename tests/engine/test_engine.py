@@ -7,6 +7,7 @@ closed, and the next job then waits for its load while others queue behind it).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 
 import pytest
@@ -143,7 +144,9 @@ async def test_cancel_a_running_generation_stops_within_one_token(rig):
 
 async def test_cancel_queued_and_engine_busy_on_a_full_queue(rig):
     engine, gated = rig
-    assert await engine.models.unload(CHAT_MODEL) in (True, False)
+    # loaded and idle first, so that the unload is certain and the next job waits for a load
+    await asyncio.wait_for((await engine.submit(chat(max_tokens=1))).result(), 60)
+    assert await engine.models.unload(CHAT_MODEL) is True
     gated.gate.clear()
     try:
         first = await engine.submit(chat(max_tokens=4))
@@ -253,12 +256,32 @@ async def test_restart_runs_a_queued_job(tmp_path, shared_models_dir):
         await second.close()
 
 
-async def test_close_during_a_generation_is_clean(tmp_path, shared_models_dir):
-    engine = Engine(make_settings(tmp_path, shared_models_dir, threads=2), gpu_total=None)
+async def test_close_during_a_generation_is_clean_and_loses_nothing(tmp_path, shared_models_dir):
+    settings = make_settings(tmp_path, shared_models_dir, threads=2)
+    engine = Engine(settings, gpu_total=None)
     await engine.start()
-    handle = await engine.submit(chat(STORY, max_tokens=400))
+    job = chat(STORY, max_tokens=60)
+    handle = await engine.submit(job)
     async for event in handle:
         if isinstance(event, Token):
             break
-    await asyncio.wait_for(engine.close(), 30)
-    assert handle.status in ("running", "cancelled", "failed", "done")
+    await asyncio.wait_for(engine.close(), 30)     # the worker stopped at its next token
+    # cut off mid-answer: not finished, and left in the store as unfinished work
+    assert handle.status != "done"
+    db = sqlite3.connect(settings.data_path / "confab.db")
+    try:
+        (status,), = db.execute("SELECT status FROM jobs WHERE id = ?", (job.id,)).fetchall()
+    finally:
+        db.close()
+    assert status in ("queued", "running"), status
+    # so the next start answers it, whole
+    again = Engine(settings, gpu_total=None)
+    await again.start()
+    try:
+        resumed = again.handle(job.id)
+        assert resumed is not None
+        result = await asyncio.wait_for(resumed.result(), 120)
+        assert result.text.strip()
+        assert (await again.store.get_job(job.id))["status"] == "done"
+    finally:
+        await again.close()
