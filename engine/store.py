@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from . import safe_json
+
+log = logging.getLogger(__name__)
 
 # The schema: engine/migrations.py (add a numbered migration there, for SQLite and PostgreSQL).
 
@@ -147,20 +152,25 @@ class Store:
 
     async def add_event(self, event_id: str, platform: str, payload: dict) -> bool:
         """Keep an event; False when one with this id was kept before (a redelivery, or a
-        mention's twin message event)."""
+        mention's twin message event). A payload nested too deeply to read back raises
+        safe_json.TooDeep."""
+        text = safe_json.dumps(payload)
+
         def _add():
             cur = self._db.execute(
                 "INSERT INTO events (id, platform, payload, status, created) VALUES (?, ?, ?, 'open', ?)"
-                " ON CONFLICT (id) DO NOTHING", (event_id, platform, json.dumps(payload), time.time()))
+                " ON CONFLICT (id) DO NOTHING", (event_id, platform, text, time.time()))
             self._db.commit()
             return cur.rowcount == 1
         return await self._run(_add)
 
     async def update_event(self, event_id: str, payload: dict) -> None:
         """What is known of an open event so far (a voice turn's answer, once it is complete)."""
+        text = safe_json.dumps(payload)
+
         def _update():
             self._db.execute("UPDATE events SET payload=? WHERE id=? AND status='open'",
-                             (json.dumps(payload), event_id))
+                             (text, event_id))
             self._db.commit()
         await self._run(_update)
 
@@ -172,12 +182,24 @@ class Store:
 
     async def open_events(self, platform: str, before: float) -> list[tuple[str, dict]]:
         """(id, payload) of the platform's events kept before `before` and not yet answered,
-        oldest first."""
+        oldest first. One that cannot be read (kept by an older Confab with no depth bound, or
+        damaged) is closed with a warning, so that it stops no replay."""
         def _list():
             rows = self._db.execute(
                 "SELECT id, payload FROM events WHERE platform=? AND status='open' AND created < ?"
                 " ORDER BY created", (platform, before)).fetchall()
-            return [(event_id, json.loads(payload)) for event_id, payload in rows]
+            out, unreadable = [], []
+            for event_id, payload in rows:
+                try:
+                    out.append((event_id, safe_json.loads(payload)))
+                except ValueError as e:
+                    log.warning("closing the kept event %s: its payload cannot be read (%s)", event_id, e)
+                    unreadable.append(event_id)
+            for event_id in unreadable:
+                self._db.execute("UPDATE events SET status='closed' WHERE id=?", (event_id,))
+            if unreadable:
+                self._db.commit()
+            return out
         return await self._run(_list)
 
     async def run_seconds_since(self, since: float) -> dict[str, float]:

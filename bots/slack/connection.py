@@ -4,6 +4,7 @@ events arrive (Socket Mode, or signed HTTP posts to /slack/events on Confab's ow
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -15,7 +16,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRet
                                                          AsyncRateLimitErrorRetryHandler)
 from slack_sdk.web.async_client import AsyncWebClient
 
-from engine import ConfigError
+from engine import ConfigError, safe_json
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,15 @@ class SocketMode:
         await self.handler.close_async()
 
 
+def too_deep(body: str, content_type: str) -> bool:
+    """Whether a body posted to /slack/events nests too deeply for bolt to parse: bolt reads a
+    JSON body, or a form's `payload` field, with json.loads before it checks the signature."""
+    if content_type == "application/json" or body.startswith("{"):
+        return safe_json.depth(body) > safe_json.MAX_DEPTH
+    return any(safe_json.depth(value) > safe_json.MAX_DEPTH
+               for name, value in parse_qsl(body, keep_blank_values=True) if name == "payload")
+
+
 class HttpEvents:
     """Events, commands and actions POSTed by Slack to /slack/events on Confab's server, each
     checked against the signing secret (and a 5-minute timestamp window) by bolt."""
@@ -118,6 +128,8 @@ class HttpEvents:
         web_app.router.add_post(path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
+        if too_deep(await request.text(), request.content_type):
+            return web.Response(status=400, text=f"The body nests more than {safe_json.MAX_DEPTH} levels deep.")
         response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 

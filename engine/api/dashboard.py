@@ -28,6 +28,7 @@ from aiohttp import web
 from ..scheduler import order
 from .errors import error_response
 from .keys import ENGINE, SETTINGS
+from .validate import read_json
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,7 @@ async def login(request: web.Request) -> web.Response:
     if refused := _needs_header(request):
         return refused
     keys = request.app[SETTINGS].api_keys
-    try:
-        key = str((await request.json()).get("key", ""))
-    except (ValueError, AttributeError):
-        key = ""
+    key = str((await read_json(request)).get("key", ""))
     if keys and not any(hmac.compare_digest(key, k) for k in keys):
         await asyncio.sleep(0.2)   # a little friction for guessing
         return error_response(401, "That is not one of Confab's API keys.", "invalid_request_error",

@@ -1,11 +1,11 @@
 """Reading request bodies: JSON parsing and field checks that answer in the caller's words."""
 from __future__ import annotations
 
-import json
 import math
 
 from aiohttp import web
 
+from .. import safe_json
 from ..errors import BadRequest, LimitExceeded
 
 
@@ -14,7 +14,9 @@ async def read_json(request: web.Request) -> dict:
     if not raw:
         raise BadRequest("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw)
+        body = safe_json.loads(raw)
+    except safe_json.TooDeep as e:
+        raise BadRequest(f"The request body is refused: its {e}.") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"The request body is not valid JSON: {e}.") from None
     if not isinstance(body, dict):

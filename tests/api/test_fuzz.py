@@ -48,7 +48,8 @@ class LiveConfab:
         engine = fake_engine(make_settings(self.tmp_path, max_body_bytes=2 * 2**20,
                                            max_audio_bytes=2 * 2**20))
         await engine.start()
-        runner, base = await serve(create_app(engine))
+        self.app = create_app(engine)
+        runner, base = await serve(self.app)
         return engine, runner, base
 
     def healthy(self) -> bool:
@@ -162,3 +163,84 @@ def test_random_bytes_into_the_upload_endpoints(live):
         assert r.status_code < 500, (i, kind, r.status_code, r.text[:300])
     assert live.healthy()
     assert any(400 <= s < 500 for s in seen)
+
+
+# POST routes that read no JSON body: multipart uploads, and actions named by their URL alone.
+# Every other POST route is found in the app's router and must refuse too-deep JSON.
+NO_JSON_BODY = {"/v1/audio/transcriptions", "/v1/audio/translations", "/dashboard/logout",
+                "/dashboard/jobs/{job_id}/cancel"}
+PATH_VALUES = {"{name}": "translate"}
+
+
+def json_routes(app) -> list[str]:
+    routes = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method != "POST" or path in NO_JSON_BODY:
+            continue
+        for param, value in PATH_VALUES.items():
+            path = path.replace(param, value)
+        assert "{" not in path, f"give {path} a value in PATH_VALUES"
+        routes.append(path)
+    return sorted(routes)
+
+
+def nested(levels: int, kinds: str = "[") -> str:
+    """`levels` arrays/objects inside each other, cycling through `kinds` ('[' or '{')."""
+    opens = "".join('{"k":' if kinds[i % len(kinds)] == "{" else "[" for i in range(levels))
+    closes = "".join("}" if kinds[i % len(kinds)] == "{" else "]" for i in reversed(range(levels)))
+    return opens + "1" + closes
+
+
+def chat_body_with(value: str) -> str:
+    return ('{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "metadata": %s}'
+            % (FAKE_MODEL, value))
+
+
+def assert_refused_as_too_deep(r) -> None:
+    assert r.status_code == 400, (r.request.url, r.status_code, r.text[:300])
+    assert r.headers["Content-Type"].startswith("application/json")
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and "64 levels" in error["message"], error
+
+
+def test_deeply_nested_bodies_get_a_400_on_every_json_route(live):
+    """10,000 levels overflowed Python's parser (a RecursionError: HTTP 500); 500 levels parse,
+    but are refused all the same, before anything walks them."""
+    import requests
+    routes = json_routes(live.app)
+    assert {"/v1/chat/completions", "/v1/embeddings", "/v1/jobs", "/dashboard/login"} <= set(routes)
+    bodies = [nested(10_000), nested(10_000, "{"), nested(500, "[{"), chat_body_with(nested(10_000)),
+              '{"a": ' + nested(200) + ', "b": "' + "[" * 20_000 + '"}']
+    for route in routes:
+        for body in bodies:
+            r = requests.post(live.base + route, data=body.encode(), timeout=60,
+                              headers={"Content-Type": "application/json", "X-Confab-Dashboard": "1"})
+            assert_refused_as_too_deep(r)
+    assert live.healthy()
+
+
+def test_nesting_is_measured_not_guessed(live):
+    """Generated nestings of arrays and objects, anywhere in an otherwise valid chat request:
+    over the bound a 400, at it a real answer; brackets inside strings never count."""
+    import requests
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(levels=st.integers(1, 20_000), kinds=st.sampled_from(["[", "{", "[{", "{[["]),
+           text=st.text(alphabet="[]{}\"\\ x", max_size=40))
+    def run(levels, kinds, text):
+        value = nested(levels, kinds)
+        body = ('{"model": "%s", "messages": [{"role": "user", "content": %s}], "metadata": %s}'
+                % (FAKE_MODEL, json.dumps(text + "[" * levels), value))
+        r = requests.post(live.base + "/v1/chat/completions", data=body.encode(), timeout=60,
+                          headers={"Content-Type": "application/json"})
+        # the body's own object and "metadata" are 2 of the levels
+        if levels + 1 > 64:
+            assert_refused_as_too_deep(r)
+        else:
+            assert r.status_code < 500 and "64 levels" not in r.text, r.text[:300]
+
+    run()
+    assert live.healthy()

@@ -147,6 +147,36 @@ async def test_http_mode_refuses_bad_signatures_and_answers_url_verification(fak
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_http_mode_refuses_deeply_nested_bodies_before_bolt_parses_them(fake, bare_engine):
+    """bolt parses a body (or a form's payload field) with json.loads before it checks the
+    signature, so anyone who can reach /slack/events could send one 10,000 levels deep: a
+    RecursionError, HTTP 500. Refused with a 400 instead, signed or not, at any depth past the
+    bound; a slash command's text full of brackets is no JSON and goes through."""
+    deep_blocks = "[" * 10_000 + "]" * 10_000
+    event = json.loads(fake.event_callback_body({"type": "message", "channel": "C1", "user": "U1",
+                                                 "text": "hi", "ts": "1.000001"}).decode())
+    event["event"]["blocks"] = "@BLOCKS@"
+    deep_event = json.dumps(event).replace('"@BLOCKS@"', deep_blocks)
+    action = fake.interactive("confab_cancel", "job_x", ephemeral=True)
+    action["state"] = "@STATE@"
+    deep_action = "payload=" + urllib.parse.quote(
+        json.dumps(action).replace('"@STATE@"', '{"v":' * 500 + "1" + "}" * 500), safe="")
+    async with running_confab(fake, "http", bare_engine) as confab:
+        for body, ctype in ((deep_event, fake.JSON), (deep_action, fake.FORM),
+                            (deep_event, "text/plain")):      # bolt parses any body that starts with {
+            status, text = await fake.signed_post(confab.url, body, ctype)
+            assert status == 400 and "64 levels" in text, (status, text[:200])
+            status, _ = await fake.signed_post(confab.url, body, ctype, secret="not-the-secret")
+            assert status == 400
+        status, _ = await fake.signed_post(confab.url, fake.slash_command_body("/help", "[" * 5000), fake.FORM)
+        assert status == 200
+        challenge = fake.url_verification_body("still-here")
+        status, text = await fake.signed_post(confab.url, challenge, fake.JSON)
+        assert status == 200 and json.loads(text)["challenge"] == "still-here"
+    assert not fake.problems
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_socket_mode_reconnects_after_disconnect(fake, bare_engine):
     async with running_confab(fake, "socket", bare_engine) as confab:
         await fake.send_disconnect("refresh_requested", grace=0.5)
