@@ -11,6 +11,8 @@ import socket
 import sys
 from pathlib import Path
 
+from engine.exposure import open_to_network
+
 log = logging.getLogger("confab")
 
 
@@ -70,6 +72,8 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
     chat = [m.name for m in engine.installed("chat")]
     log.info("Confab API on http://%s:%d/v1 (chat models: %s)", settings.host, settings.port,
              ", ".join(chat) or "none installed")
+    if warning := open_to_network(settings):
+        log.warning("OPEN TO THE NETWORK: %s", warning)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,6 +208,11 @@ def cmd_doctor(args) -> None:
             line(True, "port", f"{settings.host}:{settings.port} is free")
         except OSError:
             line(False, "port", f"{settings.host}:{settings.port} is in use")
+    if warning := open_to_network(settings):
+        print(f"WARN {'network':<14} {warning}")     # a warning: containers listen on all addresses
+    else:
+        print(f"ok   {'network':<14} " + ("API keys required" if settings.api_keys
+                                          else f"{settings.host} is this machine only"))
     data = settings.data_path
     try:
         data.mkdir(parents=True, exist_ok=True)

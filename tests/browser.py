@@ -117,6 +117,11 @@ class Browser:
         except asyncio.TimeoutError:
             raise AssertionError(f"timed out waiting for {expression!r}; console: {self.console[-5:]}") from None
 
+    async def resize(self, width: int, height: int = 900) -> None:
+        """Lay the page out in a viewport of this size (as a window of it would)."""
+        await self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                                "deviceScaleFactor": 1, "mobile": False})
+
     async def click(self, selector: str) -> None:
         box = await self.wait_for(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"

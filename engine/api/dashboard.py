@@ -25,6 +25,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from ..exposure import open_to_network
 from ..scheduler import order
 from .errors import error_response
 from .keys import ENGINE, SETTINGS
@@ -45,6 +46,7 @@ SESSIONS = web.AppKey("dashboard_sessions", dict)
 STREAMS = web.AppKey("dashboard_streams", set)
 ERRORS = web.AppKey("dashboard_errors", collections.deque)
 HANDLER = web.AppKey("dashboard_log_handler", logging.Handler)
+WARNINGS = web.AppKey("dashboard_warnings", list)
 
 
 # -- access ---------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ async def snapshot(app: web.Application) -> dict:
                  "source": f"job {f['id']} ({f['kind']}, {f['model']}, {f['user']})"}
                 for f in await engine.store.recent_failures(RECENT_ERRORS)]
     errors = sorted(failures + list(app[ERRORS]), key=lambda e: -e["at"])[:RECENT_ERRORS]
-    return {"time": time.time(), "queue_by_class": by_class,
+    return {"time": time.time(), "warnings": app[WARNINGS], "queue_by_class": by_class,
             "queue_max": sched.policy.queue_max, "queued": queued, "running": running,
             "devices": devices, "errors": errors, "usage": list(per_user.values())}
 
@@ -279,6 +281,7 @@ def setup(app: web.Application) -> None:
     app[STREAMS] = set()
     app[ERRORS] = collections.deque(maxlen=RECENT_ERRORS)
     app[HANDLER] = _RecentErrors(app[ERRORS])
+    app[WARNINGS] = [w for w in [open_to_network(app[SETTINGS])] if w]   # settings do not change
     for name in ("engine", "models", "aiohttp.server", "aiohttp.web"):
         logging.getLogger(name).addHandler(app[HANDLER])
     app.on_shutdown.append(_on_shutdown)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 
 import aiohttp
@@ -223,5 +224,79 @@ async def test_jobs_held_outside_the_local_scheduler_are_listed_too(tmp_path):
         assert state["queue_by_class"]["1"] == 1 and state["queued"][0]["user"] == "slack:U1"
     finally:
         engine.gate.set()
+        await runner.cleanup()
+        await engine.close()
+
+
+# Every element of every card, in page coordinates, that lies outside its card; and whether the
+# page itself scrolls sideways.
+OVERFLOWS = """(() => {
+  const bad = [];
+  for (const card of document.querySelectorAll("main > section")) {
+    const box = card.getBoundingClientRect();
+    if (card.scrollWidth > card.clientWidth) bad.push(`${card.id} scrolls: ${card.scrollWidth} > ${card.clientWidth}`);
+    for (const e of card.querySelectorAll("*")) {
+      const r = e.getBoundingClientRect();
+      if (r.width && (r.right > box.right + 0.5 || r.left < box.left - 0.5))
+        bad.push(`${card.id}: <${e.tagName.toLowerCase()}> ${e.textContent.slice(0, 40)} spans ${r.left.toFixed(0)}-${r.right.toFixed(0)}, the card ${box.left.toFixed(0)}-${box.right.toFixed(0)}`);
+    }
+  }
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth) bad.push(`the page scrolls sideways: ${page.scrollWidth} > ${page.clientWidth}`);
+  return bad;
+})()"""
+
+
+@needs_chromium
+async def test_no_card_overflows_and_an_open_server_says_so(tmp_path):
+    """Long names (API keys with a user, Discord ids, job ids), big numbers and a long error in
+    every card, at 1,400 px (where "Usage today" was wider than its card) and other widths: no
+    card's content reaches outside it. CONFAB_HOST=0.0.0.0 with no API key: a banner says so."""
+    engine, runner, base = await rig(tmp_path / "data", host="0.0.0.0", daily_gpu_seconds=86400)
+    browser = await Browser.launch(tmp_path / "chromium-profile")
+    try:
+        first, queued = await hold_one_running_and_queue(engine, 2)
+        for user in ("key-3f9a1c2b7d4e/alice.longname@example.com", "key-0a1b2c3d4e5f"):
+            await engine.submit(ChatJob(messages=[ChatMessage("user", "hi")],
+                                        origin=Origin(platform="api", user=user)))
+        for user, seconds in (("api:key-3f9a1c2b7d4e", 12345.678), ("discord:1098765432109876543", 86399.9),
+                              ("slack:T0123ABCDEF:U0123ABCDEFGH", 7.5)):
+            engine.limits.charge(user, seconds)
+        logging.getLogger("engine.api").error("a long failure: %s", "Traceback-free-but-unbroken-" * 20)
+        await browser.goto(f"{base}/dashboard")
+        await browser.wait_for("document.getElementById('status').textContent === 'live'")
+        await browser.wait_for("document.getElementById('usage').innerText.includes('1098765432109876543')")
+        await browser.wait_for("document.getElementById('errors').innerText.includes('unbroken')")
+        for width in (1400, 1920, 1280, 1024, 700):
+            await browser.resize(width)
+            await browser.wait_for(f"document.documentElement.clientWidth <= {width}")
+            assert await browser.eval(OVERFLOWS) == [], width
+        await browser.resize(1400)
+        await browser.screenshot(tmp_path / "dashboard-1400.png")
+        banner = await browser.eval("(() => { const w = document.getElementById('warnings');"
+                                    " return w.hidden ? null : w.innerText; })()")
+        assert banner and "0.0.0.0" in banner and "CONFAB_API_KEYS" in banner, banner
+    finally:
+        engine.gate.set()
+        await browser.close()
+        await runner.cleanup()
+        await engine.close()
+
+
+@pytest.mark.parametrize("host, keys, open_", [("0.0.0.0", (), True), ("::", (), True),
+                                               ("0.0.0.0", (KEY,), False), ("127.0.0.1", (), False),
+                                               ("localhost", (), False)])
+async def test_the_state_warns_when_the_server_is_open_to_the_network(tmp_path, host, keys, open_):
+    engine, runner, base = await rig(tmp_path, host=host, api_keys=keys)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/dashboard/state", headers={"Authorization": f"Bearer {KEY}"}) as r:
+                warnings = (await r.json())["warnings"]
+        if open_:
+            (warning,) = warnings
+            assert f"{host}:" in warning and "no API key" in warning and "CONFAB_API_KEYS" in warning
+        else:
+            assert warnings == []
+    finally:
         await runner.cleanup()
         await engine.close()
