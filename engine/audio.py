@@ -232,9 +232,31 @@ def mime_type(fmt: str) -> str:
     return FORMATS[check_format(fmt)][3]
 
 
-def encode(pcm: Pcm, fmt: str, speed: float = 1.0) -> bytes:
+# Formats whose pieces, encoded one after another, join into one file: speech streams in these.
+STREAMED_FORMATS = ("pcm", "wav", "mp3", "aac")
+
+
+def encode_piece(pcm: Pcm, fmt: str, speed: float = 1.0, first: bool = True) -> bytes:
+    """One piece of a stream in `fmt` (see STREAMED_FORMATS). A WAV stream is 24 kHz PCM after a
+    header whose lengths say "unknown" (0xFFFFFFFF), as streamed WAV has it. Blocking."""
+    if fmt == "wav":
+        body = encode(pcm, "pcm", speed)
+        return wav_stream_header(FORMATS["pcm"][2]) + body if first else body
+    return encode(pcm, fmt, speed, bare=not first)
+
+
+def wav_stream_header(rate: int) -> bytes:
+    unknown = 0xFFFFFFFF
+    return (b"RIFF" + unknown.to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+            + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+            + (rate * 2).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+            + b"data" + unknown.to_bytes(4, "little"))
+
+
+def encode(pcm: Pcm, fmt: str, speed: float = 1.0, bare: bool = False) -> bytes:
     """Pcm to the bytes of an audio file in `fmt` (wav, mp3, opus, ogg, flac, aac, pcm), through
-    pydub and ffmpeg. `speed` other than 1 changes the tempo, not the pitch. Blocking."""
+    pydub and ffmpeg. `speed` other than 1 changes the tempo, not the pitch. `bare`: a later
+    piece of a stream. Blocking."""
     fmt = check_format(fmt)
     container, codec, rate, _ = FORMATS[fmt]
     if fmt == "wav" and speed == 1.0:
@@ -252,6 +274,8 @@ def encode(pcm: Pcm, fmt: str, speed: float = 1.0) -> bytes:
         params += ["-ar", str(rate)]
     if fmt == "mp3":
         params += ["-b:a", "64k"]
+        if bare:      # a later piece of a stream: frames only, no tags or header of its own
+            params += ["-id3v2_version", "0", "-write_xing", "0"]
     elif fmt in ("opus", "ogg"):
         params += ["-b:a", "32k", "-application", "voip"]
     buf = io.BytesIO()
@@ -274,3 +298,53 @@ def _atempo(speed: float) -> str:
 
 def silence(seconds: float, rate: int) -> Pcm:
     return Pcm(b"\x00\x00" * int(seconds * rate), rate)
+
+
+def resample(pcm: Pcm, rate: int) -> Pcm:
+    """Linear interpolation to `rate`: good enough for speech between 8, 16, 22.05 and 24 kHz,
+    and fast enough to run on every streamed chunk (ffmpeg costs a process each time)."""
+    if pcm.rate == rate or not pcm.data:
+        return Pcm(pcm.data, rate) if not pcm.data else pcm
+    np = _numpy()
+    x = np.frombuffer(pcm.data, dtype="<i2").astype(np.float32)
+    n = max(1, int(round(len(x) * rate / pcm.rate)))
+    y = np.interp(np.arange(n) * (pcm.rate / rate), np.arange(len(x)), x)
+    return Pcm(np.clip(np.round(y), -32768, 32767).astype("<i2").tobytes(), rate)
+
+
+# -- G.711 (8 kHz mu-law and A-law: telephone audio, as OpenAI's Realtime API takes it) -------
+
+G711_RATE = 8000
+
+
+def _g711_tables():
+    np = _numpy()
+    codes = np.arange(256, dtype=np.int32)
+    u = ~codes & 0xFF
+    mag = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    ulaw = np.where(u & 0x80, 0x84 - mag, mag - 0x84)
+    a = codes ^ 0x55
+    seg = (a & 0x70) >> 4
+    val = ((a & 0x0F) << 4) + 8
+    val = np.where(seg == 0, val, (val + 0x100) << np.maximum(seg - 1, 0))
+    alaw = np.where(a & 0x80, val, -val)
+    return ulaw.astype(np.int16), alaw.astype(np.int16)
+
+
+def g711_decode(data: bytes, law: str) -> Pcm:
+    """mu-law ('pcmu') or A-law ('pcma') bytes to 8 kHz Pcm."""
+    np = _numpy()
+    table = _g711_tables()[0 if law == "pcmu" else 1]
+    return Pcm(table[np.frombuffer(data, dtype=np.uint8)].astype("<i2").tobytes(), G711_RATE)
+
+
+def g711_encode(pcm: Pcm, law: str) -> bytes:
+    """Pcm (any rate) to 8 kHz mu-law or A-law: each sample takes the nearest code."""
+    np = _numpy()
+    table = _g711_tables()[0 if law == "pcmu" else 1].astype(np.int32)
+    order = np.argsort(table)
+    ranked = table[order]
+    x = np.frombuffer(resample(pcm, G711_RATE).data, dtype="<i2").astype(np.int32)
+    i = np.clip(np.searchsorted(ranked, x), 1, 255)
+    nearer = np.where(np.abs(ranked[i - 1] - x) <= np.abs(ranked[i] - x), i - 1, i)
+    return order[nearer].astype(np.uint8).tobytes()

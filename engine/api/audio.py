@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import time
@@ -11,8 +12,8 @@ from aiohttp import web
 from .. import audio
 from ..errors import BadMedia, BadRequest, ConfabError, LimitExceeded
 from ..jobs import Origin
-from ..speech import (SpeechChunk, SpeechResult, TranscriptResult, TranscriptSegment,
-                      submit_speech, submit_transcription)
+from ..speech import (SENTENCE_PAUSE_S, SpeechChunk, SpeechResult, TranscriptResult,
+                      TranscriptSegment, submit_speech, submit_transcription)
 from .app_util import caller_id, result_of
 from .errors import error_body
 from .keys import ENGINE, SETTINGS
@@ -263,8 +264,9 @@ async def translations(request: web.Request) -> web.StreamResponse:
     return await _transcribe(request, "translate")
 
 
-async def start_speech(request: web.Request, body: dict, meta: dict):
-    """Check the request and queue its job (with `meta`)."""
+async def start_speech(request: web.Request, body: dict, meta: dict, stream: bool = False):
+    """Check the request and queue its job (with `meta`). A job kept for later (`stream` off)
+    cannot be sent as server-sent events."""
     engine = request.app[ENGINE]
     text = string(body, "input", required=True)
     fmt = audio.check_format(string(body, "response_format", "mp3") or "mp3")
@@ -272,9 +274,13 @@ async def start_speech(request: web.Request, body: dict, meta: dict):
     stream_format = string(body, "stream_format", "audio")
     if stream_format not in ("audio", "sse"):
         raise BadRequest("stream_format must be audio or sse.", param="stream_format")
-    if stream_format == "sse":
-        raise BadRequest("Confab streams speech as raw audio: use response_format 'pcm' with "
-                         "stream_format 'audio'.", param="stream_format")
+    if stream_format == "sse" and not stream:
+        raise BadRequest("A kept job's speech is fetched whole: leave stream_format out, or use "
+                         "POST /v1/audio/speech to stream it.", param="stream_format")
+    if stream_format == "sse" and fmt not in audio.STREAMED_FORMATS:
+        raise BadRequest(f"Speech streams as {', '.join(audio.STREAMED_FORMATS)}; '{fmt}' is sent "
+                         "whole: use stream_format 'audio' for it.", param="response_format")
+    meta = {**meta, "sse": True} if stream_format == "sse" else meta
     return await submit_speech(engine, text, _origin(request, string(body, "user") or ""),
                                model=string(body, "model"), voice=_voice(body),
                                response_format=fmt, speed=speed, meta=meta)
@@ -292,9 +298,10 @@ async def speech_response(request: web.Request, job, result: SpeechResult) -> we
 
 
 async def speech(request: web.Request) -> web.StreamResponse:
-    handle = await start_speech(request, await read_json(request), {})
-    if handle.job.response_format == "pcm":
-        return await _stream_pcm(request, handle, _speech_headers(handle.job))
+    handle = await start_speech(request, await read_json(request), {}, stream=True)
+    if handle.job.response_format in audio.STREAMED_FORMATS:
+        return await _stream_speech(request, handle, _speech_headers(handle.job),
+                                    bool(handle.job.meta.get("sse")))
     return await speech_response(request, handle.job, await result_of(handle))
 
 
@@ -309,29 +316,46 @@ def _voice(body: dict) -> str | None:
     return string(body, "voice")
 
 
-async def _stream_pcm(request: web.Request, handle, headers: dict) -> web.StreamResponse:
-    """Raw 24 kHz PCM, each sentence sent as soon as it is synthesized."""
-    response = web.StreamResponse(headers={**headers, "Content-Type": audio.mime_type("pcm")})
-    started = False
+async def _stream_speech(request: web.Request, handle, headers: dict, sse: bool) -> web.StreamResponse:
+    """Each sentence sent as soon as it is spoken: the audio's bytes as a chunked body, or
+    OpenAI's server-sent events (speech.audio.delta with base64 audio, then speech.audio.done)."""
+    job = handle.job
+    kind = "text/event-stream" if sse else audio.mime_type(job.response_format)
+    response = web.StreamResponse(headers={**headers, "Content-Type": kind, "Cache-Control": "no-cache"})
+
+    def event(data: dict) -> bytes:
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    async def write(data: bytes) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+                             if sse else data)
     try:
+        first = True
         async for ev in handle:
             if isinstance(ev, SpeechChunk):
-                data = await asyncio.to_thread(audio.encode, audio.Pcm(ev.pcm, ev.sample_rate), "pcm")
-                if not started:
-                    await response.prepare(request)
-                    started = True
-                await response.write(data)
-        await handle.result()   # raises the job's error: before the first chunk, as a proper error
-    except ConfabError:
-        if not started:
+                pcm = audio.Pcm(ev.pcm, ev.sample_rate)
+                if not first:
+                    pcm = audio.silence(SENTENCE_PAUSE_S, pcm.rate) + pcm
+                await write(await asyncio.to_thread(audio.encode_piece, pcm, job.response_format,
+                                                    job.speed, first))
+                first = False
+        await handle.result()   # raises the job's error: before the first piece, as a proper error
+    except ConfabError as e:
+        if not response.prepared:
             raise
+        if sse:
+            await response.write(event(error_body(e.message, e.kind, e.code)))
         await response.write_eof()
         return response
     except (ConnectionResetError, asyncio.CancelledError):
         await handle.cancel()
         raise
-    if not started:
+    if not response.prepared:
         await response.prepare(request)
+    if sse:
+        await response.write(event({"type": "speech.audio.done"}))
     await response.write_eof()
     return response
 

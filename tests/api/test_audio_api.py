@@ -293,7 +293,7 @@ async def test_bad_fields(client, clip):
     await expect(400, "invalid_request", client.audio.speech.create(
         model="tts-1", voice="alloy", input="   "), "input")
     await expect(400, "invalid_request", client.audio.speech.create(
-        model="tts-1", voice="alloy", input="hi", stream_format="sse"), "stream_format")
+        model="tts-1", voice="alloy", input="hi", stream_format="midi"), "stream_format")
 
 
 async def test_speech_input_over_openais_4096_characters(client):
