@@ -55,10 +55,10 @@ async def start(engine, commands, app=None, settings=None, desk=None):
         desk = owned_desk = build_support_desk(engine)
     adapter = SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:
-        link = connection.SocketMode(adapter.app, settings.slack_app_token)
+        link = connection.SocketMode(adapter.app, settings.slack_app_token, adapter.acks)
         mode = "Socket Mode"
     else:
-        link = connection.HttpEvents(adapter.app, app)
+        link = connection.HttpEvents(adapter.app, app, acks=adapter.acks)
         mode = f"HTTP events at {connection.EVENTS_PATH}"
     running = RunningSlack(adapter, link, owned_desk)
     try:

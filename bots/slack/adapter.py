@@ -26,6 +26,7 @@ from engine import ConfabError, Origin
 from engine.messages import RESTARTED_MID_WAY, explain
 
 from ..common.access import Access, Lists, RateLimit
+from ..common.acks import AckClock
 from ..common.commands import Commands, Request
 from ..common.delivery import Delivery
 from .events import Said, Seen, command_name, said
@@ -56,6 +57,7 @@ class SlackAdapter:
                                       settings.slack_allow_users, settings.slack_deny_users),
                              RateLimit(settings.slack_user_rate))
         self.seen = Seen()
+        self.acks = AckClock("Slack")           # receipt to ack, as Slack counts its 3 s
         self._admins: dict[str, tuple[bool, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self.pipelines: dict[str, Any] = {}     # first stage's job id -> running voice note

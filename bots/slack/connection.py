@@ -3,13 +3,16 @@ events arrive (Socket Mode, or signed HTTP posts to /slack/events on Confab's ow
 """
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import parse_qsl
+import time
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRetryHandler,
@@ -84,12 +87,39 @@ async def who_am_i(client: AsyncWebClient) -> dict:
     return dict(r.data)
 
 
+class _TimedHandler(AsyncSocketModeHandler):
+    """bolt's Socket Mode handler, noting when each envelope came off the socket and when its
+    acknowledgement went back (`acks`, bots/common/acks.py)."""
+
+    def __init__(self, app: AsyncApp, app_token: str, acks):
+        super().__init__(app, app_token=app_token)
+        self.acks = acks
+        self.client.on_message_listeners.append(self._received)
+
+    async def _received(self, message) -> None:
+        # called as the frame is read, before it is queued for the app
+        try:
+            envelope_id = json.loads(message.data).get("envelope_id")
+        except (ValueError, TypeError, AttributeError):
+            return
+        if isinstance(envelope_id, str):
+            self.acks.received(envelope_id)
+
+    async def handle(self, client, req) -> None:
+        started = time.time()
+        response = await run_async_bolt_app(self.app, req)
+        await send_async_response(client, req, response, started)
+        if response.status == 200:            # bolt acknowledges nothing else
+            self.acks.acked(req.envelope_id)
+
+
 class SocketMode:
     """Events over a websocket that Confab opens: no public URL needed."""
 
-    def __init__(self, app: AsyncApp, app_token: str):
+    def __init__(self, app: AsyncApp, app_token: str, acks=None):
         self.app, self.app_token = app, app_token
-        self.handler = AsyncSocketModeHandler(app, app_token=app_token)
+        self.handler = (AsyncSocketModeHandler(app, app_token=app_token) if acks is None
+                        else _TimedHandler(app, app_token, acks))
 
     async def start(self) -> None:
         # The Socket Mode client retries a refused token forever: check it once first (the
@@ -120,17 +150,24 @@ class HttpEvents:
     """Events, commands and actions POSTed by Slack to /slack/events on Confab's server, each
     checked against the signing secret (and a 5-minute timestamp window) by bolt."""
 
-    def __init__(self, app: AsyncApp, web_app: web.Application | None, path: str = EVENTS_PATH):
-        self.app, self.path = app, path
+    def __init__(self, app: AsyncApp, web_app: web.Application | None, path: str = EVENTS_PATH,
+                 acks=None):
+        self.app, self.path, self.acks = app, path, acks
         if web_app is None:
             raise ConfigError("The Slack HTTP Events API needs Confab's web server; set "
                               "SLACK_APP_TOKEN for Socket Mode instead.")
         web_app.router.add_post(path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
+        started = time.monotonic()            # the request is ours from here: Slack's 3 s run
         if too_deep(await request.text(), request.content_type):
             return web.Response(status=400, text=f"The body nests more than {safe_json.MAX_DEPTH} levels deep.")
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        bolt_request = await to_bolt_request(request)
+        response = await self.app.async_dispatch(bolt_request)
+        if self.acks is not None and response.status == 200:
+            body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
+            key = body.get("event_id") or body.get("trigger_id") or body.get("type") or "request"
+            self.acks.took(str(key), time.monotonic() - started)
         return await to_aiohttp_response(response)
 
     async def start(self) -> None:

@@ -77,7 +77,7 @@ class _FakeHandle:
         await self._remote.call("wait_connected", count, timeout)
 
 
-async def measure(mode: str, events: int = EVENTS) -> tuple[float, int]:
+async def measure(mode: str, events: int = EVENTS) -> tuple[float, int, int]:
     from engine import Engine
     from tests.bench.instant import load_instant
     from tests.bench.remote import RemoteFake
@@ -91,11 +91,13 @@ async def measure(mode: str, events: int = EVENTS) -> tuple[float, int]:
     engine = Engine(settings, load=load_instant, gpu_total=None)
     await engine.start(resume=False)
     try:
-        async with running_confab(fake, mode, engine) as confab:
+        async with running_confab(fake, mode, engine, check_acks=False) as confab:
             elapsed, problems = await remote.call("drive", mode, confab.url, events, WINDOW)
             late = [p for p in problems if "acknowledged" in p]
             assert len(late) == len(problems), problems[:3]
-            return events / elapsed, len(late)
+            # Slack's 3 s as Confab measures it (receipt to ack), beside the fake's view of the wire
+            late_here = sum(a.seconds >= 3.0 for a in confab.adapter.acks.since(0))
+            return events / elapsed, len(late), late_here
     finally:
         await engine.close()
         await remote.stop()
@@ -104,10 +106,11 @@ async def measure(mode: str, events: int = EVENTS) -> tuple[float, int]:
 def run() -> list[tuple[str, object, str]]:
     rows: list[tuple[str, object, str]] = []
     for mode in ("socket", "http"):
-        rate, late = asyncio.run(measure(mode))
+        rate, late, late_here = asyncio.run(measure(mode))
         rows.append((f"events/s, DMs answered end to end, {mode}", rate,
                      f"{EVENTS} DMs, {WINDOW} in flight, instant chat model, fake in its own "
-                     f"process; goal >= 300; {late} acks later than 3 s"))
+                     f"process, CONFAB_CONCURRENCY=4; goal >= 300; acks later than 3 s: {late} as the "
+                     f"fake saw them, {late_here} from receipt to ack inside Confab"))
     return rows
 
 

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from tests.bots.slack.conftest import WIRE_S
+
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240)]
 
 
@@ -13,8 +15,8 @@ async def test_mention_is_answered_once_in_its_thread(confab):
     mention = await confab.mention("What is the capital of France?")
     answer = await confab.answer("C1", mention["ts"])
     assert answer["thread_ts"] == mention["ts"] and answer["text"].strip()
-    await confab.idle()
-    await asyncio.sleep(0.3)   # a second answer to the twin event would be posted by now
+    job_id = await confab.settled(f"slack:C1:{mention['ts']}")    # its one job, done and delivered
+    assert [j["id"] for j in confab.jobs()] == [job_id]
     answers = [m for m in fake.bot_messages("C1", mention["ts"])]
     assert len(answers) == 1, answers
     posts = [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == mention["ts"]]
@@ -125,7 +127,7 @@ async def test_own_and_other_bots_messages_are_ignored(confab):
     if confab.mode == "socket":
         await fake.wait_until(lambda: fake.echoed_envelopes, 5, "the echoes")
         for eid in list(fake.echoed_envelopes):
-            await fake.wait_ack(eid, 3)
+            await fake.wait_ack(eid, WIRE_S)
     other = fake.bot_message_event("<@UBOT> beep", channel="C1")
     await confab.deliver(other)
     plain = fake.message_event("just chatting, no mention", channel="C1")
@@ -133,7 +135,9 @@ async def test_own_and_other_bots_messages_are_ignored(confab):
     reaction = {"type": "reaction_added", "user": "U1", "reaction": "eyes",
                 "item": {"type": "message", "channel": "C1", "ts": mention["ts"]}, "event_ts": fake.new_ts()}
     await confab.deliver(reaction)   # acked though nobody listens for it
-    await asyncio.sleep(0.5)
+    # Confab decides what to answer before the ack, and answers only what it kept then: these
+    # were not kept, so nothing can come of them
+    assert confab.kept(f"slack:C1:{other['ts']}") is None and confab.kept(f"slack:C1:{plain['ts']}") is None
     await confab.idle()
     assert len(confab.jobs()) == 1
     assert not fake.bot_messages("C1", other["ts"]) and not fake.bot_messages("C1", plain["ts"])
@@ -387,14 +391,13 @@ async def test_a_reroll_acknowledged_before_a_stop_is_drawn_after_it(fake, engin
         async with running_confab(fake, "socket", engine) as confab:
             await confab.click("confab_reroll", value, user="U1", channel="C1", message_ts=drawn["ts"])
             await fake.wait_for("users.info", timeout=10)
-        assert len(await kept()) == 1
+        click, = await kept()
     finally:
         fake.release("users.info")
     async with running_confab(fake, "socket", engine) as confab:
         await fake.wait_until(lambda: [m for m in fake.bot_messages("C1", drawn["ts"]) if m.get("files")], 90,
                               "the re-rolled picture")
-        await confab.idle()
-        await asyncio.sleep(0.3)      # a second picture would be posted by now
+        await confab.settled(click, delivered=False)       # its one job done, nothing in flight
         pictures = [m for m in fake.bot_messages("C1", drawn["ts"]) if m.get("files")]
         assert len(pictures) == 1 and pictures[0]["files"][0]["name"] != "confab-42.png"
         assert await kept() == []

@@ -98,8 +98,13 @@ async def test_support_channel_answers_questions_in_threads(fake, mode, desk):
                                        and "waited 31 min" in m["text"], thread_ts=unknown["ts"], timeout=10)
         assert late["text"].startswith("<!subteam^S0HELP>")
         assert len(fake.bot_messages("CSUP", taken["ts"])) == 1    # the hand-over only
+        # evidence that nothing more comes, rather than a pause: the chatter and the follow-up
+        # were not kept as questions before their acks, the question's work is settled, and the
+        # desk's tasks for every message (spawned before each ack went back) are done
+        assert confab.kept(f"slack:CSUP:{chatter['ts']}") is None
+        assert confab.kept(f"slack:CSUP:{followup['ts']}") is None
+        assert confab.kept(f"slack:CSUP:{question['ts']}")[0] == "closed"
         await confab.idle()
-        await asyncio.sleep(0.3)
         assert not fake.bot_messages("CSUP", chatter["ts"])
         mine = fake.bot_messages("CSUP", question["ts"])
         assert len(mine) == 2            # the answer and the ping, nothing for the follow-up
