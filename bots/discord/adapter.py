@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from typing import Awaitable, Callable
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
 import yarl
 
+from bots.common.acks import AckClock
 from bots.common.commands import Commands, Request
 from engine import ConfabError, Engine, Origin
 from engine.messages import RESTARTED_MID_WAY, explain
@@ -69,16 +72,38 @@ def point_at(api_url: str, gateway_url: str) -> Callable[[], None]:
     return restore
 
 
+_CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback$")
+
+
+def interaction_acks(acks: AckClock) -> aiohttp.TraceConfig:
+    """Notes each interaction's first response (defer, message or modal) as Discord answers it."""
+    async def on_request_end(session, context, params: aiohttp.TraceRequestEndParams) -> None:
+        found = _CALLBACK.search(params.url.path)
+        if found and params.response.status < 300:
+            acks.acked(found.group(1))
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
+
+
 class ConfabClient(discord.Client):
     def __init__(self, adapter: "DiscordAdapter", guild_ready_timeout: float, identify_delay: float):
         intents = discord.Intents.default()
         intents.message_content = True      # privileged: enable it in the developer portal
         super().__init__(intents=intents, guild_ready_timeout=guild_ready_timeout,
-                         allowed_mentions=discord.AllowedMentions.none())
+                         allowed_mentions=discord.AllowedMentions.none(),
+                         http_trace=interaction_acks(adapter.acks))
         self.adapter = adapter
         self.identify_delay = identify_delay
         self.tree = build_tree(self, adapter)
         self.ready = asyncio.Event()
+
+    def dispatch(self, event: str, /, *args, **kwargs) -> None:
+        # discord.py dispatches "interaction" as it parses INTERACTION_CREATE off the gateway,
+        # before any handler runs: Discord's 3 s for the first response start here for Confab
+        if event == "interaction" and args:
+            self.adapter.acks.received(str(args[0].id))
+        super().dispatch(event, *args, **kwargs)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(CancelButton, SpeakButton, RerollButton, FeedbackButton)
@@ -112,6 +137,7 @@ class DiscordAdapter:
         self.support = None
         self.settings = engine.settings
         self.access = DiscordAccess(self.settings)
+        self.acks = AckClock("Discord")         # receipt to first response: Discord's 3 s
         self.client = ConfabClient(self, guild_ready_timeout, identify_delay)
         self._task: asyncio.Task | None = None
         self._restore: Callable[[], None] | None = None
@@ -459,8 +485,7 @@ class DiscordAdapter:
         events = await self.engine.open_events("discord", before=self.listening_since)
         for key, record in events:
             self.spawn(self._replay(key, record))
-        if events:
-            log.info("Discord: answering %d requests received before the restart", len(events))
+        log.info("Discord: answering %d requests received before the restart", len(events))
         return len(events)
 
     async def _replay(self, key: str, record: dict) -> None:

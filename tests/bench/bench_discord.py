@@ -98,7 +98,8 @@ async def measure(events: int = EVENTS) -> float:
 def run() -> list[tuple[str, object, str]]:
     rate = asyncio.run(measure())
     return [("events/s, mentions answered end to end", rate,
-             f"{EVENTS} mentions, instant chat model, fake in its own process; goal >= 300")]
+             f"{EVENTS} mentions, instant chat model, fake in its own process, CONFAB_CONCURRENCY=4, "
+             "CONFAB_DISCORD_USER_RATE=0; goal >= 300")]
 
 
 def main() -> None:

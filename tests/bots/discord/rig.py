@@ -16,6 +16,12 @@ from tests.conftest import make_settings
 from tests.fakes.discord_fake import DiscordFake
 
 T = 60          # seconds: the bound of every wait on one short answer (CI machines are shared)
+# Discord's rule: an interaction's first response within 3 s. It is checked on Confab's own clock
+# (bots/common/acks.py: from parsing the interaction off the gateway to Discord's answer to the
+# response), as Discord counts it; the fake, in this same busy process, only refuses a response
+# later than WIRE_S, a bound on a hang.
+ACK_S = 3.0
+WIRE_S = 30.0
 PLACEHOLDER = "⏳ …"
 # Short answers keep the suite fast: SmolLM2 rambles up to max_tokens. One thread, because
 # llama.cpp's threads wait for each other at every layer, and on a busy 2-core machine a second
@@ -44,6 +50,34 @@ class Rig:
         except asyncio.TimeoutError:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
                                  f"recent requests: {self.fake.requests[-8:]}") from None
+
+    async def acked(self, payload: dict):
+        """The interaction's first response as the fake received it, once Confab's own clock says
+        it went back within Discord's 3 s."""
+        cb = await self.fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=WIRE_S)
+        ack = await self.until(lambda: self.adapter.acks.of(str(payload["id"])), "Confab's note of the ack")
+        assert ack.seconds < ACK_S, f"acknowledged {ack.seconds:.2f}s after Confab received it"
+        return cb
+
+    def late_acks(self) -> list:
+        """Every interaction this adapter acknowledged past Discord's 3 s."""
+        return [a for a in self.adapter.acks.acks if a.seconds >= ACK_S]
+
+    async def handled(self, timeout: float = T) -> None:
+        """Evidence that the client has done with everything dispatched so far, instead of a
+        pause to see whether anything more is posted: asked for a heartbeat at once (op 1), it
+        reports the last sequence it read, so every earlier event was parsed and its handler
+        started; then no discord.py event handler, adapter task or engine job is still going."""
+        from tests.fakes.discord_fake import OP_HEARTBEAT
+        seq, start = self.fake._session.seq, len(self.fake.gateway_received)
+        await self.fake.send_heartbeat_request()
+        await self.fake.wait_for_gateway(OP_HEARTBEAT, lambda d: d is not None and d >= seq, timeout, start)
+
+        def busy() -> list:
+            handlers = [t for t in asyncio.all_tasks()
+                        if t.get_name().startswith("discord.py: on_") and not t.done()]
+            return handlers + list(self.adapter._tasks) + self.engine.active_jobs()
+        await self.until(lambda: not busy(), "the events handled", timeout)
 
     async def answered(self, reply_id: str, timeout: float = T) -> dict:
         """The bot's message `reply_id` once its answer is complete (the Speak button is on)."""
@@ -102,7 +136,7 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
     """A started fake, engine and adapter; `register` adds command sets (as `confab run` does),
     `prepare` sees the engine before it starts (to register a model folder), `desk` makes the
     support desk once the engine runs (support channels)."""
-    fake = DiscordFake()
+    fake = DiscordFake(interaction_ack_deadline=WIRE_S)     # the 3 s rule: Rig.acked
     await fake.start()
     settings = make_settings(data_dir, models_dir, discord_bot_token=fake.token, discord_api_url=fake.api_base,
                              discord_gateway_url=fake.gateway_url, context_tokens=2048,
@@ -128,6 +162,7 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
         await adapter.wait_until_ready(10)
         rig = Rig(fake, engine, adapter)
         yield rig
+        assert not rig.late_acks(), rig.late_acks()
     finally:
         if rig is not None:
             adapter = rig.adapter       # another one, after `restart_adapter`

@@ -224,7 +224,7 @@ async def test_slash_ask_deferred_then_followed_up(rig):
     fake = rig.fake
     payload = fake.interaction_command("ask", {"question": "What is the capital of France?"})
     await fake.dispatch("INTERACTION_CREATE", payload)
-    cb = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    cb = await rig.acked(payload)
     assert cb.status == 200 and cb.json == {"type": 5}
     hook = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
     assert hook.status == 200
@@ -238,7 +238,7 @@ async def test_slash_queue_is_ephemeral(rig):
     fake = rig.fake
     payload = fake.interaction_command("queue")
     await fake.dispatch("INTERACTION_CREATE", payload)
-    cb = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    cb = await rig.acked(payload)
     assert cb.json == {"type": 5, "data": {"flags": 64}}
     await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=10)
     state = fake.interaction_state(payload)
@@ -260,7 +260,7 @@ async def cancel_button_stops_a_running_job(rig):
     job_id = button.rsplit(":", 1)[1]
     click = fake.interaction_button(button, fake.messages[placeholder["id"]])
     await fake.dispatch("INTERACTION_CREATE", click)
-    cb = await fake.wait_for("POST", f"/interactions/{click['id']}/", timeout=5)
+    cb = await rig.acked(click)
     assert cb.status == 200 and cb.json["type"] == 5
     await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{click['token']}", timeout=10)
     assert fake.messages[fake.interaction_state(click).original_message_id]["content"].startswith("🛑 Cancelled")
@@ -359,7 +359,7 @@ async def test_speak_button_answers_with_a_voice_message(rig):
     assert rig.components(answer["id"]) == ["confab:speak"]
     click = fake.interaction_button("confab:speak", answer)
     await fake.dispatch("INTERACTION_CREATE", click)
-    cb = await fake.wait_for("POST", f"/interactions/{click['id']}/", timeout=5)
+    cb = await rig.acked(click)
     assert cb.json == {"type": 6}
     spoken = await fake.wait_for("POST", f"/channels/{fake.channel_id}/messages",
                                  lambda r: (r.json or {}).get("flags") == MessageFlags.IS_VOICE_MESSAGE, timeout=T)

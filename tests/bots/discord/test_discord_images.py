@@ -48,7 +48,7 @@ async def imagine(rig, prompt: str) -> tuple[dict, dict]:
     fake = rig.fake
     payload = fake.interaction_command("imagine", {"prompt": prompt})
     await fake.dispatch("INTERACTION_CREATE", payload)
-    cb = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    cb = await rig.acked(payload)
     assert cb.status == 200 and cb.json == {"type": 5}          # deferred at once, in public
     await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
     return payload, fake.messages[fake.interaction_state(payload).original_message_id]
@@ -84,7 +84,7 @@ async def test_imagine_shows_queue_progress_then_the_picture_and_a_reroll_button
     # Re-roll: the same request with another seed, in a message of its own.
     click = fake.interaction_button(button, fake.messages[mid])
     await fake.dispatch("INTERACTION_CREATE", click)
-    cb = await fake.wait_for("POST", f"/interactions/{click['id']}/", timeout=5)
+    cb = await rig.acked(click)
     assert cb.json == {"type": 5}
     await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{click['token']}", timeout=T)
     again = fake.interaction_state(click).original_message_id

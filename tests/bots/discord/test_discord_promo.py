@@ -33,7 +33,7 @@ async def test_promo_asks_its_missing_slots_in_a_modal_and_writes_from_them(rig)
 
     payload = fake.interaction_command("promo", {"product": "Lemonade", "output": "text"})
     await fake.dispatch("INTERACTION_CREATE", payload)
-    shown = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    shown = await rig.acked(payload)
     assert shown.status in (200, 204) and shown.json["type"] == 9         # a modal, not a defer
     modal = shown.json["data"]
     assert modal["custom_id"].startswith("confab_template:promo") and modal["title"] == "/promo"
@@ -46,7 +46,7 @@ async def test_promo_asks_its_missing_slots_in_a_modal_and_writes_from_them(rig)
     submit = fake.interaction_modal_submit(payload, {
         "size": "330 ml", "container": "can", "price": "$1.50", "store": "kiosk", "setting": "beach in summer"})
     await fake.dispatch("INTERACTION_CREATE", submit)
-    ack = await fake.wait_for("POST", f"/interactions/{submit['id']}/", timeout=5)
+    ack = await rig.acked(submit)
     assert ack.json["type"] == 5
     answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{submit['token']}", timeout=T)
     await rig.answered(answer.response["id"])
@@ -64,7 +64,7 @@ async def test_promo_with_every_slot_given_needs_no_modal(rig):
         "product": "Tea", "output": "text", "size": "250 g", "container": "tin", "price": "€4",
         "store": "boutique", "setting": "cosy kitchen"})
     await fake.dispatch("INTERACTION_CREATE", payload)
-    ack = await fake.wait_for("POST", f"/interactions/{payload['id']}/", timeout=5)
+    ack = await rig.acked(payload)
     assert ack.json["type"] == 5 and fake.interaction_state(payload).modal is None
     answer = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
     await rig.answered(answer.response["id"])

@@ -41,7 +41,11 @@ async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tm
         await fake.dispatch("MESSAGE_CREATE", mention)
         placeholder = await fake.wait_for("POST", f"/channels/{fake.channel_id}/messages", timeout=30)
         job_id = next(iter(first._handles))
-        await asyncio.sleep(0.3)                       # the reply record is saved after the post
+
+        async def recorded():              # the reply record names the placeholder, saved after the post
+            while placeholder.response["id"] not in ((await first.store.get_job(job_id))["reply_ref"] or ""):
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(recorded(), 30)
         await adapter.stop()
         gate.set()
         await first.close()
@@ -116,12 +120,13 @@ async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path,
             await fake.dispatch("INTERACTION_CREATE", ask)
             await fake._wait_until(lambda: len(fake.held) >= 3, 90, "all three requests held")
             # they came while the client waited for its servers: once ready, it must not take
-            # them for requests of an earlier run and answer them a second time
-            async def ready():
-                while "Discord: connected as" not in log.read_text(errors="replace"):
+            # them for requests of an earlier run and answer them a second time (its replay says
+            # how many it took up: none)
+            async def replayed():
+                while "before the restart" not in log.read_text(errors="replace"):
                     await asyncio.sleep(0.1)
-            await asyncio.wait_for(ready(), 30)
-            await asyncio.sleep(0.5)
+            await asyncio.wait_for(replayed(), 30)
+            assert "Discord: answering 0 requests received before the restart" in log.read_text(errors="replace")
             assert len(fake.held) == 3, fake.held
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -143,8 +148,9 @@ async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path,
                         and bool(result) and a_msg.get("content") == result["text"].strip())
             await fake._wait_until(answered, 240, "three answers after the restart")
             await fake._wait_until(lambda: set(statuses(data).values()) == {"done"}, 30, "every job done")
+            # every job done, every kept request closed, and each answer's last edit seen: nothing
+            # is left that could post, so what is there now is final
             assert open_events(data) == []
-            await asyncio.sleep(1.0)      # anything posted twice would show by now
             assert answered()
             reply, = fake.sent_by_bot(thread["id"])
             assert reply["message_reference"]["message_id"] == mention["id"]
@@ -228,8 +234,9 @@ async def test_sigkill_after_support_questions_arrived_then_restart_answers_each
             second = start_confab(env, tmp_path, log)
             await fake.wait_for_identify(2, timeout=60)
             await fake._wait_until(lambda: fake.sent_by_bot(answered["id"]), 120, "the answer")
+            # the desk settles a kept question after its work for it (posting included) is over:
+            # once none is open, nothing more comes of them
             await fake._wait_until(lambda: not open_events(data), 60, "every kept question settled")
-            await asyncio.sleep(1.0)      # anything posted twice would show by now
             reply, = fake.sent_by_bot(answered["id"])
             assert "help.example.com/password" in reply["content"]
             assert fake.sent_by_bot(person["id"]) == []

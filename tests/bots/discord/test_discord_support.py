@@ -30,9 +30,23 @@ TICK_S = 0.1       # how often the adapter looks for due escalations here
 class Clock:
     def __init__(self):
         self.now = 1_000_000.0
+        self.reads = 0
 
     def __call__(self):
+        self.reads += 1
         return self.now
+
+
+async def ticks(clock: Clock, n: int) -> None:
+    """Until the adapter's escalation loop has looked `n` more times: each look reads the desk's
+    clock once, and nothing else reads it while no message is being handled. A look's pings are
+    posted before the loop sleeps again, so after n looks the first n - 1 have posted theirs."""
+    start = clock.reads
+
+    async def looked():
+        while clock.reads < start + n:
+            await asyncio.sleep(TICK_S / 4)
+    await asyncio.wait_for(looked(), T)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -146,7 +160,7 @@ async def test_helpful_is_recorded_and_not_helpful_pings_the_support_role(rig):
 
     press = fake.interaction_button(helpful, answer)
     await fake.dispatch("INTERACTION_CREATE", press)
-    ack = await fake.wait_for("POST", f"/interactions/{press['id']}/", timeout=5)
+    ack = await rig.acked(press)
     assert ack.status == 200 and ack.json["type"] == 5 and ack.json["data"]["flags"] == MessageFlags.EPHEMERAL
     thanks = await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{press['token']}", timeout=T)
     assert "Thanks" in thanks.response["content"] and thanks.response["flags"] & MessageFlags.EPHEMERAL
@@ -188,8 +202,7 @@ async def test_no_answer_in_a_thread_where_a_support_member_replied(rig):
     await rig.until(lambda: settled(rig, question["id"]), "the desk done with the question")
     follow_up = fake.message_create_guild("how do I track it?", channel_id=question["id"])
     await fake.dispatch("MESSAGE_CREATE", follow_up)
-    await rig.until(lambda: not rig.adapter.engine.active_jobs(), "the engine to be idle")
-    await asyncio.sleep(0.3)
+    await rig.handled()
     assert thread_posts(rig, question["id"]) == []
     assert not fake.find("POST", f"/messages/{question['id']}/threads")
 
@@ -204,7 +217,7 @@ async def test_a_handover_nobody_answered_pings_the_role_after_the_timeout(rig):
                                                                     author=fake.agent))
     # a customer's follow-up in a thread is for people, and does not reset the wait
     await fake.dispatch("MESSAGE_CREATE", fake.message_create_guild("any news?", channel_id=waiting["id"]))
-    await asyncio.sleep(10 * TICK_S)
+    await rig.handled()
     assert len(thread_posts(rig, waiting["id"])) == 1
 
     clock.now += 31 * 60
@@ -212,6 +225,7 @@ async def test_a_handover_nobody_answered_pings_the_role_after_the_timeout(rig):
                                lambda r: r.status == 200 and "waited 31 min" in r.response["content"], timeout=T)
     assert ping.response["content"].startswith(f"<@&{fake.role_id}>")
     assert ping.response["mention_roles"] == [fake.role_id]
-    await asyncio.sleep(10 * TICK_S)                # later ticks: once only, and not the taken one
+    await rig.handled()
+    await ticks(clock, 3)                           # later ticks: once only, and not the taken one
     assert len(thread_posts(rig, waiting["id"])) == 2
     assert len(thread_posts(rig, taken["id"])) == 1
