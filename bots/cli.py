@@ -191,7 +191,7 @@ def cmd_doctor(args) -> None:
     ffmpeg = shutil.which("ffmpeg")
     line(bool(ffmpeg), "ffmpeg", ffmpeg or "not found: install it (apt-get install ffmpeg) for audio")
     for module, extra in (("llama_cpp", "chat"), ("faster_whisper", "speech"), ("piper", "speech"),
-                          ("slack_bolt", "slack"), ("discord", "discord")):
+                          ("sentence_transformers", "kb"), ("slack_bolt", "slack"), ("discord", "discord")):
         import importlib.util
         found = importlib.util.find_spec(module) is not None
         print(f"{'ok ' if found else '-- '}  {module:<14} {'installed' if found else f'not installed (confab-bot[{extra}])'}")
