@@ -26,6 +26,28 @@ async def test_mention_is_answered_once_in_its_thread(confab):
     assert "<@UBOT>" not in confab.jobs()[-1]["messages"][-1]["content"]
 
 
+async def test_a_late_ack_is_caught_on_confabs_own_clock(fake, mode, engine):
+    """The 3 s rule can fail, and it is Confab's time that counts: a question is kept in the
+    store before its ack, and while another writer holds the store that takes longer than Slack
+    allows. Receipt to ack, as Confab measured it, says so."""
+    import sqlite3
+
+    from .conftest import ACK_S, running_confab
+    async with running_confab(fake, mode, engine, check_acks=False) as confab:
+        other = sqlite3.connect(engine.settings.data_path / "confab.db", timeout=5)
+        other.execute("BEGIN IMMEDIATE")                 # the store's write lock, held
+        release = asyncio.get_running_loop().call_later(ACK_S + 0.5, other.commit)
+        try:
+            with pytest.raises(AssertionError, match="Slack allows"):
+                await confab.deliver(fake.im_event("Say yes.", user="U2"))
+        finally:
+            release.cancel()
+            other.commit()
+            other.close()
+        assert len(confab.late_acks()) == 1 and confab.late_acks()[0].seconds >= ACK_S
+        await confab.idle()
+
+
 async def test_a_dm_is_answered(confab):
     fake = confab.fake
     dm = fake.im_event("Say hello in one short sentence.", user="U2")
