@@ -246,6 +246,30 @@ async def test_slash_queue_is_ephemeral(rig):
     assert msg["flags"] & MessageFlags.EPHEMERAL and "jobs" in msg["content"]
 
 
+async def test_a_late_first_response_is_caught_on_confabs_own_clock(rig):
+    """Discord's 3 s can fail, and it is Confab's time that counts: a slash command is kept in
+    the store before its defer, and while another writer holds the store that takes too long."""
+    import sqlite3
+
+    from .rig import ACK_S
+    fake = rig.fake
+    other = sqlite3.connect(rig.engine.settings.data_path / "confab.db", timeout=5)
+    other.execute("BEGIN IMMEDIATE")                     # the store's write lock, held
+    release = asyncio.get_running_loop().call_later(ACK_S + 0.5, other.commit)
+    try:
+        payload = fake.interaction_command("queue")
+        await fake.dispatch("INTERACTION_CREATE", payload)
+        with pytest.raises(AssertionError, match="after Confab received it"):
+            await rig.acked(payload)
+    finally:
+        release.cancel()
+        other.commit()
+        other.close()
+    assert [a.key for a in rig.late_acks()] == [payload["id"]]
+    rig.adapter.acks.acks.clear()       # late on purpose: the rig checks the others on leaving
+    await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
+
+
 async def test_cancel_button_stops_a_running_job(rig):
     async with rig.long_answers():       # a job still running when the click arrives
         await cancel_button_stops_a_running_job(rig)
