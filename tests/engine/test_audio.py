@@ -60,8 +60,7 @@ def test_empty_file():
 def test_not_audio(data):
     with pytest.raises(BadMedia) as e:
         decode(data)
-    assert e.value.data["reason"] in ("not_audio", "corrupt")
-    assert "not audio" in e.value.message or "damaged" in e.value.message
+    assert e.value.data["reason"] == "not_audio" and "not audio" in e.value.message
 
 
 def test_corrupt_audio(clip, tmp_path):
@@ -69,7 +68,9 @@ def test_corrupt_audio(clip, tmp_path):
     broken = ogg[:60] + bytes((b * 7 + 3) % 256 for b in ogg[60:4000])
     with pytest.raises(BadMedia) as e:
         decode(broken)
-    assert e.value.data["reason"] in ("corrupt", "not_audio", "no_audio", "silent", "too_short")
+    # an ogg whose pages past the header are scrambled: damaged, said so (not "not audio", not
+    # "silent": any of the five reasons passed before, so the check could not fail)
+    assert e.value.data["reason"] == "corrupt" and "damaged" in e.value.message
 
 
 def test_silent_audio(tmp_path):
