@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _END = object()
 MAX_PENDING_SPEECH = 2
+# The first words are spoken as soon as a clause this long is written (at a comma, colon or
+# dash), not only at the end of the first sentence: the answer starts sooner.
+FIRST_CLAUSE_CHARS = 24
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class VoiceNote:
                  stt_model: str | None = None, tts_model: str | None = None, voice: str | None = None,
                  response_format: str = "ogg", language: str | None = None,
                  stream_sentences: bool = False, max_tokens: int | None = None,
-                 temperature: float = 0.7, remember: Callable | None = None):
+                 temperature: float = 0.7, remember: Callable | None = None,
+                 speak: bool = True):
         self.engine = engine
         self.origin = origin
         self.priority = priority_class(origin, engine.settings.admins)
@@ -70,6 +74,7 @@ class VoiceNote:
         self.max_tokens = max_tokens or engine.settings.voice_max_tokens
         self.temperature = temperature
         self.remember = remember
+        self.speak = speak
         self.handles: list[JobHandle] = []
         self.stage = "intake"
         self._cancelled = False
@@ -78,7 +83,8 @@ class VoiceNote:
 
     # -- the caller's side ------------------------------------------------------------------
 
-    def start(self, data: bytes | audio.Pcm) -> "VoiceNote":
+    def start(self, data: bytes | audio.Pcm | str) -> "VoiceNote":
+        """Begin with a recording, or with the question's text already known (no transcription)."""
         self._task = asyncio.create_task(self._run(data), name="confab-voicenote")
         self._task.add_done_callback(lambda t: (t.exception() if not t.cancelled() else None,
                                                 self._events.put_nowait(_END)))
@@ -126,15 +132,10 @@ class VoiceNote:
         return handle
 
     async def _run(self, data) -> VoiceNoteResult:
-        self.stage = "transcribe"
-        h = await self._track("transcribe", await submit_transcription(
-            self.engine, data, self.origin, model=self.stt_model, language=self.language,
-            priority=self.priority))
-        transcript: TranscriptResult = await h.result()
-        self._check()
-        if not transcript.text.strip():
-            raise BadMedia("I could not make out any words in that recording.", reason="no_speech")
-        self._events.put_nowait(Transcript(transcript.text, transcript.language))
+        if isinstance(data, str):
+            transcript = TranscriptResult(data, self.language or "", 0.0, [], "")
+        else:
+            transcript = await self._transcribe(data)
 
         self.stage = "chat"
         messages = self.messages_for(transcript.text)
@@ -143,7 +144,9 @@ class VoiceNote:
         chat = await self._track("chat", await self.engine.submit(ChatJob(
             model=self.chat_model, origin=self.origin, priority=self.priority, messages=messages,
             max_tokens=self.max_tokens, temperature=self.temperature)))
-        if self.stream_sentences:
+        if not self.speak:
+            answer, pcm, note = await self._forward_tokens(chat), audio.Pcm(b"", 16000), ""
+        elif self.stream_sentences:
             answer, pcm, note = await self._speak_streaming(chat)
         else:
             answer, pcm, note = await self._speak_whole(chat)
@@ -153,6 +156,18 @@ class VoiceNote:
             await self.remember(transcript.text, answer)
         return VoiceNoteResult(transcript.text, transcript.language, answer, encoded, self.format,
                                round(pcm.duration_s, 3), note, [h.id for h in self.handles])
+
+    async def _transcribe(self, data) -> TranscriptResult:
+        self.stage = "transcribe"
+        h = await self._track("transcribe", await submit_transcription(
+            self.engine, data, self.origin, model=self.stt_model, language=self.language,
+            priority=self.priority))
+        transcript: TranscriptResult = await h.result()
+        self._check()
+        if not transcript.text.strip():
+            raise BadMedia("I could not make out any words in that recording.", reason="no_speech")
+        self._events.put_nowait(Transcript(transcript.text, transcript.language))
+        return transcript
 
     async def _forward_tokens(self, chat: JobHandle, on_text=None) -> str:
         async for ev in chat:
@@ -180,7 +195,7 @@ class VoiceNote:
         return answer, audio.read_wav_bytes(result.audio), result.note
 
     async def _speak_streaming(self, chat: JobHandle) -> tuple[str, audio.Pcm, str]:
-        buffer = SentenceBuffer()
+        buffer = SentenceBuffer(first_clause=FIRST_CLAUSE_CHARS)
         pending: list[str] = []            # sentences not yet given to a speak job
         speak_jobs: asyncio.Queue = asyncio.Queue()
         notes: list[str] = []

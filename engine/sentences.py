@@ -48,12 +48,24 @@ def split_sentences(text: str, max_chars: int = 250, min_chars: int = 12) -> lis
 class SentenceBuffer:
     """Feed it streamed text; it hands back each sentence once the next one has begun."""
 
-    def __init__(self, max_chars: int = 250, min_chars: int = 12):
+    def __init__(self, max_chars: int = 250, min_chars: int = 12, first_clause: int = 0):
+        """With `first_clause`, the first piece may end at a clause (a comma, colon, dash) once
+        it is that many characters long."""
         self.max_chars, self.min_chars = max_chars, min_chars
+        self.first_clause = first_clause
         self._text = ""
 
     def feed(self, chunk: str) -> list[str]:
         self._text += chunk
+        if self.first_clause:
+            for m in _SOFT.finditer(self._text):
+                head = self._text[:m.end()]
+                if len(_clean(head)) >= self.first_clause:
+                    self.first_clause = 0
+                    self._text = self._text[m.end():]
+                    return [_clean(head)] + self.feed("")
+            if _END.search(self._text):
+                self.first_clause = 0
         ends = list(_END.finditer(self._text))
         # keep the last complete boundary; what follows it is still being written
         for m in reversed(ends):

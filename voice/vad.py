@@ -40,6 +40,12 @@ class Endpointer:
         self.total_s = 0.0
         self.ended = False
 
+    def restart(self) -> None:
+        """A new turn in the same stream: the noise floor measured so far stays."""
+        noise = self.noise
+        self.reset()
+        self.noise = noise
+
     @property
     def heard_speech(self) -> bool:
         return self.speech_s >= self.min_speech_s

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..engine import Engine
 from .errors import error_response, openai_errors
-from .app_util import caller_id  # noqa: F401  (re-exported)
+from .app_util import caller_id, websocket_key  # noqa: F401  (caller_id re-exported)
 from .keys import API_KEY, ENGINE, SETTINGS
 
 # Each module has setup(app); a modality adds its routes by adding its module here, one a line.
@@ -21,6 +21,8 @@ ROUTE_MODULES = [
     "engine.api.embeddings",
     "engine.api.templates",
     "engine.api.dashboard",
+    "engine.api.realtime",
+    "engine.api.talk",
 ]
 # Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
 STREAMED_UPLOADS: set[str] = set()
@@ -33,7 +35,7 @@ async def require_key(request: web.Request, handler):
     if request.path.startswith("/v1"):
         keys = request.app[SETTINGS].api_keys
         header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = header[7:].strip() if header.lower().startswith("bearer ") else websocket_key(request)
         if keys:
             if not token or not any(hmac.compare_digest(token, k) for k in keys):
                 return error_response(401, "Missing or wrong API key. Send it as "

@@ -27,3 +27,13 @@ def caller_id(request: web.Request) -> str:
     from .keys import API_KEY
     key = request.get(API_KEY)
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else "anonymous"
+
+
+def websocket_key(request: web.Request) -> str:
+    """Browsers cannot set headers on a WebSocket: OpenAI's Realtime API takes the key as a
+    subprotocol, `openai-insecure-api-key.KEY`, beside `realtime`."""
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith("openai-insecure-api-key."):
+            return protocol.removeprefix("openai-insecure-api-key.")
+    return ""
