@@ -31,6 +31,12 @@ def register_cli(sub, common) -> None:
     p.add_argument("--toggle", action="store_true",
                    help="press Enter to start talking and Enter again to send, instead of holding a key")
     p.set_defaults(func=cmd_voice)
+    p = sub.add_parser("wyoming", help="speech-to-text, text-to-speech and chat for Home "
+                                       "Assistant over Wyoming (pip install 'confab-bot[wyoming]')")
+    p.add_argument("--data-dir", help="where Confab keeps its state (CONFAB_DATA_DIR)")
+    p.add_argument("--uri", default="tcp://127.0.0.1:10300",
+                   help="where to listen (default tcp://127.0.0.1:10300; Wyoming has no keys)")
+    p.set_defaults(func=cmd_wyoming)
 
 
 def cmd_voice(args) -> None:
@@ -52,6 +58,42 @@ def cmd_voice(args) -> None:
         sys.exit(asyncio.run(run_voice(settings, args, user)))
     except KeyboardInterrupt:         # Ctrl-C ends the loop; the engine was closed on the way out
         sys.exit(130)
+
+
+def cmd_wyoming(args) -> None:
+    import logging
+    from engine.config import ConfigError, Settings
+    try:
+        settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
+    except ConfigError as e:
+        sys.exit(f"confab: {e}")
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    host, _, port = args.uri.removeprefix("tcp://").rpartition(":")
+    if not args.uri.startswith("tcp://") or not port.isdigit():
+        sys.exit("confab wyoming: --uri must look like tcp://HOST:PORT")
+    try:
+        asyncio.run(run_wyoming(settings, host or "127.0.0.1", int(port)))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+async def run_wyoming(settings, host: str, port: int) -> None:
+    import logging
+    from engine import Engine
+    try:
+        from .wyoming import serve
+    except ImportError:
+        sys.exit("confab wyoming needs the wyoming package: pip install 'confab-bot[wyoming]'")
+    engine = Engine(settings)
+    await engine.start(resume=False)
+    try:
+        server = await serve(engine, host, port)
+        logging.getLogger("confab").info("Wyoming for Home Assistant on tcp://%s:%d", host, port)
+        async with server:
+            await server.serve_forever()
+    finally:
+        await engine.close()
 
 
 async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
