@@ -37,10 +37,10 @@ class Browser:
         self.console: list[str] = []
 
     @classmethod
-    async def launch(cls, user_data_dir: Path, timeout: float = 30) -> "Browser":
+    async def launch(cls, user_data_dir: Path, timeout: float = 30, flags: tuple[str, ...] = ()) -> "Browser":
         exe = chromium_path()
         proc = await asyncio.create_subprocess_exec(
-            exe, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank",
+            exe, *FLAGS, *flags, f"--user-data-dir={user_data_dir}", "about:blank",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
         async def ws_url() -> str:
