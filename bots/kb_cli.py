@@ -9,6 +9,7 @@ import asyncio
 import getpass
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -81,9 +82,9 @@ def cmd_stats(args) -> None:
     asyncio.run(_with_kb(args, work))
 
 
-def _desk(engine, kb):
+def _desk(engine, kb, **overrides):
     from engine.kb import Policy, SupportDeskAnswerer
-    return SupportDeskAnswerer(engine, kb), Policy.from_settings(engine.settings)
+    return SupportDeskAnswerer(engine, kb), Policy.from_settings(engine.settings, **overrides)
 
 
 def _origin():
@@ -96,10 +97,13 @@ def cmd_ask(args) -> None:
         desk, policy = _desk(engine, kb)
         outcome = await desk.answer(args.question, policy, _origin(), log=False)
         if args.json:
-            print(json.dumps(outcome.public()))
+            print(json.dumps(outcome.public(), ensure_ascii=False))
         else:
-            print(f"[{outcome.decision}: retrieval {outcome.score:.2f}, grounding {outcome.grounding:.2f}, "
-                  f"{outcome.reason}]")
+            sig = outcome.signals
+            print(f"[{outcome.decision}: {outcome.reason}; best passage {outcome.best or '-'}: relevance "
+                  f"{sig.relevance:.2f}, coverage {sig.coverage:.2f}, similarity {sig.similarity:.2f}, "
+                  f"keywords {sig.keyword:.2f}" + (f", support {sig.support:.2f}" if sig.support is not None
+                                                   else "") + "]")
             print(outcome.text or "(silence)")
     asyncio.run(_with_kb(args, work))
 
@@ -113,34 +117,115 @@ def read_questions(path: str) -> list[dict]:
             item = json.loads(line)
             assert isinstance(item, dict) and isinstance(item.get("question"), str)
         except (ValueError, AssertionError):
-            sys.exit(f"confab: {path} line {n}: expected {{\"question\": \"…\", \"source\": \"file\" | null}}")
+            sys.exit(f"confab: {path} line {n}: expected {{\"question\": \"…\", \"source\": \"file\" | null,"
+                     f" \"expect\": \"a phrase the answer holds\" (optional)}}")
         items.append(item)
     return items
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def holds(answer: str, expect: str | None) -> bool:
+    """Whether an answer says what was expected (no phrase given: it is not checked)."""
+    return not expect or _squash(expect) in _squash(answer)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def verdict(item: dict, outcome) -> str:
+    """right | wrong source | held back (answerable); quiet | answered (unanswerable)."""
+    if item.get("source"):
+        if outcome.decision != "answer":
+            return "held back"
+        return "right" if item["source"] in outcome.sources else "wrong source"
+    return "answered" if outcome.decision == "answer" else "quiet"
+
+
+def report(items: list[dict], outcomes: list, seconds: list[float]) -> list[str]:
+    """The evaluation's summary: rates, the confusion of decisions, generated answers, latency."""
+    answerable = [(i, o) for i, o in zip(items, outcomes) if i.get("source")]
+    unanswerable = [(i, o) for i, o in zip(items, outcomes) if not i.get("source")]
+    right = sum(verdict(i, o) == "right" for i, o in answerable)
+    quiet = sum(verdict(i, o) == "quiet" for i, o in unanswerable)
+    accuracy = right / len(answerable) if answerable else 1.0
+    silence = quiet / len(unanswerable) if unanswerable else 1.0
+
+    def row(pairs):
+        cells = {"right": 0, "wrong": 0, "handover": 0, "silent": 0}
+        for i, o in pairs:
+            if o.decision == "answer":
+                cells["right" if not i.get("source") or i["source"] in o.sources else "wrong"] += 1
+            else:
+                cells[o.decision] += 1
+        return cells
+    a, u = row(answerable), row(unanswerable)
+    posted = [(i, o) for i, o in zip(items, outcomes) if o.decision == "answer"]
+    generated = [(i, o) for i, o in posted if o.generated]
+    quoted = [(i, o) for i, o in posted if not o.generated]
+
+    def fine(pairs):
+        return sum(bool(i.get("source")) and i["source"] in o.sources and holds(o.answer, i.get("expect"))
+                   for i, o in pairs)
+    lines = [
+        "",
+        "decisions            answered (right source)  answered (other source)  handed over  silent",
+        f"  answerable   {len(answerable):>4}  {a['right']:>23}  {a['wrong']:>23}  {a['handover']:>11}  {a['silent']:>6}",
+        f"  unanswerable {len(unanswerable):>4}  {'-':>23}  {u['right']:>23}  {u['handover']:>11}  {u['silent']:>6}",
+        f"answers posted {len(posted)}: {len(generated)} generated ({fine(generated)} right), "
+        f"{len(quoted)} quoted passages ({fine(quoted)} right); right = the expected source, holding the "
+        "expected phrase",
+        f"latency per question: p50 {percentile(seconds, 50):.2f} s, p95 {percentile(seconds, 95):.2f} s",
+        f"cited-source accuracy {accuracy:.2f}, out-of-scope silence {silence:.2f}",
+    ]
+    return lines
 
 
 def cmd_eval(args) -> None:
     items = read_questions(args.questions)
 
     async def work(engine, kb):
-        desk, policy = _desk(engine, kb)
-        cited = in_scope = quiet = out_scope = 0
+        from engine.kb.calibrate import Observation, calibrate
+        overrides = {"answer_mode": "excerpt"} if args.tune else {}
+        desk, policy = _desk(engine, kb, **overrides)
+        outcomes, seconds, misses = [], [], []
         for item in items:
+            started = time.perf_counter()
             outcome = await desk.answer(item["question"], policy, _origin(), log=False)
-            source = item.get("source")
-            if source:
-                in_scope += 1
-                ok = outcome.decision == "answer" and source in outcome.sources
-                cited += ok
-            else:
-                out_scope += 1
-                ok = outcome.decision != "answer"
-                quiet += ok
-            print(f"{'ok ' if ok else 'BAD'} {outcome.decision:<8} {outcome.score:.2f} "
-                  f"{item['question'][:60]!r} -> {', '.join(outcome.sources) or '-'}"
-                  f" (expected {source or 'no answer'})", flush=True)
-        accuracy = cited / in_scope if in_scope else 1.0
-        silence = quiet / out_scope if out_scope else 1.0
-        print(f"cited-source accuracy {accuracy:.2f}, out-of-scope silence {silence:.2f}")
+            seconds.append(time.perf_counter() - started)
+            outcomes.append(outcome)
+            v = verdict(item, outcome)
+            ok = v in ("right", "quiet")
+            sig = outcome.signals
+            line = (f"{'ok ' if ok else 'BAD'} {outcome.decision:<8} rel {sig.relevance:.2f} cov {sig.coverage:.2f} "
+                    f"{item['question'][:60]!r} -> {', '.join(outcome.sources) or '-'}"
+                    f" (expected {item.get('source') or 'no answer'})")
+            print(line, flush=True)
+            if not ok:
+                misses.append(f"  {v}: {item['question']!r} -> {', '.join(outcome.sources) or outcome.decision}"
+                              f" (expected {item.get('source') or 'no answer'}; best passage {outcome.best or '-'};"
+                              f" {outcome.reason})")
+        if misses:
+            print(f"\nmisses ({len(misses)}):")
+            print("\n".join(misses))
+        if args.tune:
+            obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage)
+                   for i, o in zip(items, outcomes)]
+            cal = calibrate(obs, args.target_silence)
+            print(f"\ncalibrated on {len(items)} questions (silence target {args.target_silence:.2f}"
+                  f"{'' if cal.feasible else ', not reachable: the best silence instead'}):\n"
+                  f"  CONFAB_KB_MIN_SCORE={cal.min_score:.2f}\n  CONFAB_KB_MIN_COVERAGE={cal.min_coverage:.2f}\n"
+                  f"  with them: cited-source accuracy {cal.accuracy:.2f}, out-of-scope silence {cal.silence:.2f}"
+                  f" (now {policy.min_score:.2f} / {policy.min_coverage:.2f})")
+        print("\n".join(report(items, outcomes, seconds)))
     asyncio.run(_with_kb(args, work))
 
 
@@ -164,9 +249,16 @@ def register_cli(sub, common) -> None:
     p = common(ksub.add_parser("ask", help="one question through the support-channel path"))
     p.add_argument("question")
     p.add_argument("--json", action="store_true",
-                   help='print {"decision", "answer", "sources"}')
+                   help='print {"decision", "answer", "sources", "generated", "reason", "best_passage", '
+                        '"signals"}: the measured signals behind the decision and the thresholds')
     p.set_defaults(func=cmd_ask)
     p = common(ksub.add_parser("eval", help="cited-source accuracy and out-of-scope silence over "
-                                             "a JSONL file of questions"))
-    p.add_argument("questions", help='JSONL: {"question": "…", "source": "file name" | null}')
+                                             "a JSONL file of questions; --tune finds the thresholds"))
+    p.add_argument("questions", help='JSONL: {"question": "…", "source": "file name" | null, '
+                                     '"expect": "a phrase the right answer holds" (optional)}')
+    p.add_argument("--tune", action="store_true",
+                   help="calibrate CONFAB_KB_MIN_SCORE and CONFAB_KB_MIN_COVERAGE on these questions "
+                        "(passages are quoted meanwhile: the chat model is not needed)")
+    p.add_argument("--target-silence", type=float, default=0.9,
+                   help="with --tune: the share of unanswerable questions to leave alone (default 0.9)")
     p.set_defaults(func=cmd_eval)

@@ -98,8 +98,10 @@ class Settings:
     default_embedding_model: str = field(default="", metadata={"env": "CONFAB_EMBEDDING_MODEL"})
     kb_chunk_chars: int = field(default=900, metadata={"env": "CONFAB_KB_CHUNK_CHARS"})
     kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
-    kb_top_k: int = field(default=4, metadata={"env": "CONFAB_KB_TOP_K"})
-    kb_min_score: float = field(default=0.4, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    kb_top_k: int = field(default=20, metadata={"env": "CONFAB_KB_TOP_K"})
+    # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell (silence target 0.9)
+    kb_min_score: float = field(default=0.59, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    kb_min_coverage: float = field(default=0.30, metadata={"env": "CONFAB_KB_MIN_COVERAGE"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
     kb_answer_mode: str = field(default="generate", metadata={"env": "CONFAB_KB_ANSWER_MODE"})
@@ -186,7 +188,7 @@ class Settings:
             raise ConfigError(f"CONFAB_KB_ANSWER_MODE must be generate or excerpt, not '{self.kb_answer_mode}'.")
         if self.kb_when_unsure not in ("handover", "silent"):
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
-        for name in ("kb_min_score", "kb_grounding_min"):
+        for name in ("kb_min_score", "kb_min_coverage", "kb_grounding_min"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{_env_name(name)} must be between 0 and 1, not {getattr(self, name)}.")
         for name in positive:

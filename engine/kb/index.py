@@ -8,9 +8,13 @@ then never holds the lock that job writes wait on; and a team can copy, back up 
 knowledge base without touching jobs and conversations. All work runs on one dedicated thread,
 as in the store.
 
-Vectors live in a `vec0` virtual table with cosine distance; a chunk's rowid is its id there.
-A document is re-embedded only when its content hash (bytes, chunk size and embedding model)
-changes.
+Vectors live in `vec0` virtual tables with cosine distance; a chunk's rowid is its id there:
+`chunk_vec` holds each chunk (under its title and heading), `head_vec` what the chunk says it
+answers: a FAQ entry's question, so that a customer's question is matched against it as a
+question, or else the chunk's title and heading. Keywords live in
+an FTS5 table (`chunk_fts`, Porter stemming) ranked by BM25. `candidates` runs the three searches
+and fuses them by reciprocal rank. A document is re-embedded only when its content hash (bytes,
+chunk size, embedding model and the chunker's version) changes.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..errors import BackendMissing, UserError
+from .lexical import Vocabulary
 from .parse import SUFFIXES, Chunk, ParseError, chunk, parse_file
 
 log = logging.getLogger(__name__)
@@ -51,7 +56,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     ord INTEGER NOT NULL,
     section TEXT NOT NULL,
     text TEXT NOT NULL,
-    link TEXT NOT NULL
+    link TEXT NOT NULL,
+    faq INTEGER NOT NULL DEFAULT 0    -- a FAQ entry: section is its question
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -66,7 +72,12 @@ CREATE TABLE IF NOT EXISTS outcomes (
     sources TEXT NOT NULL,            -- JSON list of file names
     feedback INTEGER                  -- 1 helpful, 0 not helpful, NULL none
 );
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5(title, section, body,
+    tokenize='porter unicode61 remove_diacritics 2');
 """
+CHUNKER_VERSION = 3     # part of the content hash: documents re-chunk when it changes
+RRF_K = 60              # reciprocal rank fusion's constant (Cormack et al.)
+FTS_WEIGHTS = (1.5, 3.0, 1.0)   # BM25 column weights: title, section (a FAQ's question), body
 
 
 def connect(path: Path):
@@ -103,6 +114,22 @@ class Hit:
     link: str
     title: str
     name: str           # file name of the document
+    faq: bool = False
+
+
+@dataclass
+class Candidate:
+    """A chunk found by hybrid search, with what each search said about it."""
+    hit: Hit
+    cosine: float                  # question vs. the chunk under its title and heading
+    heading_cosine: float          # question vs. the FAQ entry's question, or the title and heading
+    bm25: float                    # FTS5's BM25, higher is better (0 when keywords missed it)
+    ranks: dict[str, int]          # rank in each list that found it: vector, heading, keyword
+
+    @property
+    def faq_cosine(self) -> float:
+        return self.heading_cosine if self.hit.faq else 0.0
+    rrf: float                     # reciprocal rank fusion of those ranks
 
 
 @dataclass
@@ -128,6 +155,13 @@ def find_files(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def heading_text(title: str, c: Chunk) -> str:
+    """What a chunk says it answers: a FAQ entry's question, else its title and heading."""
+    if c.faq:
+        return c.section
+    return " — ".join(x for x in (title, c.section) if x)
+
+
 def embed_text(title: str, section: str, text: str) -> str:
     """What is embedded for a chunk: its text under its titles, so they count in retrieval."""
     head = " — ".join(x for x in (title, section) if x)
@@ -136,8 +170,9 @@ def embed_text(title: str, section: str, text: str) -> str:
 
 class KnowledgeBase:
     def __init__(self, path: str | Path, embed: Embed, model: str = "", chunk_chars: int = 900,
-                 max_file_bytes: int = 20 * 2**20):
+                 max_file_bytes: int = 20 * 2**20, common_words: frozenset[str] = frozenset()):
         self.path = Path(path)
+        self.common_words = common_words      # real words, never taken for typos (lexical.py)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embed, self.model = embed, model
         self.chunk_chars, self.max_file_bytes = chunk_chars, max_file_bytes
@@ -150,8 +185,15 @@ class KnowledgeBase:
         self._db = connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        columns = [r[1] for r in self._db.execute("PRAGMA table_info(chunks)").fetchall()]
+        if columns and "faq" not in columns:    # a knowledge base from before hybrid search
+            self._db.execute("ALTER TABLE chunks ADD COLUMN faq INTEGER NOT NULL DEFAULT 0")
         self._db.executescript(SCHEMA)
+        if self._db.execute("SELECT COUNT(*) FROM chunk_fts").fetchone()[0] == 0:
+            self._db.execute("INSERT INTO chunk_fts (rowid, title, section, body) SELECT c.id, d.title,"
+                             " c.section, c.text FROM chunks c JOIN documents d ON d.id = c.doc_id")
         self._db.commit()
+        self._vocab: tuple[int, Vocabulary] | None = None
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -184,11 +226,18 @@ class KnowledgeBase:
                              f"vec0(embedding float[{dim}] distance_metric=cosine)")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)", (self.model,))
+        if not self._has_table("head_vec"):
+            self._db.execute(f"CREATE VIRTUAL TABLE head_vec USING "
+                             f"vec0(embedding float[{dim}] distance_metric=cosine)")
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
 
     def _delete_doc(self, doc_id: int) -> None:
-        if self._meta("dim") is not None:
-            self._db.execute("DELETE FROM chunk_vec WHERE rowid IN (SELECT id FROM chunks WHERE doc_id=?)",
-                             (doc_id,))
+        for table in ("chunk_vec", "head_vec", "chunk_fts"):
+            if table == "chunk_fts" or self._has_table(table):
+                self._db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT id FROM chunks WHERE doc_id=?)",
+                                 (doc_id,))
         self._db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id=?", (doc_id,))
 
@@ -196,7 +245,7 @@ class KnowledgeBase:
 
     def content_hash(self, data: bytes) -> str:
         h = hashlib.sha256(data)
-        h.update(f"|chunk={self.chunk_chars}|model={self.model}".encode())
+        h.update(f"|chunk={self.chunk_chars}|model={self.model}|v={CHUNKER_VERSION}".encode())
         return h.hexdigest()
 
     async def add(self, paths: list[str | Path], force: bool = False, prune: bool = False,
@@ -229,8 +278,11 @@ class KnowledgeBase:
                 chunks = chunk(doc, self.chunk_chars)
                 if not chunks:
                     raise ParseError(f"{name} has no text.")
-                vectors = await self.embed([embed_text(doc.title, c.section, c.text) for c in chunks])
-                await self._run(self._store_doc, path, doc, chunks, vectors, digest)
+                texts = [embed_text(doc.title, c.section, c.text) for c in chunks]
+                heads = [heading_text(doc.title, c) for c in chunks]
+                vectors = await self.embed(texts + heads)
+                await self._run(self._store_doc, path, doc, chunks, vectors[:len(texts)], vectors[len(texts):],
+                                digest)
                 report.chunks_embedded += len(chunks)
                 (report.updated if known else report.added).append(name)
                 if progress:
@@ -245,7 +297,7 @@ class KnowledgeBase:
         row = self._db.execute("SELECT hash FROM documents WHERE source=?", (source,)).fetchone()
         return row[0] if row else None
 
-    def _store_doc(self, path: Path, doc, chunks: list[Chunk], vectors, digest: str) -> None:
+    def _store_doc(self, path: Path, doc, chunks: list[Chunk], vectors, head_vectors, digest: str) -> None:
         import sqlite_vec
         now = time.time()
         db = self._db
@@ -260,11 +312,15 @@ class KnowledgeBase:
                              (str(path), path.name, doc.title, doc.fmt, doc.link, digest, len(chunks),
                               added, now))
             doc_id = cur.lastrowid
-            for i, (c, v) in enumerate(zip(chunks, vectors)):
-                cid = db.execute("INSERT INTO chunks (doc_id, ord, section, text, link) VALUES (?, ?, ?, ?, ?)",
-                                 (doc_id, i, c.section, c.text, c.link)).lastrowid
+            for i, (c, v, hv) in enumerate(zip(chunks, vectors, head_vectors)):
+                cid = db.execute("INSERT INTO chunks (doc_id, ord, section, text, link, faq) VALUES (?, ?, ?, ?, ?, ?)",
+                                 (doc_id, i, c.section, c.text, c.link, int(c.faq))).lastrowid
                 db.execute("INSERT INTO chunk_vec (rowid, embedding) VALUES (?, ?)",
                            (cid, sqlite_vec.serialize_float32([float(x) for x in v])))
+                db.execute("INSERT INTO head_vec (rowid, embedding) VALUES (?, ?)",
+                           (cid, sqlite_vec.serialize_float32([float(x) for x in hv])))
+                db.execute("INSERT INTO chunk_fts (rowid, title, section, body) VALUES (?, ?, ?, ?)",
+                           (cid, doc.title, c.section, c.text))
             db.commit()
         except Exception:
             db.rollback()
@@ -285,6 +341,83 @@ class KnowledgeBase:
                 (sqlite_vec.serialize_float32([float(x) for x in vector]), int(k))).fetchall()
             return [Hit(r[0], 1.0 - float(r[1]), r[2], r[3], r[4] or r[7], r[5], r[6]) for r in rows]
         return await self._run(_search)
+
+    def _vocabulary(self) -> Vocabulary:
+        """The knowledge base's words, rebuilt when any connection (`confab kb add` in another
+        process too) has changed the file since."""
+        version = (self._db.execute("PRAGMA data_version").fetchone()[0],
+                   self._db.execute("SELECT COALESCE(MAX(updated), 0), COUNT(*) FROM documents").fetchone())
+        if self._vocab is None or self._vocab[0] != version:
+            rows = self._db.execute("SELECT d.title, c.section, c.text FROM chunks c"
+                                    " JOIN documents d ON d.id = c.doc_id").fetchall()
+            self._vocab = (version, Vocabulary([" ".join(r) for r in rows], self.common_words))
+        return self._vocab[1]
+
+    async def vocabulary(self) -> Vocabulary:
+        return await self._run(self._vocabulary)
+
+    async def candidates(self, question: str, vector, n: int = 20) -> tuple[list[Candidate], Vocabulary]:
+        """Hybrid search: the `n` nearest chunks, the `n` nearest headings and FAQ questions and
+        the `n` best BM25 matches of the question's words, fused by reciprocal rank, best first;
+        with the vocabulary the keywords were read with."""
+        import numpy as np
+
+        def _candidates():
+            import sqlite_vec
+            vocab = self._vocabulary()
+            if self._meta("dim") is None:
+                return [], vocab
+            q = np.asarray(vector, dtype=np.float32)
+            blob = sqlite_vec.serialize_float32([float(x) for x in q])
+            lists: dict[str, list[int]] = {}
+            lists["vector"] = [r[0] for r in self._db.execute(
+                "SELECT rowid FROM chunk_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                (blob, int(n))).fetchall()]
+            if self._has_table("head_vec"):
+                lists["heading"] = [r[0] for r in self._db.execute(
+                    "SELECT rowid FROM head_vec WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+                    (blob, int(n))).fetchall()]
+            bm25: dict[int, float] = {}
+            query = vocab.keyword_query(vocab.question(question))
+            if query:
+                rows = self._db.execute(
+                    "SELECT rowid, bm25(chunk_fts, ?, ?, ?) AS s FROM chunk_fts WHERE chunk_fts MATCH ?"
+                    " ORDER BY s LIMIT ?", (*FTS_WEIGHTS, query, int(n))).fetchall()
+                lists["keyword"] = [r[0] for r in rows]
+                bm25 = {r[0]: -float(r[1]) for r in rows}
+            ranks: dict[int, dict[str, int]] = {}
+            for name, ids in lists.items():
+                for rank, cid in enumerate(ids, 1):
+                    ranks.setdefault(cid, {})[name] = rank
+            if not ranks:
+                return [], vocab
+            ids = list(ranks)
+            marks = ",".join("?" * len(ids))
+            rows = {r[0]: r for r in self._db.execute(
+                "SELECT c.id, c.text, c.section, c.link, d.title, d.name, d.link, c.faq FROM chunks c"
+                f" JOIN documents d ON d.id = c.doc_id WHERE c.id IN ({marks})", ids).fetchall()}
+            vecs = {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in self._db.execute(
+                f"SELECT rowid, embedding FROM chunk_vec WHERE rowid IN ({marks})", ids).fetchall()}
+            head_vecs = {}
+            if self._has_table("head_vec"):
+                head_vecs = {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in self._db.execute(
+                    f"SELECT rowid, embedding FROM head_vec WHERE rowid IN ({marks})", ids).fetchall()}
+            qn = q / (np.linalg.norm(q) or 1.0)
+
+            def cos(v):
+                return float(v @ qn / (np.linalg.norm(v) or 1.0))
+            out = []
+            for cid in ids:
+                r = rows.get(cid)
+                if r is None or cid not in vecs:
+                    continue
+                hit = Hit(cid, cos(vecs[cid]), r[1], r[2], r[3] or r[6], r[4], r[5], bool(r[7]))
+                out.append(Candidate(hit, hit.score, cos(head_vecs[cid]) if cid in head_vecs else 0.0,
+                                     bm25.get(cid, 0.0), ranks[cid],
+                                     sum(1.0 / (RRF_K + rk) for rk in ranks[cid].values())))
+            out.sort(key=lambda c: -c.rrf)
+            return out, vocab
+        return await self._run(_candidates)
 
     async def documents(self) -> list[dict]:
         def _list():

@@ -2,7 +2,11 @@
 
 Each format keeps what a citation needs: the document's title, each section's heading, and the
 source's link where it names one (Markdown front matter `url:`, HTML's canonical link, a table's
-`url` or `link` column). Then `chunk` splits long sections at paragraph or sentence boundaries.
+`url` or `link` column). Plain text and PDF pages are split at the headings they show (a line
+underlined with === or ---, a line in capitals, a short line that opens a paragraph). A Q/A
+row, or a section whose heading is a question, is a FAQ entry: one chunk, never split, whose
+question is also matched against the customer's question. Then `chunk` splits other long
+sections at paragraph or sentence boundaries, each piece keeping its heading.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class Section:
     title: str          # the heading path, "Billing › Refunds"; "" before the first heading
     text: str
     link: str = ""      # overrides the document's link (a Q/A row's own URL)
+    faq: bool = False   # a question and its answer: one chunk, its question matched as such
 
 
 @dataclass
@@ -42,6 +47,11 @@ class Chunk:
     section: str
     text: str
     link: str
+    faq: bool = False
+
+
+def is_question_heading(heading: str) -> bool:
+    return heading.rstrip().endswith("?")
 
 
 def parse_file(path: Path, data: bytes) -> Document:
@@ -83,7 +93,8 @@ def parse_markdown(path: Path, text: str) -> Document:
     def flush():
         body = "\n".join(lines).strip()
         if body:
-            sections.append(Section(" › ".join(h for _, h in stack), body))
+            sections.append(Section(" › ".join(h for _, h in stack), body,
+                                    faq=bool(stack) and is_question_heading(stack[-1][1])))
         lines.clear()
 
     for line in text.splitlines():
@@ -93,7 +104,7 @@ def parse_markdown(path: Path, text: str) -> Document:
         if m:
             flush()
             level, heading = len(m.group(1)), m.group(2)
-            if level == 1 and not title:
+            if level == 1 and (not title or heading == title):
                 title = heading
                 stack.clear()
                 continue
@@ -107,9 +118,69 @@ def parse_markdown(path: Path, text: str) -> Document:
                     sections)
 
 
+_UNDERLINE = re.compile(r"^\s*(=+|-+)\s*$")
+_END_PUNCT = (".", ",", ";", ":", "!", ")", "\"", "'")
+
+
+def _short_line(line: str) -> bool:
+    line = line.strip()
+    return (0 < len(line) <= 60 and not line.endswith(_END_PUNCT) and not line.startswith(("-", "*", "•"))
+            and sum(c.isalpha() for c in line) >= 3)
+
+
+def _looks_like_heading(line: str, before: str, after: str) -> bool:
+    """A short line in capitals (PDF text keeps no blank lines), or a short line that opens a
+    paragraph and is followed directly by its text."""
+    if not _short_line(line) or _UNDERLINE.match(after):
+        return False
+    line = line.strip()
+    if line.upper() == line:
+        return True
+    return not before.strip() and bool(after.strip()) and line[0].isupper() and len(line.split()) <= 8
+
+
+def text_sections(text: str) -> tuple[str, list[Section]]:
+    """(the title a text starts with, or "", its sections split at the headings it shows)."""
+    lines = text.strip().splitlines()
+    title = ""
+    if len(lines) > 1 and _UNDERLINE.match(lines[1]) and lines[1].strip().startswith("="):
+        title, lines = lines[0].strip(), lines[2:]
+    elif len(lines) > 1 and _short_line(lines[0]) and not lines[1].strip():
+        title, lines = lines[0].strip(), lines[1:]     # a title line alone before a blank line
+    if title.upper() == title:
+        title = title.capitalize()
+    sections: list[Section] = []
+    heading, body = "", []
+
+    def flush():
+        text = "\n".join(body).strip()
+        if text:
+            sections.append(Section(heading, text, faq=is_question_heading(heading)))
+        body.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        prev = lines[i - 1] if i else ""
+        if _short_line(line) and _UNDERLINE.match(nxt):
+            flush()
+            heading, i = line.strip(), i + 2
+            continue
+        if _looks_like_heading(line, prev, nxt):
+            flush()
+            heading = line.strip()
+            heading = heading.capitalize() if heading.upper() == heading else heading
+        else:
+            body.append(line)
+        i += 1
+    flush()
+    return title, sections
+
+
 def parse_text(path: Path, text: str) -> Document:
-    body = text.strip()
-    return Document(_stem_title(path), "text", "", [Section("", body)] if body else [])
+    title, sections = text_sections(text)
+    return Document(title or _stem_title(path), "text", "", sections)
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -134,7 +205,8 @@ class _HTMLSections(HTMLParser):
         body = re.sub(r"[ \t]+", " ", "".join(self._buf))
         body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
         if body:
-            self.sections.append(Section(" › ".join(h for _, h in self._stack), body))
+            self.sections.append(Section(" › ".join(h for _, h in self._stack), body,
+                                         faq=bool(self._stack) and is_question_heading(self._stack[-1][1])))
         self._buf.clear()
 
     def handle_starttag(self, tag, attrs):
@@ -203,8 +275,10 @@ def parse_pdf(path: Path, data: bytes) -> Document:
         sections = []
         for i, page in enumerate(reader.pages, 1):
             text = (page.extract_text() or "").strip()
-            if text:
-                sections.append(Section(f"page {i}", text))
+            if i == 1 and text.splitlines() and text.splitlines()[0].strip() == str(title).strip():
+                text = text.split("\n", 1)[1] if "\n" in text else ""
+            for s in text_sections(text)[1] if text else []:
+                sections.append(Section(s.title or f"page {i}", s.text, faq=s.faq))
     except Exception as e:   # pypdf raises many kinds for damaged files
         raise ParseError(f"{path.name}: not a readable PDF ({e}).") from None
     if not sections:
@@ -235,7 +309,7 @@ def _qa_document(path: Path, rows: list[dict], fmt: str) -> Document:
             continue
         q, a = _pick(row, _Q), _pick(row, _A)
         if q and a:
-            sections.append(Section(q, a, _pick(row, _LINK)))
+            sections.append(Section(q, a, _pick(row, _LINK), faq=True))
     if not sections:
         raise ParseError(f"{path.name}: no rows with a question and an answer column "
                          f"(columns named {'/'.join(_Q[:2])} and {'/'.join(_A[:2])}).")
@@ -243,11 +317,19 @@ def _qa_document(path: Path, rows: list[dict], fmt: str) -> Document:
 
 
 def parse_qa_csv(path: Path, text: str) -> Document:
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    return _qa_document(path, list(csv.DictReader(io.StringIO(text), dialect=dialect)), "qa-csv")
+    # the delimiter whose header names a question column (the sniffer takes the commas inside
+    # answers for the delimiter of a semicolon file)
+    header = text.lstrip().split("\n", 1)[0].lower()
+    for delimiter in (",", ";", "\t"):
+        names = [c.strip().strip('"') for c in header.split(delimiter)]
+        if any(n in _Q for n in names) and any(n in _A for n in names):
+            break
+    else:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
+        except csv.Error:
+            delimiter = ","
+    return _qa_document(path, list(csv.DictReader(io.StringIO(text), delimiter=delimiter)), "qa-csv")
 
 
 def parse_qa_json(path: Path, text: str) -> Document:
@@ -270,6 +352,9 @@ def chunk(doc: Document, max_chars: int) -> list[Chunk]:
     out = []
     for s in doc.sections:
         link = s.link or doc.link
+        if s.faq:
+            out.append(Chunk(s.title, s.text.strip(), link, faq=True))
+            continue
         pieces: list[str] = []
         for para in re.split(r"\n\s*\n", s.text):
             para = para.strip()

@@ -1,13 +1,15 @@
-"""Grounded support answers: retrieve, gate on confidence, answer with citations or stand down.
+"""Grounded support answers: retrieve, gate on measured signals, answer with a source or stand down.
 
-    question -> is_question? -> retrieve (top k chunks) -> best score >= min_score?
-             -> generate an answer from the chunks -> every sentence supported by them?
-             -> answer with citations | the best passage quoted (fallback "excerpt")
+    question -> hybrid search (vectors, FAQ questions, BM25; fused by reciprocal rank)
+             -> rerank (rank.py) -> the gate: relevance >= min_score and coverage >= min_coverage?
+             -> generate an answer from the best passage only -> every sentence supported by it?
+             -> answer citing that passage | the passage quoted with its source (fallback "excerpt")
              -> otherwise: hand-over text or silence, as configured
 
-Grounding is measured with the same embedding model: each sentence of the generated answer
-must reach `grounding_min` cosine similarity with some sentence of the retrieved text. Small
-chat models wander; when they do, the passage itself is the safe answer.
+Support is measured with the same embedding model: each sentence of the generated answer must
+reach `grounding_min` cosine similarity with some sentence of the cited passage. Small chat
+models wander; when they do, the passage itself is the safe answer. Every outcome carries the
+`Signals` behind it.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import logging
 from ..errors import BackendMissing, UnknownModel
 from ..jobs import ChatJob, ChatMessage, Origin
 from .index import Hit, KnowledgeBase
+from .rank import Signals, best_document, gate, rerank, signals_of
 
 DECISIONS = ("answer", "silent", "handover")
 log = logging.getLogger(__name__)
@@ -59,18 +62,20 @@ def is_question(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Policy:
-    min_score: float = 0.4
+    min_score: float = 0.59             # the best document's relevance (rank.py), 0-1
+    min_coverage: float = 0.30          # share of the question's words the best passage holds
     grounding_min: float = 0.75
     when_unsure: str = "handover"       # handover | silent
     handover_text: str = "Someone from the support team will follow up here."
-    top_k: int = 4
+    top_k: int = 20                     # passages each search finds before fusion and reranking
     answer_mode: str = "generate"       # generate | excerpt (quote the best passage, no chat model)
     fallback: str = "excerpt"           # when a generated answer is not grounded: excerpt | none
     max_tokens: int = 160
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "Policy":
-        base = dict(min_score=settings.kb_min_score, grounding_min=settings.kb_grounding_min,
+        base = dict(min_score=settings.kb_min_score, min_coverage=settings.kb_min_coverage,
+                    grounding_min=settings.kb_grounding_min,
                     when_unsure=settings.kb_when_unsure, handover_text=settings.kb_handover_text,
                     top_k=settings.kb_top_k, answer_mode=settings.kb_answer_mode)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -95,17 +100,22 @@ class Outcome:
     text: str                          # what to post ("" when silent)
     answer: str = ""                   # the answer without its sources
     citations: list[Citation] = field(default_factory=list)
-    score: float = 0.0                 # best retrieval score
+    score: float = 0.0                 # the best passage's relevance
     grounding: float = 0.0             # weakest sentence's support (generated answers)
     reason: str = ""                   # why: "answered", "weak retrieval", "not grounded", ...
     outcome_id: int | None = None      # for feedback
+    signals: Signals = field(default_factory=Signals)
+    generated: bool = False            # the chat model wrote the answer (else: a quoted passage)
+    best: str = ""                     # the best passage's document, answered or not
 
     @property
     def sources(self) -> list[str]:
         return list(dict.fromkeys(c.source for c in self.citations))
 
     def public(self) -> dict:
-        return {"decision": self.decision, "answer": self.answer, "sources": self.sources}
+        return {"decision": self.decision, "answer": self.answer, "sources": self.sources,
+                "generated": self.generated, "reason": self.reason, "best_passage": self.best,
+                "signals": self.signals.public()}
 
 
 def split_sentences(text: str) -> list[str]:
@@ -124,9 +134,8 @@ def format_reply(answer: str, citations: list[Citation]) -> str:
     return "\n".join(lines)
 
 
-def build_prompt(question: str, hits: list[Hit]) -> list[ChatMessage]:
-    context = "\n\n".join(f"[{i}] {h.title}" + (f" — {h.section}" if h.section else "") + f"\n{h.text}"
-                          for i, h in enumerate(hits, 1))
+def build_prompt(question: str, hit: Hit) -> list[ChatMessage]:
+    context = hit.title + (f" — {hit.section}" if hit.section else "") + f"\n{hit.text}"
     user = (f"Answer the question using only the documentation below. Answer in one to three "
             f"sentences.\n\nDocumentation:\n{context}\n\nQuestion: {question}")
     # SmolLM2 stays on course with exactly this system message (see MODELS.md)
@@ -154,66 +163,78 @@ class SupportDeskAnswerer:
                                                            outcome.sources)
         return outcome
 
-    def _unsure(self, policy: Policy, reason: str, score: float, grounding: float = 0.0) -> Outcome:
+    def _unsure(self, policy: Policy, reason: str, signals: Signals, best: str = "") -> Outcome:
         if policy.when_unsure == "silent":
-            return Outcome("silent", "", score=score, grounding=grounding, reason=reason)
-        return Outcome("handover", policy.handover_text, score=score, grounding=grounding, reason=reason)
+            return Outcome("silent", "", score=signals.relevance, grounding=signals.support or 0.0,
+                           reason=reason, signals=signals, best=best)
+        return Outcome("handover", policy.handover_text, score=signals.relevance,
+                       grounding=signals.support or 0.0, reason=reason, signals=signals, best=best)
 
     async def _decide(self, question: str, policy: Policy, origin: Origin) -> Outcome:
         if not question:
             return Outcome("silent", "", reason="empty")
         qvec = (await self._embed([question], origin))[0]
-        hits = await self.kb.search(qvec, policy.top_k)
-        best = hits[0].score if hits else 0.0
-        strong = [h for h in hits if h.score >= policy.min_score]
-        if not strong:
-            return self._unsure(policy, "weak retrieval", best)
+        candidates, vocab = await self.kb.candidates(question, qvec, policy.top_k)
+        ranked = rerank(vocab.question(question), candidates)
+        signals = signals_of(ranked, await self._sentence_similarity(qvec, best_document(ranked), origin))
+        signals.thresholds = {"min_score": policy.min_score, "min_coverage": policy.min_coverage,
+                              "grounding_min": policy.grounding_min}
+        if not ranked:
+            return self._unsure(policy, "the knowledge base is empty", signals)
+        best = ranked[0].hit
+        why = gate(signals, policy.min_score, policy.min_coverage)
+        if why:
+            return self._unsure(policy, why, signals, best.name)
         if policy.answer_mode == "excerpt":
-            return self._excerpt(strong[0], best)
+            return self._excerpt(best, signals, "quoted the source")
         try:
             handle = await self.engine.submit(ChatJob(model=self.chat_model, origin=origin,
-                                                      messages=build_prompt(question, strong[:2]),
+                                                      messages=build_prompt(question, best),
                                                       max_tokens=policy.max_tokens, temperature=0.0,
                                                       seed=0, repeat_penalty=1.1))
             generated = (await handle.result()).text.strip()
         except (UnknownModel, BackendMissing) as e:   # no chat model here: quote the source
             log.warning("support answers quote their sources: %s", e.message)
-            return self._excerpt(strong[0], best)
-        grounding, used = await self._grounding(question, generated, strong[:2], origin)
-        if generated and grounding >= policy.grounding_min:
-            cites = list(dict.fromkeys(_citation(strong[i]) for i in sorted(used)))
-            return Outcome("answer", format_reply(generated, cites), generated, cites, best, grounding,
-                           "answered")
+            return self._excerpt(best, signals, "quoted the source (no chat model)")
+        support = await self._grounding(question, generated, best, origin)
+        signals.support = support
+        if generated and support >= policy.grounding_min:
+            cites = [_citation(best)]
+            return Outcome("answer", format_reply(generated, cites), generated, cites, signals.relevance,
+                           support, "answered from the passage", signals=signals, generated=True,
+                           best=best.name)
         if policy.fallback == "excerpt":
-            out = self._excerpt(strong[0], best)
-            out.grounding, out.reason = grounding, "not grounded; quoted the source"
-            return out
-        return self._unsure(policy, "not grounded", best, grounding)
+            return self._excerpt(best, signals, f"the drafted answer was not supported by the passage "
+                                                f"({support:.2f} < {policy.grounding_min:.2f}); quoted it")
+        return self._unsure(policy, "not grounded", signals, best.name)
 
-    def _excerpt(self, hit: Hit, best: float) -> Outcome:
+    def _excerpt(self, hit: Hit, signals: Signals, reason: str) -> Outcome:
         text = hit.text.strip()
         if len(text) > 700:
             text = text[:700].rsplit(" ", 1)[0] + " …"
         cite = [_citation(hit)]
-        return Outcome("answer", format_reply(text, cite), text, cite, best, 1.0, "quoted the source")
+        return Outcome("answer", format_reply(text, cite), text, cite, signals.relevance, 1.0, reason,
+                       signals=signals, best=hit.name)
 
-    async def _grounding(self, question: str, answer: str, hits: list[Hit],
-                         origin: Origin) -> tuple[float, set[int]]:
-        """The weakest answer sentence's best similarity to a retrieved sentence, and which hits
-        supported the answer. Sentences that only restate the question support nothing."""
+    async def _sentence_similarity(self, qvec, passages, origin: Origin) -> float:
+        """The best cosine between the question and one sentence of these passages."""
+        sentences = [s for p in passages for s in (split_sentences(p.hit.text) or [p.hit.text])]
+        if not sentences:
+            return 0.0
+        vectors = await self._embed(sentences, origin)
+        return float((vectors @ qvec).max())
+
+    async def _grounding(self, question: str, answer: str, hit: Hit, origin: Origin) -> float:
+        """The weakest answer sentence's best similarity to a sentence of the cited passage.
+        Sentences that only restate the question support nothing."""
         claims = split_sentences(answer)
         if not claims:
-            return 0.0, set()
-        support, owner = [], []
-        for i, h in enumerate(hits):
-            for s in split_sentences(h.text) or [h.text]:
-                support.append(s)
-                owner.append(i)
+            return 0.0
+        support = split_sentences(hit.text) or [hit.text]
         vectors = await self._embed([question] + claims + support, origin)
         q, c, s = vectors[0], vectors[1:len(claims) + 1], vectors[len(claims) + 1:]
         informative = (c @ q) < RESTATEMENT
         if not informative.any():
-            return 0.0, set()
+            return 0.0
         sims = c[informative] @ s.T
-        used = {owner[j] for j in sims.argmax(axis=1)}
-        return float(sims.max(axis=1).min()), used
+        return float(sims.max(axis=1).min())

@@ -1,0 +1,168 @@
+"""Support answers a team can trust: sections and FAQ entries as chunks, hybrid search, the gate's
+signals and thresholds, and both goals on the held-out knowledge base, on the real models.
+
+The knowledge bases are under tests/fixtures/kb: Tidewell (the thresholds were tuned on it) and
+Orrin (held out: written before any tuning and not changed after its first evaluation)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from bots.cli import main
+from bots.kb_cli import holds, percentile, read_questions, verdict
+from engine import Engine
+from engine.kb import Policy, SupportDeskAnswerer, open_kb
+from engine.kb.calibrate import Observation, calibrate, rates
+from engine.kb.lexical import Vocabulary, coverage
+from engine.kb.parse import chunk, parse_file
+from tests.conftest import make_settings
+from tests.engine.test_kb import needs_kb
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "kb"
+HELD_OUT = FIXTURES / "orrin"
+TUNING = FIXTURES / "tidewell"
+
+
+def parsed(path: Path):
+    return parse_file(path, path.read_bytes())
+
+
+def test_text_files_split_at_the_headings_they_show():
+    doc = parsed(TUNING / "docs" / "firmware-updates.txt")        # headings in capitals
+    assert doc.title == "Firmware updates"
+    assert [s.title for s in doc.sections] == ["", "Checking the version", "Updating by hand",
+                                               "What changed in 4.2"]
+    doc = parsed(TUNING / "docs" / "sensors.txt")                 # underlined headings
+    assert doc.title == "Root Probe soil moisture sensor"
+    assert [s.title for s in doc.sections][1:] == ["Battery", "Range", "Moisture-based watering"]
+    doc = parsed(HELD_OUT / "docs" / "account.txt")               # short lines opening a paragraph
+    assert [s.title for s in doc.sections] == ["Changing your email address", "Two-factor sign-in",
+                                               "Deleting your account"]
+
+
+def test_pdf_sections_follow_headings():
+    pytest.importorskip("pypdf")
+    doc = parsed(HELD_OUT / "docs" / "warranty.pdf")
+    assert doc.title == "Orrin Warranty"
+    assert [s.title for s in doc.sections] == ["Warranty periods", "Battery capacity", "Exclusions",
+                                               "Making a claim"]
+    assert "800 full" in doc.sections[1].text
+
+
+def test_faq_entries_are_whole_chunks_and_semicolon_tables_read(tmp_path):
+    doc = parsed(TUNING / "docs" / "shipping.csv")                # ';' with commas inside answers
+    assert [s.title for s in doc.sections][0] == "Which countries do you ship to?"
+    assert all(s.faq for s in doc.sections) and doc.sections[0].link.endswith("/shipping")
+    long_answer = "Yes. " + "It is a long answer that goes on. " * 60
+    path = tmp_path / "faq.json"
+    path.write_text(json.dumps([{"question": "Is it long?", "answer": long_answer}]))
+    pieces = chunk(parsed(path), 300)
+    assert len(pieces) == 1 and pieces[0].faq and pieces[0].section == "Is it long?"
+    md = tmp_path / "help.md"
+    md.write_text("# Help\n\n## How do I reset it?\nHold the button.\n\n## Colours\nRed and blue.\n")
+    assert [(c.section, c.faq) for c in chunk(parsed(md), 900)] == [("How do I reset it?", True),
+                                                                  ("Colours", False)]
+
+
+def test_typos_are_repaired_against_the_knowledge_base_but_real_words_are_not():
+    vocab = Vocabulary(["The warranty covers the hub for two years.", "Password reset links expire.",
+                        "Wi-Fi set-up of the hub."], common=frozenset({"wife", "yard"}))
+    asked = {t.asked: t for t in vocab.question("how long is the warrenty, pasword, wife, wifi?")}
+    assert asked["warrenty"].term == "warranty" and asked["warrenty"].known
+    assert asked["pasword"].term == "password"
+    assert asked["wifi"].known                                    # "Wi-Fi" in the text
+    assert not asked["wife"].known                                # a real word: not a typo of wifi
+    question = vocab.question("warranty for the enclosure")
+    assert coverage(question, {"warranty"}) < 1.0
+    assert coverage(question, {"warranty", "enclosur"}) == 1.0
+
+
+def test_calibration_finds_thresholds_between_the_answerable_and_the_rest():
+    obs = ([Observation(f"d{i}.md", f"d{i}.md", 0.6 + i / 100, 0.7) for i in range(20)]
+           + [Observation(None, "d1.md", 0.45, 0.3 + i / 100) for i in range(10)]
+           + [Observation("x.md", "y.md", 0.9, 0.9)])             # a wrong passage stays wrong
+    cal = calibrate(obs, target_silence=0.9)
+    assert cal.feasible and cal.silence == 1.0 and cal.accuracy == 20 / 21
+    assert rates(obs, cal.min_score, cal.min_coverage) == (cal.accuracy, cal.silence)
+    assert 0.45 < cal.min_score <= 0.6 or 0.39 < cal.min_coverage <= 0.7
+
+
+def test_eval_helpers():
+    assert holds("Leave it  at\n40 to 60% charge", "40 to 60%") and not holds("no", "40 to 60%")
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5 and percentile([5.0], 95) == 5.0
+    items = read_questions(str(HELD_OUT / "questions.jsonl"))
+    assert len(items) == 60 and sum(1 for i in items if i["source"]) == 45
+    files = {p.name for p in (HELD_OUT / "docs").iterdir()}
+    assert {i["source"] for i in items if i["source"]} == files   # every document is asked about
+    assert {p.suffix for p in (HELD_OUT / "docs").iterdir()} == {".md", ".txt", ".html", ".pdf",
+                                                                   ".csv", ".json"}
+
+    class O:
+        decision, sources = "answer", ["a.md"]
+    assert verdict({"source": "a.md"}, O) == "right" and verdict({"source": None}, O) == "answered"
+
+
+@pytest.fixture
+async def engine(tmp_path, shared_models_dir):
+    engine = Engine(make_settings(tmp_path / "data", shared_models_dir))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+@needs_kb
+async def test_hybrid_search_finds_faq_questions_and_exact_codes(engine):
+    kb = open_kb(engine)
+    try:
+        report = await asyncio.wait_for(kb.add([TUNING / "docs"]), 240)
+        assert len(report.added) == 27 and not report.failed
+        desk = SupportDeskAnswerer(engine, kb)
+        policy = Policy.from_settings(engine.settings, answer_mode="excerpt")
+        code = await asyncio.wait_for(desk.answer("getting E21 on the app", policy, log=False), 60)
+        assert code.best == "error-codes.html" and "e21" not in code.signals.missing
+        assert code.signals.ranks.get("keyword") == 1                  # BM25 found the code
+        # (a question of three words is too short for the calibrated relevance: handed over)
+        assert code.decision in ("answer", "handover")
+        faq = await asyncio.wait_for(desk.answer("Where can I find my invoices?", policy, log=False), 60)
+        assert faq.sources == ["billing-faq.csv"] and faq.signals.faq
+        assert faq.signals.ranks.get("heading") == 1 and faq.signals.similarity > 0.9
+        off = await asyncio.wait_for(desk.answer("do you have a student discount?", policy, log=False), 60)
+        assert off.decision == "handover" and off.sources == [] and "student" in off.signals.missing
+        assert "does not cover" in off.reason or "weak retrieval" in off.reason
+        again = await asyncio.wait_for(kb.add([TUNING / "docs"]), 60)
+        assert again.chunks_embedded == 0
+    finally:
+        kb.close()
+
+
+@needs_kb
+def test_held_out_goals_through_the_cli(tmp_path, shared_models_dir, monkeypatch, capsys):
+    """`confab kb add` and `confab kb eval` on the held-out knowledge base, passages quoted (the
+    gate decides; generation is measured by tests/bench/bench_kb.py): both goals hold."""
+    monkeypatch.chdir(tmp_path)
+    for k in list(__import__("os").environ):
+        if k.startswith("CONFAB_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("CONFAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CONFAB_MODELS_DIR", str(shared_models_dir))
+    monkeypatch.setenv("CONFAB_KB_ANSWER_MODE", "excerpt")
+    main(["kb", "add", str(HELD_OUT / "docs")])
+    assert "27 added, 0 updated, 0 unchanged, 0 failed" in capsys.readouterr().out
+    main(["kb", "ask", "my battery only holds 60% after a year, is that covered??", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["decision"] == "answer" and out["sources"] == ["warranty.pdf"]
+    signals = out["signals"]
+    assert {"relevance", "coverage", "similarity", "keyword", "margin", "ranks", "thresholds"} <= set(signals)
+    assert signals["relevance"] >= signals["thresholds"]["min_score"]
+    main(["kb", "eval", str(HELD_OUT / "questions.jsonl")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = lines[-1].replace(",", "").split()
+    accuracy, silence = float(last[2]), float(last[5])
+    assert accuracy >= 0.9 and silence >= 0.9, "\n".join(lines[-25:])
+    assert any(line.startswith("decisions") for line in lines)
+    assert any(line.startswith("latency per question") for line in lines)
