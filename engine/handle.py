@@ -18,6 +18,7 @@ class JobHandle:
         self.priority = priority
         self.status = "queued"          # queued, running, finishing, done, failed, cancelled
         self.device: str | None = None
+        self.streamed = False           # part of the answer has reached the caller
         self.cancel_flag = threading.Event()   # read by the worker thread between tokens
         self._cancel = cancel
         self._events: asyncio.Queue = asyncio.Queue()

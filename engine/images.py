@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from models.llava_vision import VisionTurn, build_messages
 from models.registry import InstalledModel
 
 from . import imaging
@@ -30,6 +31,7 @@ from .errors import (BackendFailed, BackendMissing, BadImage, BadRequest, JobCan
                      LimitExceeded, UnknownModel)
 from .jobs import ChatJob, ChatMessage, ChatResult, Job, Origin, Progress, Token, Usage, register_job_type
 from .messages import OCR_ONLY_NOTE
+from .runners import ChatRunner
 
 log = logging.getLogger(__name__)
 
@@ -224,26 +226,27 @@ def image_for_model(path: str) -> tuple[bytes, str]:
         return imaging.encode_image(img.convert("RGB"), "png"), "image/png"
 
 
-@register_loader("llava-gguf")
-def load_llava(model: InstalledModel, device: str, settings: Settings):
-    try:
-        from models.llava_vision import LlavaVision
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        raise BackendMissing("llama-cpp-python", "chat") from None
-    return LlavaVision(model.path, model.options, n_ctx=settings.context_tokens,
-                       n_threads=cpu_threads(settings), n_gpu_layers=-1 if device == "cuda" else 0)
-
-
-@register_executor("vision", "vision")
-def run_vision(llm, job: VisionJob, ctx: RunContext) -> ChatResult:
-    from models.llama_chat import ChatRequest
-    from models.llava_vision import VisionTurn
+@register_executor("vision", "vision", on_loop=True)
+async def run_vision(runner: ChatRunner, job: VisionJob, ctx: RunContext) -> ChatResult:
+    """Images and text on the vision model's runner (llama.cpp's multimodal input)."""
     turns = [VisionTurn(m.role, m.text, [image_for_model(p) for p in m.images]) for m in job.messages]
-    req = ChatRequest(messages=[], max_tokens=job.max_tokens or ctx.settings.max_tokens,
-                      temperature=job.temperature, top_p=job.top_p, top_k=job.top_k,
-                      stop=list(job.stop), repeat_penalty=job.repeat_penalty, seed=job.seed)
-    out = llm.chat(turns, req, lambda text: ctx.emit(Token(text)), ctx.cancelled)
+    messages = build_messages(turns)
+    max_tokens = job.max_tokens or ctx.settings.max_tokens
+    payload = {"messages": messages, "max_tokens": max(1, min(max_tokens, runner.n_ctx - 16)),
+               **runner.sampling(job)}
+    if job.stop:
+        payload["stop"] = list(job.stop)
+    slot, _ = runner.take_slot("")
+    finished = False
+    try:
+        def on_delta(delta: dict, logprobs: dict | None) -> None:
+            if delta.get("content"):
+                ctx.emit(Token(delta["content"]))
+
+        out = await runner.generate(payload, slot, on_delta, ctx.cancelled)
+        finished = out.finish_reason != "cancelled"
+    finally:
+        runner.give_back(slot, keep=finished)
     return ChatResult(out.text, out.finish_reason, Usage(out.prompt_tokens, out.completion_tokens),
                       job.model)
 

@@ -56,20 +56,67 @@ class Job:
 class ChatMessage:
     role: str
     content: str
+    # an assistant turn's tool calls, or the call a `tool` message answers (OpenAI's shapes)
+    tool_calls: list[dict] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def wire(self) -> dict:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name:
+            out["name"] = self.name
+        return out
 
 
 @dataclass
 class ChatJob(Job):
+    """A chat turn. Sampling fields left None take the model's own defaults (its card, its
+    file's metadata, the operator's overrides): no door decides them."""
     kind: ClassVar[str] = "chat"
     messages: list[ChatMessage] = field(default_factory=list)
     max_tokens: int | None = None
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
     stop: list[str] = field(default_factory=list)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repeat_penalty: float = 1.0
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    conversation: str = ""      # the thread it continues: its runner slot keeps that prefix
+    # OpenAI fields passed to the runner as they are: tools, tool_choice, response_format,
+    # logprobs, top_logprobs (checked by the API before they get here)
+    options: dict = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        data = super().to_record()
+        data["messages"] = [{k: v for k, v in m.items() if v is not None or k in ("role", "content")}
+                            for m in data["messages"]]
+        return data
+
+
+@dataclass
+class CompletionJob(Job):
+    """The legacy text completion (`/v1/completions`): a raw prompt continued, no template."""
+    kind: ClassVar[str] = "completion"
+    prompt: str = ""
+    suffix: str | None = None
+    echo: bool = False
+    logprobs: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
     seed: int | None = None
 
 
@@ -90,6 +137,8 @@ class Started:
 @dataclass(frozen=True)
 class Token:
     text: str
+    tool_calls: list | None = None      # OpenAI's streamed tool-call fragments, as they came
+    logprobs: list | None = None        # the tokens' log-probabilities, when asked for
 
 
 @dataclass(frozen=True)
@@ -117,9 +166,11 @@ class ChatResult:
     usage: Usage
     model: str
     trimmed_messages: int = 0
+    tool_calls: list[dict] = field(default_factory=list)
+    logprobs: list[dict] | None = None
 
 
-JOB_TYPES: dict[str, type[Job]] = {"chat": ChatJob}
+JOB_TYPES: dict[str, type[Job]] = {"chat": ChatJob, "completion": CompletionJob}
 
 
 def register_job_type(cls: type[Job]) -> type[Job]:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
@@ -138,8 +139,10 @@ class ModelManager:
     def __init__(self, load: Callable[[str, str], tuple[Any, int | None]],
                  unload: Callable[[Any], None], size_of: Callable[[str], int],
                  budgets: dict[str, int], keep_alive_s: float = 300.0,
-                 pinned: Iterable[str] = (), clock: Callable[[], float] = time.monotonic):
+                 pinned: Iterable[str] = (), clock: Callable[[], float] = time.monotonic,
+                 executor: Executor | None = None):
         self._load, self._unload, self._size_of = load, unload, size_of
+        self._executor = executor   # the thread loads and unloads run on (None: asyncio's)
         self.budgets = dict(budgets)
         self.keep_alive_s = keep_alive_s
         self.pinned = set(pinned)
@@ -161,6 +164,27 @@ class ModelManager:
         """Room left on `device` within its budget. A loader asks while the lock is held, after
         the evictions its placement needed, so this is what the new model may take."""
         return room_on(device, self.budgets, self.snapshot())
+
+    def instance_of(self, name: str) -> Any:
+        m = self._loaded.get(name)
+        return m.instance if m else None
+
+    async def _blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def discard(self, name: str, instance: Any) -> bool:
+        """Forget a loaded model whose process died (if it is still `instance`), so that the
+        next acquire loads it again. False when it was already replaced."""
+        async with self._lock:
+            m = self._loaded.get(name)
+            if m is None or m.instance is not instance:
+                return m is not None
+            alive = getattr(instance, "alive", None)
+            if callable(alive) and alive():
+                return False
+            self._loaded.pop(name)
+            await self._blocking(self._unload, instance)
+            return True
 
     def device_of(self, name: str) -> str | None:
         m = self._loaded.get(name)
@@ -190,7 +214,7 @@ class ModelManager:
             await self._unload_locked(victim)
             self.evictions += 1
         started = time.monotonic()
-        instance, measured = await asyncio.to_thread(self._load, name, placement.device)
+        instance, measured = await self._blocking(self._load, name, placement.device)
         self.load_seconds[name] = time.monotonic() - started
         self.loads += 1
         m = Loaded(name, placement.device, measured or size, instance, self.clock(),
@@ -203,7 +227,7 @@ class ModelManager:
     async def _unload_locked(self, name: str) -> None:
         m = self._loaded.pop(name, None)
         if m is not None:
-            await asyncio.to_thread(self._unload, m.instance)
+            await self._blocking(self._unload, m.instance)
 
     async def unload(self, name: str) -> bool:
         async with self._lock:

@@ -62,7 +62,7 @@ class VoiceNote:
                  stt_model: str | None = None, tts_model: str | None = None, voice: str | None = None,
                  response_format: str = "ogg", language: str | None = None,
                  stream_sentences: bool = False, max_tokens: int | None = None,
-                 temperature: float = 0.7, remember: Callable | None = None,
+                 conversation: str = "", remember: Callable | None = None,
                  speak: bool = True):
         self.engine = engine
         self.origin = origin
@@ -72,7 +72,7 @@ class VoiceNote:
         self.voice, self.format, self.language = voice, audio.check_format(response_format), language
         self.stream_sentences = stream_sentences
         self.max_tokens = max_tokens or engine.settings.voice_max_tokens
-        self.temperature = temperature
+        self.conversation = conversation
         self.remember = remember
         self.speak = speak
         self.handles: list[JobHandle] = []
@@ -143,7 +143,7 @@ class VoiceNote:
             messages = await messages
         chat = await self._track("chat", await self.engine.submit(ChatJob(
             model=self.chat_model, origin=self.origin, priority=self.priority, messages=messages,
-            max_tokens=self.max_tokens, temperature=self.temperature)))
+            max_tokens=self.max_tokens, conversation=self.conversation)))
         if not self.speak:
             answer, pcm, note = await self._forward_tokens(chat), audio.Pcm(b"", 16000), ""
         elif self.stream_sentences:
@@ -273,6 +273,7 @@ async def voice_note(engine, data: bytes | audio.Pcm, origin: Origin, *,
         await engine.remember_exchange(conversation, question, answer)
 
     options.setdefault("messages_for", messages_with(settings.system_prompt, history))
+    options.setdefault("conversation", conversation or "")
     if conversation:
         options.setdefault("remember", remember)
     return VoiceNote(engine, origin, **options).start(data)

@@ -39,6 +39,7 @@ class Entry:
     seq: int = 0
     payload: object = None
     passed_s: float = 0.0   # run time of later jobs that went before it (what affinity cost it)
+    slots: int = 1          # its model's slots when it started
 
     def waited(self, now: float) -> float:
         return now - self.arrived
@@ -97,18 +98,37 @@ def replay(waiting: Sequence[Entry], resident: Iterable[str], now: float,
         warm.add(nxt.model)
 
 
+def can_start(entry: Entry, running: Iterable[Entry], slots: int | None, concurrency: int) -> bool:
+    """Whether `entry` may start beside the jobs running now. A model with several slots (a
+    chat runner) takes that many jobs at once, one of them held back for class 0 whenever
+    class 1 and 2 fill the others; models without slots run one job at a time, and at most
+    `concurrency` of those run together (with `slots` None, any model's)."""
+    running = list(running)
+    same = sum(1 for r in running if r.model == entry.model)
+    if slots is None:
+        return sum(1 for r in running if r.slots <= 1) < concurrency
+    if slots > 1:
+        reserve = 1 if entry.cls > URGENT else 0
+        return same < slots - reserve
+    single = sum(1 for r in running if r.slots <= 1)
+    return same == 0 and single < concurrency
+
+
 class Scheduler:
-    """A bounded priority queue feeding `dispatch(entry)`, at most `concurrency` at a time."""
+    """A bounded priority queue feeding `dispatch(entry)`: a job starts when its model has a
+    free slot (see `can_start`), the order among those that may start is `pick_next`'s."""
 
     def __init__(self, dispatch: Callable[[Entry], Awaitable[None]],
                  resident_models: Callable[[], Iterable[str]],
                  clock: Callable[[], float] = time.monotonic,
-                 policy: Policy = Policy(), concurrency: int = 1):
+                 policy: Policy = Policy(), concurrency: int = 1,
+                 slots: Callable[[str], int] | None = None):
         self._dispatch = dispatch
         self._resident = resident_models
         self.clock = clock
         self.policy = policy
         self.concurrency = concurrency
+        self._slots = slots
         self._waiting: list[Entry] = []           # guarded by running on one event loop
         self._per_user: dict[str, int] = defaultdict(int)
         self._running: dict[str, Entry] = {}
@@ -140,11 +160,24 @@ class Scheduler:
 
     def take_next(self) -> Entry | None:
         """Remove and return the entry that should run now (the dispatch loop's one decision)."""
-        entry = pick_next(self._waiting, self._resident(), self.clock(), self.policy)
+        running = list(self._running.values())
+        slots: dict[str, int | None] = {}
+        ready = []
+        for e in self._waiting:
+            if e.model not in slots:
+                slots[e.model] = max(1, self._slots(e.model)) if self._slots else None
+            if can_start(e, running, slots[e.model], self.concurrency):
+                ready.append(e)
+        entry = pick_next(ready, self._resident(), self.clock(), self.policy)
         if entry is not None:
             self._remove(entry)
+            entry.slots = slots[entry.model] or 1
             self._running[entry.job_id] = entry
         return entry
+
+    def poke(self) -> None:
+        """Look at the queue again (a model's capacity changed)."""
+        self._poke()
 
     def finished(self, entry: Entry, service_s: float | None = None) -> None:
         self._running.pop(entry.job_id, None)
@@ -248,7 +281,7 @@ class Scheduler:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while len(self._running) < self.concurrency:
+            while True:
                 entry = self.take_next()
                 if entry is None:
                     break

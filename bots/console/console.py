@@ -188,8 +188,21 @@ class Console:
                 if not line:                  # end of input: let the job finish
                     await asyncio.wait({command})
 
+    def tiny_model_notice(self) -> str:
+        """Said first when the chat model is the tiny offline one, so nobody judges Confab by it."""
+        try:
+            model = self.engine.resolve_model(self.engine.settings.default_chat_model or None, "chat")
+        except ConfabError:
+            return ""
+        if not model.source.startswith("pypi:"):   # the offline defaults ship inside packages
+            return ""
+        return (f"Chat runs on {model.name}, the tiny offline model (135M parameters): it gets "
+                "simple facts wrong about a third of the time. For real answers pull a real model, "
+                "e.g. `confab models pull qwen3-4b`, and set CONFAB_CHAT_MODEL=qwen3-4b.\n")
+
     async def run(self) -> None:
         self.stdout.write("Confab console. Type a question, or /help. Ctrl-D quits.\n")
+        self.stdout.write(self.tiny_model_notice())
         while True:
             self.stdout.write(self.prompt)
             self.stdout.flush()

@@ -15,6 +15,7 @@ from .keys import API_KEY, ENGINE, SETTINGS
 # Each module has setup(app); a modality adds its routes by adding its module here, one a line.
 ROUTE_MODULES = [
     "engine.api.chat",
+    "engine.api.completions",
     "engine.api.audio",
     "engine.api.images",
     "engine.api.jobs",

@@ -48,8 +48,100 @@ def parse_messages(raw, max_chars: int) -> list[ChatMessage]:
         total += len(content)
         if total > max_chars:
             raise PromptTooLong("The prompt", total, max_chars, "characters")
-        out.append(ChatMessage("system" if role == "developer" else role, content))
+        calls = m.get("tool_calls")
+        if calls is not None and (role != "assistant" or not isinstance(calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict)
+                and isinstance(c["function"].get("name"), str) for c in calls)):
+            raise BadRequest(f"messages[{i}].tool_calls must be a list of function calls on an "
+                             "assistant message.", param=f"messages[{i}].tool_calls")
+        call_id = m.get("tool_call_id")
+        if role == "tool" and not isinstance(call_id, str):
+            raise BadRequest(f"messages[{i}] is a tool message without its 'tool_call_id'.",
+                             param=f"messages[{i}].tool_call_id")
+        name = m.get("name") if isinstance(m.get("name"), str) else None
+        out.append(ChatMessage("system" if role == "developer" else role, content,
+                               calls or None, call_id if role == "tool" else None, name))
     return out
+
+
+# Fields that would change the answer and that Confab does not do: refused, never ignored.
+REFUSED = {
+    "n": "Confab returns one choice per request; 'n' must be 1.",
+    "logit_bias": "Confab does not apply 'logit_bias'.",
+    "audio": "Chat answers come as text; ask /v1/audio/speech for audio.",
+    "modalities": "Chat answers come as text only.",
+    "prediction": "Confab does not take predicted outputs.",
+    "web_search_options": "Confab does not search the web.",
+    "functions": "The old 'functions' field is not served; send 'tools'.",
+    "function_call": "The old 'function_call' field is not served; send 'tool_choice'.",
+}
+def parse_tools(body: dict) -> dict:
+    """tools, tool_choice, parallel_tool_calls, response_format, logprobs and top_logprobs,
+    checked as OpenAI checks them, for the runner."""
+    options: dict = {}
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            raise BadRequest("'tools' must be a non-empty list of functions.", param="tools")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(fn, dict) \
+                    or not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise BadRequest(f"tools[{i}] must be {{\"type\": \"function\", \"function\": "
+                                 f"{{\"name\": ...}}}}.", param=f"tools[{i}]")
+            if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+                raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema object.",
+                                 param=f"tools[{i}].function.parameters")
+        options["tools"] = tools
+    choice = body.get("tool_choice")
+    if choice is not None:
+        names = {t["function"]["name"] for t in tools or []}
+        if isinstance(choice, str):
+            if choice not in ("none", "auto", "required"):
+                raise BadRequest("'tool_choice' must be none, auto, required or a named function.",
+                                 param="tool_choice")
+        elif not (isinstance(choice, dict) and choice.get("type") == "function"
+                  and isinstance(choice.get("function"), dict)
+                  and isinstance(choice["function"].get("name"), str)):
+            raise BadRequest("'tool_choice' must be none, auto, required or "
+                             "{\"type\": \"function\", \"function\": {\"name\": ...}}.", param="tool_choice")
+        elif choice["function"]["name"] not in names:
+            raise BadRequest(f"'tool_choice' names the function '{choice['function']['name']}', "
+                             "which is not in 'tools'.", param="tool_choice")
+        if tools is None and choice != "none":
+            raise BadRequest("'tool_choice' needs 'tools'.", param="tool_choice")
+        if tools is not None:
+            options["tool_choice"] = choice
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None:
+        if not isinstance(parallel, bool):
+            raise BadRequest("'parallel_tool_calls' must be true or false.", param="parallel_tool_calls")
+        if tools is not None:
+            options["parallel_tool_calls"] = parallel
+    fmt = body.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
+                    or not isinstance(spec.get("schema", {}), dict):
+                raise BadRequest("'response_format.json_schema' must have a 'name' and a 'schema' "
+                                 "object.", param="response_format")
+        elif kind not in ("text", "json_object"):
+            raise BadRequest("'response_format.type' must be text, json_object or json_schema.",
+                             param="response_format")
+        if kind != "text":
+            options["response_format"] = fmt
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise BadRequest("'logprobs' must be true or false.", param="logprobs")
+    top = number(body, "top_logprobs", None, 0, 20, integer=True)
+    if top is not None and not logprobs:
+        raise BadRequest("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+    if logprobs:
+        options["logprobs"] = True
+        options["top_logprobs"] = top or 0
+    return options
 
 
 def parse_stream(body: dict) -> tuple[bool, dict]:
@@ -65,8 +157,9 @@ def parse_stream(body: dict) -> tuple[bool, dict]:
 
 def parse_chat(body: dict, settings, origin: Origin) -> ChatJob:
     messages = parse_messages(body.get("messages"), settings.max_prompt_chars)
-    if body.get("n") not in (None, 1):
-        raise BadRequest("Confab returns one choice per request; 'n' must be 1.", param="n")
+    for name, why in REFUSED.items():
+        if body.get(name) is not None and not (name == "n" and body[name] == 1):
+            raise BadRequest(why, param=name)
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -85,14 +178,17 @@ def parse_chat(body: dict, settings, origin: Origin) -> ChatJob:
         priority=priority,
         messages=messages,
         max_tokens=limited_int(body, ("max_completion_tokens", "max_tokens"), settings.max_tokens),
-        temperature=number(body, "temperature", 0.8, 0, 2),
-        top_p=number(body, "top_p", 0.95, 0, 1),
-        top_k=number(body, "top_k", 40, 0, 1000, integer=True),
+        # a field not sent takes the model's own default (see engine/backends.model_sampling)
+        temperature=number(body, "temperature", None, 0, 2),
+        top_p=number(body, "top_p", None, 0, 1),
+        top_k=number(body, "top_k", None, 0, 1000, integer=True),
+        min_p=number(body, "min_p", None, 0, 1),
         stop=stop or [],
-        presence_penalty=number(body, "presence_penalty", 0.0, -2, 2),
-        frequency_penalty=number(body, "frequency_penalty", 0.0, -2, 2),
-        repeat_penalty=number(body, "repeat_penalty", 1.0, 0, 2),
+        presence_penalty=number(body, "presence_penalty", None, -2, 2),
+        frequency_penalty=number(body, "frequency_penalty", None, -2, 2),
+        repeat_penalty=number(body, "repeat_penalty", None, 0, 2),
         seed=seed,
+        options=parse_tools(body),
     )
 
 
@@ -126,9 +222,19 @@ async def chat_response(request: web.Request, job, result: ChatResult) -> web.Re
     return web.json_response({
         "id": completion_id(job.id), "object": "chat.completion", "created": int(job.created_at),
         "model": result.model, "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_prefix(job) + result.text},
-                     "logprobs": None, "finish_reason": result.finish_reason}],
+        "choices": [{"index": 0, "message": message_of(job, result),
+                     "logprobs": {"content": result.logprobs} if result.logprobs else None,
+                     "finish_reason": result.finish_reason}],
         "usage": usage_dict(result)}, headers={"X-Confab-Job-Id": job.id, **image_headers(job)})
+
+
+def message_of(job, result: ChatResult) -> dict:
+    from .vision import answer_prefix
+    text = answer_prefix(job) + result.text
+    message = {"role": "assistant", "content": text if text or not result.tool_calls else None}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    return message
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -149,10 +255,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
 
-    def chunk(delta: dict, finish=None) -> bytes:
+    def chunk(delta: dict, finish=None, logprobs=None) -> bytes:
         data = {"id": cid, "object": "chat.completion.chunk", "created": created,
                 "model": job.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                "choices": [{"index": 0, "delta": delta,
+                             "logprobs": {"content": logprobs} if logprobs else None,
+                             "finish_reason": finish}]}
         if options.get("include_usage"):
             data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
         return b"data: " + json.dumps(data).encode() + b"\n\n"
@@ -161,7 +269,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await response.write(chunk({"role": "assistant", "content": ""}))
         async for event in handle:
             if isinstance(event, Token):
-                await response.write(chunk({"content": event.text}))
+                delta: dict = {"content": event.text} if event.text or not event.tool_calls else {}
+                if event.tool_calls:
+                    delta["tool_calls"] = event.tool_calls
+                await response.write(chunk(delta, logprobs=event.logprobs))
         try:
             result = await handle.result()
         except ConfabError as e:

@@ -66,6 +66,13 @@ async def _start_chat(request, body, meta):
     return await start_chat(request, body, meta)
 
 
+def _no_stream_start(start: Start) -> Start:
+    async def checked(request, body, meta):
+        _no_stream(body)
+        return await start(request, body, meta)
+    return checked
+
+
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,")
 
 
@@ -108,9 +115,11 @@ def _start_transcript(task: str) -> Start:
 def _register_endpoints() -> None:
     from .audio import start_speech, speech_response, transcript_response
     from .chat import chat_response
+    from .completions import completion_response, start_completion
     from .embeddings import embeddings_response, start_embeddings
     from .images import generation_response, start_generation
     register_async("/v1/chat/completions", _start_chat, chat_response)       # images too (vision)
+    register_async("/v1/completions", _no_stream_start(start_completion), completion_response)
     register_async("/v1/embeddings", start_embeddings, embeddings_response)
     register_async("/v1/images/generations", start_generation, generation_response)
     register_async("/v1/audio/speech", start_speech, speech_response)

@@ -42,8 +42,7 @@ async def run_template(request: web.Request) -> web.Response:
     outputs, prompt_tokens, completion_tokens, used_model, job_ids = [], 0, 0, model, []
     for part in parts:
         handle = await engine.submit(ChatJob(model=model, origin=origin, messages=part.messages,
-                                             max_tokens=max_tokens or default_tokens,
-                                             temperature=0.3, repeat_penalty=1.1))
+                                             max_tokens=max_tokens or default_tokens))
         job_ids.append(handle.id)
         result: ChatResult = await result_of(handle)
         outputs.append({"label": part.label, "text": result.text.strip()})

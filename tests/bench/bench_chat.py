@@ -96,7 +96,7 @@ def run_with(THREADS: int) -> list[tuple[str, object, str]]:
     name = "smollm2-135m-instruct"
     tmp = Path(tempfile.mkdtemp(prefix="confab-bench-"))
     model = Registry(tmp, tmp / "models").installed()[name]
-    n_batch = int(BY_NAME[name].options.get("n_batch", 512))
+    n_batch = 512   # llama.cpp's default
 
     llm = llama_cpp.Llama(model_path=model.path, n_ctx=N_CTX, n_threads=THREADS, n_batch=n_batch,
                           n_ubatch=n_batch, verbose=False)

@@ -48,7 +48,7 @@ async def test_a_plain_question_streams_an_answer(engine):
     _, out = await run_console(engine, "What is the capital of France?\n")
     assert out.startswith("Confab console.")
     answer = out.split("you> ", 2)[1].strip()
-    assert answer                       # the console samples at 0.7: the words vary, not the shape
+    assert answer                       # the model's own sampling: the words vary, not the shape
     job = jobs_of(engine, "console:alice")[-1]
     assert job["status"] == "done" and job["origin"]["is_dm"] is True
     assert job["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
@@ -154,3 +154,34 @@ async def test_ctrl_c_while_an_answer_streams_cancels_the_answer_not_the_console
     assert "/ask QUESTION" in out.getvalue().split("🛑 Cancelled.")[1]
     (job,) = jobs_of(engine, "console:finn")
     assert job["status"] == "cancelled"
+
+
+async def test_the_console_answers_as_the_api_does_for_the_same_conversation_and_seed(tmp_path, shared_models_dir):
+    """No door sets its own sampling: with the operator's seed for the model (and the model's
+    default temperature otherwise), the console and the API give the same answer."""
+    from aiohttp import web
+    from openai import AsyncOpenAI
+    from engine.api.app import create_app
+    sampling = tmp_path / "sampling.json"
+    sampling.write_text(json.dumps({CHAT_MODEL: {"seed": 1234, "temperature": 0.9}}))
+    engine = Engine(make_settings(tmp_path, shared_models_dir, threads=2, sampling_file=str(sampling)),
+                    gpu_total=None)
+    await engine.start()
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]
+        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        question = "Write one sentence about a lighthouse."
+        r = await client.chat.completions.create(model=CHAT_MODEL, max_tokens=engine.settings.max_tokens,
+                                                 messages=[{"role": "system", "content": engine.settings.system_prompt},
+                                                           {"role": "user", "content": question}])
+        api_answer = r.choices[0].message.content.strip()
+        _, out = await run_console(engine, question + "\n", user="gwen")
+        console_answer = out.split("you> ", 2)[1].strip()
+        assert console_answer == api_answer and api_answer
+    finally:
+        await runner.cleanup()
+        await engine.close()

@@ -208,8 +208,8 @@ async def test_a_long_conversation_is_trimmed_oldest_first_keeping_the_system_pr
         llm, _ = await engine.models.acquire(CHAT_MODEL)
         try:
             plain = [{"role": m.role, "content": m.content} for m in messages]
-            kept, dropped, prompt_tokens = llm.fit_context(plain, max_tokens)
-            assert llm.fit_context(plain[:1] + plain[-1:], max_tokens)[1] == 0
+            kept, dropped, prompt_tokens, _ = await llm.fit(plain, max_tokens)
+            assert (await llm.fit(plain[:1] + plain[-1:], max_tokens))[1] == 0
         finally:
             engine.models.release(CHAT_MODEL)
     finally:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.errors import EngineBusy, UserQueueFull
-from engine.scheduler import Entry, Policy, Scheduler, order, pick_next
+from engine.scheduler import Entry, Policy, Scheduler, can_start, order, pick_next
 
 MODELS = ("a", "b", "c", "d")
 
@@ -397,3 +397,61 @@ async def test_dispatch_loop_survives_a_failing_dispatch_and_honours_concurrency
         await sched.stop()
     assert sorted(seen) == sorted([f"j{k}" for k in range(6)] + ["boom", "after"])
     assert peak == 2
+
+
+def running(*specs):
+    out = []
+    for i, (model, cls) in enumerate(specs):
+        e = entry(f"r{i}", cls=cls, model=model)
+        e.slots = 4 if model == "chat" else 1
+        out.append(e)
+    return out
+
+
+def test_a_chat_runner_takes_jobs_up_to_its_slots_one_kept_for_class_0():
+    three = running(("chat", 1), ("chat", 1), ("chat", 2))
+    assert not can_start(entry("x", cls=1, model="chat"), three, 4, 1)   # the fourth is class 0's
+    assert not can_start(entry("x", cls=2, model="chat"), three, 4, 1)
+    assert can_start(entry("dm", cls=0, model="chat"), three, 4, 1)
+    assert can_start(entry("x", cls=1, model="chat"), three[:2], 4, 1)
+    full = running(("chat", 1), ("chat", 1), ("chat", 1), ("chat", 0))
+    assert not can_start(entry("dm", cls=0, model="chat"), full, 4, 1)
+    # another model's jobs do not take the runner's slots, nor do its slots block them
+    assert can_start(entry("w", cls=1, model="whisper"), full, 1, 1)
+
+
+def test_models_without_slots_run_one_job_at_a_time_on_the_native_thread():
+    busy = running(("whisper", 1))
+    assert not can_start(entry("x", cls=0, model="whisper"), busy, 1, 1)
+    assert not can_start(entry("x", cls=1, model="piper"), busy, 1, 1)       # concurrency 1
+    assert can_start(entry("x", cls=1, model="piper"), busy, 1, 2)
+    assert can_start(entry("x", cls=1, model="chat"), busy, 4, 1)           # a runner beside it
+
+
+async def test_the_dispatch_loop_fills_a_runners_slots_and_a_dm_passes_a_full_queue():
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def dispatch(e: Entry) -> None:
+        started.append(e.job_id)
+        await release.wait()
+
+    sched = Scheduler(dispatch, lambda: ["chat"], policy=Policy(queue_max=50, user_queue_max=50),
+                      slots=lambda model: 3)
+    sched.start()
+    try:
+        for k in range(5):
+            sched.submit(entry(f"c{k}", cls=1, model="chat"))
+
+        async def settled(n):
+            while len(started) < n:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(settled(2), 5)
+        # the loop decides every start in one pass: two of three slots, one kept for class 0
+        assert started == ["c0", "c1"] and len(sched.running) == 2 and len(sched.waiting) == 3
+        sched.submit(entry("dm", cls=0, model="chat"))
+        await asyncio.wait_for(settled(3), 5)
+        assert started[-1] == "dm"
+    finally:
+        release.set()
+        await sched.stop()

@@ -1,9 +1,8 @@
-"""The vision backend: which llama-cpp-python handler a model gets, the folder layout it needs,
-the request the handler receives (images as data URLs, text last), and generation through
-llama-cpp-python's Llava15ChatHandler with a tiny random-weight LLaVA-1.5-style pair (a llama
-GGUF and a CLIP projector GGUF built in the test with the gguf package; no real LLaVA weights
-can be had offline). The handler names are checked against the installed llama-cpp-python so
-that an upgrade that renames one fails here rather than at a user's first question."""
+"""Vision models: which family a model is (and the template it runs with), the folder layout it
+needs, the request the runner receives (images as data URLs, text last), and generation on
+llama.cpp's server with a tiny random-weight LLaVA-1.5-style pair (a llama GGUF and a CLIP
+projector GGUF built in the test with the gguf package; no real LLaVA weights can be had
+offline). The template names are checked against the pinned llama.cpp."""
 from __future__ import annotations
 
 import base64
@@ -33,10 +32,17 @@ def test_handler_option_wins_and_is_checked():
     assert DEFAULT_HANDLER == "llava-1.5"
 
 
-def test_every_handler_exists_in_llama_cpp():
-    chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
-    for name, cls in HANDLERS.items():
-        assert hasattr(chat_format, cls), f"{name}: llama_cpp has no {cls}"
+def test_every_template_named_is_one_llama_cpp_has():
+    """A family run with one of llama.cpp's built-in templates names one that exists (checked
+    against the pinned llama.cpp, so an upgrade that renames one fails here)."""
+    import ctypes
+    llama_cpp = pytest.importorskip("llama_cpp")
+    names = (ctypes.c_char_p * 256)()
+    count = llama_cpp.llama_chat_builtin_templates(names, 256)
+    builtin = {names[i].decode() for i in range(count)}
+    assert "vicuna" in builtin and "chatml" in builtin
+    for family, template in HANDLERS.items():
+        assert not template or template in builtin, f"{family}: llama.cpp has no template {template}"
 
 
 def test_every_vision_model_in_the_catalog_names_its_handler_and_projector():
@@ -105,23 +111,35 @@ def red_png() -> bytes:
     return out.getvalue()
 
 
-def test_tiny_llava_loads_encodes_the_image_and_streams(tiny_llava):
-    from models.llama_chat import ChatRequest
-    from models.llava_vision import LlavaVision
-    vision = LlavaVision(str(tiny_llava), n_ctx=512, n_threads=2)
+async def test_tiny_llava_runs_on_a_runner_encodes_the_image_and_streams(tiny_llava, tmp_path):
+    """The pair loads in llama.cpp's server with its projector (and the Vicuna template LLaVA
+    1.5 files lack), reads the image, streams, repeats itself greedily, and cancels."""
+    import asyncio
+    from engine.backends import EXECUTORS, RunContext, load_gguf
+    from engine.images import VisionJob, VisionMessage     # (registers the vision executor)
+    from models.registry import InstalledModel
+    from tests.conftest import make_settings
+    settings = make_settings(tmp_path, threads=2, context_tokens=512, chat_slots=1)
+    image = tmp_path / "red.png"
+    image.write_bytes(red_png())
+    model = InstalledModel("tiny-llava", "vision", "llava-gguf", str(tiny_llava), 2**20)
+    runner = await asyncio.to_thread(load_gguf, model, "cpu", settings)
     try:
-        assert vision.handler == "llava-1.5"
+        assert "--mmproj" in runner.process.spec.argv(runner.process.binary, "x")
+        assert runner.process.spec.extra == ["--chat-template", "vicuna"]
         tokens = []
-        turns = [VisionTurn("user", "What colour is this?", [(red_png(), "image/png")])]
-        out = vision.chat(turns, ChatRequest([], max_tokens=6, temperature=0.0, seed=1),
-                          tokens.append, lambda: False)
-        assert 0 < out.completion_tokens == len(tokens) <= 6 and out.finish_reason == "length"
-        assert out.text == "".join(tokens)
-        again = vision.chat(turns, ChatRequest([], max_tokens=6, temperature=0.0, seed=1),
-                            lambda t: None, lambda: False)
+        ctx = RunContext(emit=tokens.append, cancelled=lambda: False, device="cpu", settings=settings)
+        job = VisionJob(model="tiny-llava", messages=[VisionMessage("user", "What colour is this?", [str(image)])],
+                        max_tokens=6, temperature=0.0, seed=1)
+        out = await EXECUTORS["vision"](runner, job, ctx)
+        assert out.usage.prompt_tokens > 16           # the image's tokens are in the prompt
+        assert 0 < len(tokens) <= 6 and out.finish_reason == "length"
+        assert out.text == "".join(t.text for t in tokens)
+        again = await EXECUTORS["vision"](runner, job, RunContext(lambda t: None, lambda: False, "cpu", settings))
         assert again.text == out.text                      # greedy: the same answer
-        stopped = vision.chat(turns, ChatRequest([], max_tokens=50, temperature=0.0),
-                              lambda t: None, lambda: True)
-        assert stopped.finish_reason == "cancelled" and stopped.completion_tokens <= 1
+        stopped = await EXECUTORS["vision"](runner, VisionJob(
+            model="tiny-llava", messages=job.messages, max_tokens=50, temperature=0.0),
+            RunContext(lambda t: None, lambda: True, "cpu", settings))
+        assert stopped.finish_reason == "cancelled"
     finally:
-        vision.close()
+        await asyncio.to_thread(runner.close)

@@ -176,9 +176,11 @@ class Confab:
 def engine_settings(data_dir) -> Settings:
     # One thread: this test machine is shared, and llama.cpp's spinning threads slow down badly
     # when cores are oversubscribed. Short answers (voice notes' too) keep the suite fast and
-    # its timings stable on a busy machine.
+    # its timings stable on a busy machine. One chat slot: the queue and cancel tests hold the
+    # model with one long job to watch the next one wait (several slots are tested in
+    # tests/engine/test_runner.py and tests/api/test_chat_engine_api.py).
     return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), max_tokens=24,
-                             voice_max_tokens=24, threads=1)
+                             voice_max_tokens=24, threads=1, chat_slots=1)
 
 
 def commands_for(engine: Engine) -> Commands:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
 
 from engine import Engine
 from tests.conftest import make_settings
+from tests.fake_runner import FakeRunnerServer
 
 from .conftest import running_confab
 
@@ -22,27 +22,7 @@ PARAGRAPHS = [f"Part {i}: **bold** & <tags> with `code`, " + "words " * 150 for 
 LONG = "\n\n".join(PARAGRAPHS)          # ~11,000 characters: several Slack messages
 
 
-@dataclass
-class _Out:
-    text: str
-    finish_reason: str = "stop"
-    prompt_tokens: int = 8
-    completion_tokens: int = 0
-    trimmed_messages: int = 0
-
-
-class ScriptedChat:
-    """Streams LONG word by word; its loader can be held, like a large model loading."""
-    n_ctx = 4096
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def chat(self, req, on_text, cancelled) -> _Out:
-        words = LONG.split(" ")
-        for i, w in enumerate(words):
-            on_text(w if i == 0 else " " + w)
-        return _Out(LONG, completion_tokens=len(words))
+SCRIPTED = FakeRunnerServer(lambda body: [w if i == 0 else " " + w for i, w in enumerate(LONG.split(" "))])
 
 
 class Loader:
@@ -53,13 +33,13 @@ class Loader:
     def __call__(self, name: str, device: str):
         self.started.set()
         self.release.wait(60)
-        return ScriptedChat(), 1
+        return SCRIPTED.runner(name, n_ctx=8192), 1
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def held(tmp_path):
     loader = Loader()
-    engine = Engine(make_settings(tmp_path), load=loader, gpu_total=None)
+    engine = Engine(make_settings(tmp_path, max_tokens=4000), load=loader, gpu_total=None)  # LONG whole
     await engine.start(resume=False)
     try:
         yield engine, loader

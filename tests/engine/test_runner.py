@@ -1,0 +1,245 @@
+"""Chat on llama.cpp's server, the real one built from the pinned source, with the offline
+SmolLM2 (and Gemma 3 270M where two models are needed): slots, the prompt cache, cancel, the
+runner's life, and answers that a cut-short answer does not spoil."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from engine.engine import Engine
+from engine.errors import JobCancelled, PromptTooLong
+from engine.jobs import ChatJob, ChatMessage, Origin, Token
+from engine.runners import conversation_file
+from models import llama_runner
+from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
+
+pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
+
+SYSTEM = ChatMessage("system", "You are a helpful assistant.")
+FRANCE = [SYSTEM, ChatMessage("user", "What is the capital of France?")]
+STORY = [SYSTEM, ChatMessage("user", "Write a long story about a dragon who learns to sail.")]
+
+
+def chat(messages=FRANCE, **kw) -> ChatJob:
+    kw.setdefault("temperature", 0.0)
+    kw.setdefault("model", CHAT_MODEL)
+    return ChatJob(messages=list(messages), **kw)
+
+
+async def answer(engine: Engine, job: ChatJob) -> str:
+    handle = await engine.submit(job)
+    return (await asyncio.wait_for(handle.result(), 120)).text
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(tmp_path_factory, shared_models_dir):
+    e = Engine(make_settings(tmp_path_factory.mktemp("runner"), shared_models_dir, threads=2,
+                             chat_slots=3), gpu_total=None)
+    await e.start(resume=False)
+    yield e
+    await e.close()
+
+
+def test_the_runner_is_built_from_the_pinned_llama_cpp_python_source():
+    binary = llama_runner.find_binary()
+    built = json.loads((binary.parent / "build.json").read_text())
+    import importlib.metadata
+    assert built["llama_cpp_python"] == importlib.metadata.version("llama-cpp-python")
+    assert "-DLLAMA_CURL=OFF" in built["flags"] and "-DLLAMA_USE_PREBUILT_UI=OFF" in built["flags"]
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    assert "version" in (out.stdout + out.stderr).lower()
+
+
+async def test_a_loaded_model_is_a_runner_on_a_private_socket_with_its_slots(engine):
+    assert "Paris" in await answer(engine, chat())
+    runner = engine.models.instance_of(CHAT_MODEL)
+    assert runner.process.alive() and len(runner.slots) == 3
+    assert runner.socket_path.endswith(".sock") and os.path.exists(runner.socket_path)
+    # it listens on nothing but its socket (no TCP port in its own view of the network)
+    tcp = subprocess.run(["sh", "-c", f"ls -l /proc/{runner.process.pid}/fd"], capture_output=True, text=True)
+    assert "socket:" in tcp.stdout
+    assert os.getpgid(runner.process.pid) == runner.process.pid   # its own process group
+
+
+async def run_sequence(engine: Engine, cut) -> tuple[str, str]:
+    """Request 1, then a story cut short by `cut` (or run to its end when None), then request 1
+    again: (first answer, last answer)."""
+    first = await answer(engine, chat(max_tokens=64))
+    story = chat(STORY, max_tokens=5 if cut == "length" else 160,
+                 stop=["sail"] if cut == "stop" else [])
+    handle = await engine.submit(story)
+    if cut in ("cancel",):
+        async for event in handle:
+            if isinstance(event, Token):
+                await handle.cancel()
+                break
+        with pytest.raises(JobCancelled):
+            await asyncio.wait_for(handle.result(), 60)
+    else:
+        await asyncio.wait_for(handle.result(), 120)
+    return first, await answer(engine, chat(max_tokens=64))
+
+
+@pytest.mark.parametrize("cut", ["length", "stop", "cancel"])
+async def test_an_answer_cut_short_does_not_spoil_the_next_one(tmp_path, shared_models_dir, cut):
+    """Issue: after an answer stopped by max_tokens, the cached state spoiled the next request
+    sharing its prefix. Request 3 must be what it is when request 2 ran to its natural end."""
+    results = {}
+    for mode in (None, cut):
+        e = Engine(make_settings(tmp_path / str(mode), shared_models_dir, threads=2), gpu_total=None)
+        await e.start(resume=False)
+        try:
+            results[mode] = await run_sequence(e, mode)
+        finally:
+            await e.close()
+    natural_first, natural_third = results[None]
+    cut_first, cut_third = results[cut]
+    assert cut_third == natural_third
+    assert cut_first == natural_first == natural_third
+
+
+async def test_two_jobs_overlap_on_one_model_and_either_cancels_at_once(engine):
+    long_a = await engine.submit(chat(STORY, max_tokens=300))
+    long_b = await engine.submit(chat(STORY, max_tokens=300, origin=Origin(user="b")))
+
+    async def first_token(handle):
+        async for event in handle:
+            if isinstance(event, Token):
+                return
+    await asyncio.wait_for(asyncio.gather(first_token(long_a), first_token(long_b)), 60)
+    assert long_a.status == long_b.status == "running"       # both generating, side by side
+    await long_b.cancel()
+    with pytest.raises(JobCancelled):
+        await asyncio.wait_for(long_b.result(), 30)
+    # B stopped while A was still generating: its cancel did not wait for A's answer
+    assert not long_a.done and long_a.status == "running"
+    result = await asyncio.wait_for(long_a.result(), 120)    # the other one goes on to its end
+    assert result.finish_reason in ("length", "stop") and len(result.text) > 100
+    assert (await engine.store.get_job(long_b.id))["status"] == "cancelled"
+
+
+async def test_a_long_prompt_without_a_system_message_gets_confabs_own_words(tmp_path, shared_models_dir):
+    """SmolLM2's template adds its own system prompt when there is none: counted, not guessed."""
+    e = Engine(make_settings(tmp_path, shared_models_dir, threads=2, context_tokens=256), gpu_total=None)
+    await e.start(resume=False)
+    try:
+        words = " ".join(["bread"] * 226)
+        handle = await e.submit(chat([ChatMessage("user", words)]))
+        with pytest.raises(PromptTooLong) as err:
+            await asyncio.wait_for(handle.result(), 60)
+        assert "the limit is 240 tokens" in err.value.message
+        assert "exceed context window" not in err.value.message
+        # a prompt that fits, with the template's own system prompt counted, is answered
+        short = await e.submit(chat([ChatMessage("user", "What is the capital of France?")], max_tokens=16))
+        assert (await asyncio.wait_for(short.result(), 60)).text
+    finally:
+        await e.close()
+
+
+async def test_a_conversation_keeps_its_slot_and_comes_back_after_an_unload(engine):
+    thread = "slack:C1:1700000000.000100"
+    turn1 = chat([SYSTEM, ChatMessage("user", "Name three colours.")], conversation=thread, max_tokens=16)
+    await answer(engine, turn1)
+    runner = engine.models.instance_of(CHAT_MODEL)
+    held = [s for s in runner.slots if s.conversation == thread]
+    assert len(held) == 1
+    # unloading saves the slot to disk; the next load restores it when the thread comes back
+    assert await engine.models.unload(CHAT_MODEL)
+    saved = engine.settings.data_path / "slots" / CHAT_MODEL / conversation_file(thread)
+    assert saved.is_file() and saved.stat().st_size > 0
+    turn2 = chat([SYSTEM, ChatMessage("user", "Name three colours."), ChatMessage("assistant", "Red."),
+                  ChatMessage("user", "And three more?")], conversation=thread, max_tokens=16)
+    assert await answer(engine, turn2)
+    again = engine.models.instance_of(CHAT_MODEL)
+    assert again is not runner and again.restores == 1
+
+
+async def test_a_runner_that_dies_is_restarted_and_the_job_tried_again(engine):
+    assert "Paris" in await answer(engine, chat())
+    runner = engine.models.instance_of(CHAT_MODEL)
+    os.killpg(runner.process.pid, signal.SIGKILL)
+    runner.process.proc.wait(10)
+    assert "Paris" in await answer(engine, chat())       # nothing was shown yet: tried once more
+    assert engine.models.instance_of(CHAT_MODEL) is not runner
+
+
+def test_runners_never_outlive_confab(tmp_path, shared_models_dir):
+    """`confab serve` killed with SIGKILL takes its runner with it (parent-death signal)."""
+    from tests.conftest import free_port
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFAB_")}
+    env.update(CONFAB_PORT=str(port), CONFAB_DATA_DIR=str(tmp_path), CONFAB_MODELS_DIR=str(shared_models_dir),
+               CONFAB_THREADS="2")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "confab"), "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from openai import OpenAI
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.chat.completions.create(model=CHAT_MODEL, max_tokens=4,
+                                               messages=[{"role": "user", "content": "Hi"}])
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "llama-server"],
+                                  capture_output=True, text=True).stdout.split()
+        assert children, "the runner is a child of confab serve"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and
+                                              "llama-server" in open(f"/proc/{pid}/cmdline").read()
+                                              for pid in children if os.path.exists(f"/proc/{pid}/cmdline")):
+        time.sleep(0.1)
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}/cmdline")
+                and "llama-server" in open(f"/proc/{pid}/cmdline").read()]
+
+
+async def test_a_chat_model_served_by_another_engine_goes_through_confabs_queue(tmp_path, shared_models_dir):
+    """CONFAB_REMOTE_CHAT: a separately started llama-server (an engine elsewhere), with
+    Confab's scheduler, store and API in front."""
+    from models.registry import Registry
+    from tests.conftest import free_port
+    port = free_port()
+    path = Registry(tmp_path, shared_models_dir).installed()[CHAT_MODEL].path
+    server = subprocess.Popen([str(llama_runner.find_binary()), "-m", path, "--host", "127.0.0.1",
+                               "--port", str(port), "-np", "2", "-c", "4096", "-t", "2", "--no-ui",
+                               "--api-key", "s3cret"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    e = Engine(make_settings(tmp_path, shared_models_dir, remote_chat=(f"far-smol=http://127.0.0.1:{port}/v1",),
+                             remote_chat_key="s3cret"), gpu_total=None)
+    await e.start(resume=False)
+    try:
+        assert e.resolve_model("far-smol", "chat").fmt == "remote-openai"
+        deadline = time.monotonic() + 60
+        while True:
+            handle = await e.submit(chat(model="far-smol", max_tokens=16))
+            try:
+                result = await asyncio.wait_for(handle.result(), 60)
+                break
+            except Exception:       # the far engine is still loading
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        assert "Paris" in result.text and result.usage.completion_tokens > 0
+        record = await e.store.get_job(handle.id)
+        assert record["status"] == "done" and record["payload"]["model"] == "far-smol"
+        assert not os.path.exists(str(e.settings.data_path / "slots" / "far-smol"))   # no runner of ours
+    finally:
+        await e.close()
+        server.terminate()
+        server.wait(10)
