@@ -8,8 +8,7 @@ import threading
 
 from engine.audio import Pcm
 from engine.errors import BackendMissing
-
-from .vad import Endpointer
+from engine.vad import Endpointer
 
 
 def _sounddevice():

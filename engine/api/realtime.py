@@ -32,7 +32,7 @@ from ..errors import BadRequest, ConfabError, JobCancelled, LimitExceeded
 from ..jobs import ChatMessage, Origin, Token
 from ..pipelines import VoiceNote
 from ..speech import SpeechChunk, map_voice, pick_tts, stt_model_name, submit_transcription
-from voice.vad import Endpointer
+from ..vad import Endpointer
 
 from .app_util import caller_id
 from .keys import ENGINE

@@ -9,7 +9,7 @@ from engine.audio import Pcm
 from voice.devices import Recorder
 from voice.keys import PRESS, QUIT, RELEASE
 from voice.loop import FilePlayer
-from voice.vad import Endpointer
+from engine.vad import Endpointer
 
 BLOCK = 960          # 30 ms of 16 kHz 16-bit mono, as the real microphone delivers it
 

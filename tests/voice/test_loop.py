@@ -16,7 +16,7 @@ from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, wer
 from voice.cli import run_voice
 from voice.loop import FilePlayer, VoiceLoop
-from voice.vad import Endpointer
+from engine.vad import Endpointer
 
 pytestmark = [requires_speech_tools, requires_chat_model, pytest.mark.asyncio(loop_scope="module")]
 

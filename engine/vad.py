@@ -1,4 +1,5 @@
-"""End of speech: an energy detector that says when someone has stopped talking.
+"""End of speech: an energy detector that says when someone has stopped talking (used by the
+push-to-talk loop and the Realtime API, hence in the engine).
 
 Frames of 30 ms are speech when their level stands clearly above the noise floor measured
 so far. A turn ends after `silence_s` of non-speech that follows at least `min_speech_s` of
