@@ -10,8 +10,12 @@ opens.
 """
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from .store_pg import PgConnection
 
 LOCK_ID = 0x636F6E66   # "conf": PostgreSQL's advisory lock for migrating
 
@@ -145,14 +149,19 @@ def pending(db) -> list[int]:
 
 # -- for `confab db` -------------------------------------------------------------------------
 
+def store_target(where: str | Path) -> str | Path:
+    """A PostgreSQL URL as it is; a SQLite file (a path, or sqlite:PATH) as a Path."""
+    text = str(where)
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text[len("sqlite:"):] if text.startswith("sqlite:") else text).expanduser()
+
+
 def connect(settings):
     """(connection, dialect) for the configured store, without migrating."""
-    from .store import store_target
     target = store_target(settings.database_url or settings.data_path / "confab.db")
     if isinstance(target, str):
-        from .store_pg import PgConnection
         return PgConnection(target), "postgres"
-    import sqlite3
     target.parent.mkdir(parents=True, exist_ok=True)
     return sqlite3.connect(target), "sqlite"
 

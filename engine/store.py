@@ -15,19 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import safe_json
+from . import migrations, safe_json
+from .migrations import store_target
+from .store_pg import PgConnection
 
 log = logging.getLogger(__name__)
 
 # The schema: engine/migrations.py (add a numbered migration there, for SQLite and PostgreSQL).
-
-
-def store_target(where: str | Path) -> str | Path:
-    """A PostgreSQL URL as it is; a SQLite file (a path, or sqlite:PATH) as a Path."""
-    text = str(where)
-    if text.startswith(("postgresql://", "postgres://")):
-        return text
-    return Path(text[len("sqlite:"):] if text.startswith("sqlite:") else text).expanduser()
 
 
 class Store:
@@ -43,9 +37,7 @@ class Store:
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
-        from . import migrations
         if self.url:
-            from .store_pg import PgConnection
             self._db = PgConnection(self.url)
             migrations.apply(self._db, "postgres")
             return

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .errors import BackendMissing
+
 _USER = re.compile(r'(?<!["\'\w.])user(?![\w"\'(])')
 
 
@@ -24,7 +26,6 @@ class PgConnection:
         try:
             import psycopg
         except ImportError:
-            from .errors import BackendMissing
             raise BackendMissing("psycopg", "postgres") from None
         self._conn = psycopg.connect(url, autocommit=False)
 
