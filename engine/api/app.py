@@ -8,27 +8,24 @@ import time
 from aiohttp import web
 
 from ..engine import Engine
+from . import audio, chat, completions, dashboard, embeddings, images, jobs, realtime, talk, templates
 from .errors import error_response, openai_errors
 from .app_util import caller_id, websocket_key  # noqa: F401  (caller_id re-exported)
-from .keys import API_KEY, ENGINE, SETTINGS
+from .keys import API_KEY, ENGINE, LARGER_BODIES, SETTINGS, STREAMED_UPLOADS
 
 # Each module has setup(app); a modality adds its routes by adding its module here, one a line.
 ROUTE_MODULES = [
-    "engine.api.chat",
-    "engine.api.completions",
-    "engine.api.audio",
-    "engine.api.images",
-    "engine.api.jobs",
-    "engine.api.embeddings",
-    "engine.api.templates",
-    "engine.api.dashboard",
-    "engine.api.realtime",
-    "engine.api.talk",
+    chat,
+    completions,
+    audio,
+    images,
+    jobs,
+    embeddings,
+    templates,
+    dashboard,
+    realtime,
+    talk,
 ]
-# Routes that read their body as a stream and enforce their own, larger limit (audio uploads).
-STREAMED_UPLOADS: set[str] = set()
-# Routes whose JSON body may be larger than CONFAB_MAX_BODY_BYTES: path -> limit(settings).
-LARGER_BODIES: dict = {}
 
 
 @web.middleware
@@ -50,10 +47,10 @@ async def require_key(request: web.Request, handler):
 async def body_limit(request: web.Request, handler):
     """Refuse an oversize body with 413 after draining it, so the client reads the answer
     instead of a reset connection."""
-    if request.path in STREAMED_UPLOADS:
+    if request.path in request.app[STREAMED_UPLOADS]:
         return await handler(request)
     settings = request.app[SETTINGS]
-    larger = LARGER_BODIES.get(request.path)
+    larger = request.app[LARGER_BODIES].get(request.path)
     limit = larger(settings) if larger else settings.max_body_bytes
     length = request.content_length
     if request.body_exists and length is not None and length > limit:
@@ -80,14 +77,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def create_app(engine: Engine) -> web.Application:
-    import importlib
     settings = engine.settings
     app = web.Application(middlewares=[openai_errors, require_key, body_limit],
                           client_max_size=settings.max_body_bytes)
     app[ENGINE] = engine
     app[SETTINGS] = settings
+    app[STREAMED_UPLOADS] = set()
+    app[LARGER_BODIES] = {}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    for name in ROUTE_MODULES:
-        importlib.import_module(name).setup(app)
+    for module in ROUTE_MODULES:
+        module.setup(app)
     return app

@@ -1,17 +1,18 @@
 """Small helpers shared by the API's route modules."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 from aiohttp import web
+
+from ..errors import ConfabError
+from .keys import API_KEY
 
 
 async def result_of(handle):
     """The job's result. A caller that goes away cancels it; a failure carries the job's id (its
     response says X-Confab-Job-Id like any other)."""
-    import asyncio
-
-    from ..errors import ConfabError
     try:
         return await handle.result()
     except asyncio.CancelledError:
@@ -24,7 +25,6 @@ async def result_of(handle):
 
 def caller_id(request: web.Request) -> str:
     """A stable, non-secret name for the caller: a hash of its key, or 'anonymous'."""
-    from .keys import API_KEY
     key = request.get(API_KEY)
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else "anonymous"
 

@@ -16,7 +16,7 @@ from ..speech import (SENTENCE_PAUSE_S, SpeechChunk, SpeechResult, TranscriptRes
                       TranscriptSegment, submit_speech, submit_transcription)
 from .app_util import caller_id, result_of
 from .errors import error_body
-from .keys import ENGINE, SETTINGS
+from .keys import ENGINE, SETTINGS, STREAMED_UPLOADS
 from .validate import number, read_json, string
 
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -361,8 +361,7 @@ async def _stream_speech(request: web.Request, handle, headers: dict, sse: bool)
 
 
 def setup(app: web.Application) -> None:
-    from .app import STREAMED_UPLOADS
-    STREAMED_UPLOADS.update({"/v1/audio/transcriptions", "/v1/audio/translations"})
+    app[STREAMED_UPLOADS].update({"/v1/audio/transcriptions", "/v1/audio/translations"})
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/v1/audio/translations", translations)
     app.router.add_post("/v1/audio/speech", speech)

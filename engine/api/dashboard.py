@@ -26,6 +26,7 @@ from importlib import resources
 from aiohttp import web
 
 from ..exposure import open_to_network
+from ..limits import principal
 from ..scheduler import order
 from .errors import error_response
 from .keys import ENGINE, SETTINGS
@@ -168,7 +169,6 @@ async def snapshot(app: web.Application) -> dict:
         per_user[u.who] = {"user": u.who, "gpu_s_today": u.gpu_s_today, "budget_s": u.budget_s,
                            "requests_last_minute": u.requests_last_minute,
                            "requests_today": u.requests_today, "active_jobs": 0}
-    from ..limits import principal
     for h in handles.values():
         who = principal(h.job.origin)
         row = per_user.setdefault(who, {"user": who, "gpu_s_today": 0.0,

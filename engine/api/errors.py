@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from ..errors import ConfabError, EngineBusy
-from .keys import SETTINGS
+from .keys import LARGER_BODIES, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,8 @@ async def openai_errors(request: web.Request, handler):
             raise
         message = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
         if e.status == 413:
-            from .app import LARGER_BODIES
             settings = request.app[SETTINGS]
-            larger = LARGER_BODIES.get(request.path)
+            larger = request.app[LARGER_BODIES].get(request.path)
             limit = larger(settings) if larger else settings.max_body_bytes
             message = f"The request body is too large; the limit is {limit} bytes."
         elif e.status == 404:

@@ -24,11 +24,18 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from ..engine import WHOLE_RESULT, job_from_record, result_from_record
 from ..errors import BadMedia, BadRequest, ConfabError, LimitExceeded
-from ..jobs import Job
+from ..jobs import JOB_TYPES, Job
+from ..wire import from_wire
 from .app_util import caller_id
+from .audio import speech_response, start_speech, start_transcription, transcript_response
+from .chat import chat_response, start_chat
+from .completions import completion_response, start_completion
+from .embeddings import embeddings_response, start_embeddings
 from .errors import error_response
-from .keys import ENGINE, SETTINGS
+from .images import generation_response, start_generation
+from .keys import ENGINE, LARGER_BODIES, SETTINGS
 from .validate import read_json
 
 Start = Callable[[web.Request, dict, dict], Awaitable[Any]]        # (request, body, meta) -> handle
@@ -61,7 +68,6 @@ def _no_stream(body: dict) -> None:
 
 
 async def _start_chat(request, body, meta):
-    from .chat import start_chat
     _no_stream(body)
     return await start_chat(request, body, meta)
 
@@ -105,7 +111,6 @@ def _form_fields(body: dict) -> dict[str, list[str]]:
 
 def _start_transcript(task: str) -> Start:
     async def start(request, body, meta):
-        from .audio import start_transcription
         _no_stream(body)
         data = _file_of(body, request.app[SETTINGS])
         return await start_transcription(request, data, _form_fields(body), task, meta)
@@ -113,11 +118,6 @@ def _start_transcript(task: str) -> Start:
 
 
 def _register_endpoints() -> None:
-    from .audio import start_speech, speech_response, transcript_response
-    from .chat import chat_response
-    from .completions import completion_response, start_completion
-    from .embeddings import embeddings_response, start_embeddings
-    from .images import generation_response, start_generation
     register_async("/v1/chat/completions", _start_chat, chat_response)       # images too (vision)
     register_async("/v1/completions", _no_stream_start(start_completion), completion_response)
     register_async("/v1/embeddings", start_embeddings, embeddings_response)
@@ -163,9 +163,6 @@ async def _record(request: web.Request) -> dict:
 
 async def _response(request: web.Request, record: dict) -> web.Response:
     """The endpoint's response for a finished job, rebuilt from the store."""
-    from ..engine import WHOLE_RESULT, job_from_record, result_from_record
-    from ..jobs import JOB_TYPES
-    from ..wire import from_wire
     payload = record["payload"]
     job = job_from_record(JOB_TYPES[payload["kind"]], payload)
     kept = record["result"] or {}
@@ -216,9 +213,8 @@ async def get_content(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    from .app import LARGER_BODIES
     _register_endpoints()
-    LARGER_BODIES["/v1/jobs"] = body_limit
+    app[LARGER_BODIES]["/v1/jobs"] = body_limit
     app.router.add_post("/v1/jobs", create_job)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/v1/jobs/{job_id}/content", get_content)
