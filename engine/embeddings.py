@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from models.embeddings import EmbeddingsMissing, SentenceEmbedder
 from models.registry import InstalledModel
 
 from .backends import RunContext, cpu_threads, register_executor, register_loader
@@ -46,7 +47,6 @@ class EmbedResult:
 @register_loader("sentence-transformers")
 def load_sentence_transformers(model: InstalledModel, device: str, settings: Settings):
     try:
-        from models.embeddings import EmbeddingsMissing, SentenceEmbedder
         return SentenceEmbedder(model.path, device, cpu_threads(settings))
     except EmbeddingsMissing:
         raise BackendMissing("sentence-transformers", "kb") from None

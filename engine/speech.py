@@ -15,6 +15,7 @@ wait is over `bark_wait_budget_s`, and the note it returns goes into the reply.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import logging
 import os
@@ -22,13 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from models.bark_tts import PRESETS, BarkTTS
+from models.catalog import BY_NAME
+from models.piper_tts import PiperTTS, speakers_in, voice_name
 from models.registry import InstalledModel
+from models.whisper_stt import SttOptions, WhisperSTT, compute_type_for, language_codes
 
 from . import audio
 from .backends import RunContext, cpu_threads, register_executor, register_loader
 from .config import Settings
 from .errors import BackendMissing, BadMedia, BadRequest, JobCancelled, LimitExceeded, UnknownModel
 from .jobs import Job, Origin, Progress, register_job_type
+from .priority import priority_class
 from .sentences import split_sentences
 
 log = logging.getLogger(__name__)
@@ -142,10 +148,6 @@ class SpeechResult:
 
 @register_loader("ct2-whisper")
 def load_whisper(model: InstalledModel, device: str, settings: Settings):
-    try:
-        from models.whisper_stt import WhisperSTT, compute_type_for
-    except ImportError:
-        raise BackendMissing("faster-whisper", "speech") from None
     if importlib.util.find_spec("faster_whisper") is None:
         raise BackendMissing("faster-whisper", "speech")
     # int8 on the CPU, float16 on CUDA: the device comes from the memory manager.
@@ -159,7 +161,6 @@ def load_whisper(model: InstalledModel, device: str, settings: Settings):
 def load_piper(model: InstalledModel, device: str, settings: Settings):
     if importlib.util.find_spec("piper") is None:
         raise BackendMissing("piper-tts", "speech")
-    from models.piper_tts import PiperTTS
     return PiperTTS(model.path, device=device)
 
 
@@ -167,7 +168,6 @@ def load_piper(model: InstalledModel, device: str, settings: Settings):
 def load_bark(model: InstalledModel, device: str, settings: Settings):
     if not bark_available():
         raise BackendMissing("transformers and torch", "bark")
-    from models.bark_tts import BarkTTS
     return BarkTTS(model.path, device=device, threads=settings.threads)
 
 
@@ -179,7 +179,6 @@ def bark_available() -> bool:
 
 @register_executor("transcribe", "stt")
 def run_transcribe(stt, job: TranscribeJob, ctx: RunContext) -> TranscriptResult:
-    from models.whisper_stt import SttOptions
     try:
         if job.task not in ("transcribe", "translate"):
             raise BadRequest("The task must be transcribe or translate.", param="task")
@@ -191,7 +190,6 @@ def run_transcribe(stt, job: TranscribeJob, ctx: RunContext) -> TranscriptResult
                 raise BadRequest(f"The model '{job.model}' knows English only; it cannot transcribe "
                                  f"'{job.language}'.", param="language")
         if job.audio_b64:
-            import base64
             pcm = audio.read_wav_bytes(base64.b64decode(job.audio_b64))
         else:
             pcm = audio.read_wav(job.audio_path)
@@ -299,7 +297,6 @@ async def submit_transcription(engine, data: bytes | audio.Pcm, origin: Origin, 
                         task=task, language=language, prompt=prompt, temperature=temperature,
                         word_timestamps=word_timestamps, meta=dict(meta or {}))
     if getattr(settings, "queue_url", ""):
-        import base64
         job.audio_b64 = base64.b64encode(audio.wav_bytes(pcm)).decode("ascii")
         return await engine.submit(job)
     job.audio_path = str(uploads_dir(settings) / f"{job.id}.wav")
@@ -319,7 +316,6 @@ def check_language(language: str) -> str:
     if not code:
         return ""
     try:
-        from models.whisper_stt import language_codes
         codes = language_codes()
     except ImportError:
         codes = None
@@ -330,7 +326,6 @@ def check_language(language: str) -> str:
 
 
 def _is_bark(engine, name: str) -> bool:
-    from models.catalog import BY_NAME
     model = next((m for m in engine.installed() if m.name == name), None)
     if model is not None:
         return model.fmt == "bark"
@@ -346,7 +341,6 @@ def fast_voice(engine) -> str:
     piper = [m for m in engine.installed("tts") if m.fmt == "piper"]
     if not piper:
         raise UnknownModel("(the fast voice)", "tts", [m.name for m in engine.installed("tts")])
-    from models.catalog import BY_NAME
     piper.sort(key=lambda m: (not (BY_NAME.get(m.name) and BY_NAME[m.name].default), m.name))
     return piper[0].name
 
@@ -404,13 +398,11 @@ def map_voice(voice: str | None, model: InstalledModel | None, strict: bool = Tr
             return f"v2/en_speaker_{i % 10}"
         return ""          # Piper voices here have one speaker; the model's own voice answers
     if model is not None and model.fmt == "bark":
-        from models.bark_tts import PRESETS
         if v in PRESETS or not strict:
             return v if v in PRESETS else ""
         raise BadRequest(f"'{voice}' is not a Bark voice; use one of OpenAI's names (alloy, "
                          "echo, ...) or a preset such as v2/en_speaker_6.", param="voice")
     if model is not None and model.fmt == "piper":
-        from models.piper_tts import speakers_in, voice_name
         speakers = speakers_in(model.path)
         if v in speakers:
             return v
@@ -426,7 +418,6 @@ async def submit_speech(engine, text: str, origin: Origin, *, model: str | None 
                         voice: str | None = None, response_format: str = "wav", speed: float = 1.0,
                         priority: int | None = None, check_length: bool = True, meta: dict | None = None):
     """Choose the voice (with Bark's fallback), check the limits, queue the job; returns its handle."""
-    from .priority import priority_class
     settings: Settings = engine.settings
     if not text or not text.strip():
         raise BadRequest("There is nothing to say: the text is empty.", param="input")
