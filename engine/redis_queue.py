@@ -27,6 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
+from .errors import BackendMissing
 from .scheduler import Entry, Policy
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,6 @@ class RedisQueue:
             try:
                 import redis.asyncio as aioredis
             except ImportError:
-                from .errors import BackendMissing
                 raise BackendMissing("redis", "redis") from None
             client = aioredis.from_url(url, decode_responses=True)
         self.url, self.redis, self.prefix = url, client, prefix

@@ -22,7 +22,7 @@ import zlib
 from typing import Any
 
 from . import wire
-from .config import Settings
+from .config import ConfigError, Settings
 from .engine import Engine
 from .errors import BackendFailed, ConfabError, EngineBusy, JobCancelled, UserQueueFull
 from .handle import JobHandle
@@ -342,7 +342,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None =
                      **engine_kw: Any) -> Worker:
     """`confab worker`: an engine on this host feeding from the Redis queue until `stop`."""
     if not settings.queue_url:
-        from .config import ConfigError
         raise ConfigError("confab worker needs the queue: --queue redis://HOST:6379/0 or CONFAB_QUEUE_URL.")
     queue = RedisQueue(settings.queue_url)
     # The front's store owns each job's record; a worker's engine keeps its scratch in SQLite.
@@ -350,7 +349,6 @@ async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None =
         await queue.ping()
     except Exception as e:
         await queue.close()
-        from .config import ConfigError
         raise ConfigError(f"Cannot reach the queue at {settings.queue_url}: {e}") from None
     engine = Engine(settings.replace(database_url=""), **engine_kw)
     await engine.start(resume=False)

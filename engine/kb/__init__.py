@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..embeddings import embed
 from ..jobs import Origin
 from .index import Hit, IngestReport, KnowledgeBase
 from .rank import Signals
@@ -23,7 +24,6 @@ INGEST_ORIGIN = Origin(platform="kb", user="ingest", background=True)
 
 def open_kb(engine) -> KnowledgeBase:
     """The engine's knowledge base. Ingestion embeds at class 2 (bulk work)."""
-    from ..embeddings import embed
     settings = engine.settings
     installed = engine.resolve_model(settings.default_embedding_model, "embedding")
     model = installed.name

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import logging
 
+from ..embeddings import embed
 from ..errors import BackendMissing, UnknownModel
 from ..jobs import ChatJob, ChatMessage, Origin
 from .index import Hit, KnowledgeBase
@@ -150,7 +151,6 @@ class SupportDeskAnswerer:
         self.chat_model, self.embedding_model = chat_model, embedding_model
 
     async def _embed(self, texts: list[str], origin: Origin):
-        from ..embeddings import embed
         return await embed(self.engine, texts, origin, model=self.embedding_model)
 
     async def answer(self, question: str, policy: Policy, origin: Origin | None = None,
