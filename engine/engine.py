@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator
 
+from models.catalog import BY_NAME
 from models.devices import cuda_total_bytes
 from models.registry import InstalledModel, Registry
 
@@ -20,13 +21,14 @@ from .errors import (BackendFailed, ConfabError, EngineBusy, JobCancelled, JobTi
 from .handle import JobHandle
 from .intake import CURRENT, Intake
 from .limits import Limits
-from .jobs import JOB_TYPES, ChatResult, Job, Origin, Queued, Started, Token, Usage
+from .jobs import JOB_TYPES, ChatMessage, ChatResult, Job, Origin, Queued, Started, Token, Usage
 from .runners import RunnerGone
 from .memory import ModelManager, device_budgets
 from .metrics import Metrics
 from .priority import priority_class
 from .scheduler import Entry, Policy, Scheduler
 from .store import Store
+from .wire import to_wire
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,6 @@ class Engine:
             candidates = self.installed(kind)
         if not candidates:
             raise UnknownModel(f"(default {kind} model)", kind, [])
-        from models.catalog import BY_NAME
         candidates.sort(key=lambda m: (not (BY_NAME.get(m.name) and BY_NAME[m.name].default), m.name))
         return candidates[0]
 
@@ -406,7 +407,6 @@ class Engine:
         if handle.job.meta.get("endpoint") and isinstance(record, dict):
             # an asynchronous API job: its response is rendered later from the whole result,
             # bytes too (speech audio, embeddings); see engine/api/jobs.py
-            from .wire import to_wire
             record[WHOLE_RESULT] = to_wire(result)
         try:
             await self.store.set_status(handle.id, "done", result=record)
@@ -483,7 +483,6 @@ def job_from_record(cls: type[Job], record: dict) -> Job:
     nested records of its own rebuilds itself with a `from_record` classmethod."""
     if hasattr(cls, "from_record"):
         return cls.from_record(record)
-    from .jobs import ChatMessage
     fields = {f.name for f in dataclasses.fields(cls)}
     data = {k: v for k, v in record.items() if k in fields}
     data["origin"] = Origin(**data.get("origin", {}))
