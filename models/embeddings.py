@@ -59,4 +59,7 @@ class SentenceEmbedder:
         return Embedded(matrix.tobytes(), int(matrix.shape[0]), self.dim, self.count_tokens(texts))
 
     def close(self) -> None:
+        device = str(getattr(self.model, "device", "cpu"))
         self.model = None
+        if device.startswith("cuda"):   # torch's caching allocator keeps freed blocks otherwise
+            self._torch.cuda.empty_cache()

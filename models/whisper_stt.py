@@ -6,6 +6,7 @@ segments one at a time, so the caller can stream them and stop between two.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -68,6 +69,9 @@ def language_codes() -> frozenset[str]:
     return frozenset(_LANGUAGE_CODES)
 
 
+CT2_CUDA_CACHE_CONFIG = f"4,3,12,{200 * 2**20}"
+
+
 def compute_type_for(device: str) -> str:
     """int8 on the CPU, float16 on CUDA."""
     return "float16" if device.startswith("cuda") else "int8"
@@ -76,8 +80,13 @@ def compute_type_for(device: str) -> str:
 class WhisperSTT:
     def __init__(self, path: str, device: str = "cpu", threads: int = 0,
                  compute_type: str | None = None):
-        fw = _faster_whisper()
         self.device = "cuda" if device.startswith("cuda") else "cpu"
+        if self.device == "cuda":
+            # CTranslate2's caching allocator keeps freed GPU blocks for reuse, and keeps them
+            # after the model is gone; its ceiling (bin_growth,min_bin,max_bin,max_cached_bytes)
+            # is what the memory plan counts (engine/memory.py RUNTIME_COSTS).
+            os.environ.setdefault("CT2_CUDA_CACHING_ALLOCATOR_CONFIG", CT2_CUDA_CACHE_CONFIG)
+        fw = _faster_whisper()
         self.compute_type = compute_type or compute_type_for(self.device)
         self.beam_size: int | None = None   # the catalog's choice for this model, if any
         self.model = fw.WhisperModel(path, device=self.device, compute_type=self.compute_type,
