@@ -10,8 +10,19 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import logging
 import sys
 from pathlib import Path
+
+from engine import ConfabError, Engine, audio
+from engine.config import ConfigError, Settings
+from engine.messages import explain
+
+from .devices import Microphone, SpeakerPlayer
+from .keys import open_keys
+from .loop import FilePlayer, VoiceLoop
+from .ptt import push_to_talk
 
 AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".m4a", ".mp3", ".flac"}
 
@@ -40,9 +51,6 @@ def register_cli(sub, common) -> None:
 
 
 def cmd_voice(args) -> None:
-    import getpass
-    import logging
-    from engine.config import ConfigError, Settings
     try:
         settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
     except ConfigError as e:
@@ -61,8 +69,6 @@ def cmd_voice(args) -> None:
 
 
 def cmd_wyoming(args) -> None:
-    import logging
-    from engine.config import ConfigError, Settings
     try:
         settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
     except ConfigError as e:
@@ -79,8 +85,6 @@ def cmd_wyoming(args) -> None:
 
 
 async def run_wyoming(settings, host: str, port: int) -> None:
-    import logging
-    from engine import Engine
     try:
         from .wyoming import serve
     except ImportError:
@@ -97,10 +101,6 @@ async def run_wyoming(settings, host: str, port: int) -> None:
 
 
 async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
-    from engine import ConfabError, Engine
-    from engine.messages import explain
-    from .loop import FilePlayer, VoiceLoop
-
     engine = Engine(settings)
     await engine.start(resume=False)
     try:
@@ -117,9 +117,6 @@ async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
                     return 2
                 turns = [(p, dest / f"{p.stem}.wav") for p in files]
             return await run_files(loop, turns, out)
-        from .devices import Microphone, SpeakerPlayer
-        from .keys import open_keys
-        from .ptt import push_to_talk
         try:
             mic, speaker = Microphone(), SpeakerPlayer()
         except ConfabError as e:
@@ -149,7 +146,6 @@ async def run_voice(settings, args, user: str, out=sys.stdout) -> int:
 
 async def run_files(loop, turns: list[tuple[Path, Path]], out=sys.stdout) -> int:
     """Each (question file, answer file) as one turn of the same conversation."""
-    from engine import audio
     failures = 0
     for src, dst in turns:
         try:

@@ -21,11 +21,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from engine import JobCancelled, Origin, Token
+from engine import ConfabError, JobCancelled, Origin, Token
 from engine import audio
 from engine.audio import Pcm, silence
+from engine.messages import explain
 from engine.pipelines import Transcript, VoiceNote, voice_note
-from engine.speech import SpeechChunk
+from engine.speech import SpeechChunk, discard, submit_speech
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,6 @@ class VoiceLoop:
         return out
 
     async def _turn(self, recording: bytes | Pcm, key: str = "", turn: dict | None = None) -> TurnResult:
-        from engine.messages import explain
-        from engine import ConfabError
         started = time.monotonic()
         out = TurnResult()
         self.turns += 1
@@ -211,7 +210,6 @@ class VoiceLoop:
 
     async def _drop_left_behind(self, key: str) -> None:
         """The turn's jobs that the dead process left queued or running: never run now."""
-        from engine.speech import discard
         for record, _, ref in await self.engine.store.unfinished_jobs():
             try:
                 where = json.loads(ref or "{}")
@@ -223,9 +221,6 @@ class VoiceLoop:
 
     async def _say_again(self, key: str, turn: dict) -> TurnResult:
         """The answer was complete and remembered; only hearing it was cut off."""
-        from engine.messages import explain
-        from engine import ConfabError
-        from engine.speech import submit_speech
         started = time.monotonic()
         out = TurnResult(transcript=turn.get("transcript", ""), answer=turn["answer"])
         self.player.reset()
