@@ -20,6 +20,7 @@ from engine import templates as T
 from engine.templates import Part, Template
 
 from .common.commands import Commands, Request
+from .common.image_commands import ImagineSpec, run_imagine
 from .common.render import tokens_of
 from .common.reply import Reply
 
@@ -125,7 +126,6 @@ async def poster(cmds: Commands, request: Request, reply: Reply, prompt: str) ->
                         "can add one with `pip install 'confab-bot[images]'` then "
                         "`confab models pull sdxl-turbo`.")
         return
-    from .common.image_commands import ImagineSpec, run_imagine
     await run_imagine(cmds, request, reply, ImagineSpec(prompt=prompt[:cmds.engine.settings.max_image_prompt_chars]))
 
 

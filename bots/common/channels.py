@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import ConfigError
+from engine.kb import Policy
 
 _CHANNEL_KEYS = {"platform", "channel", "group", "when_unsure", "min_score", "min_coverage", "grounding_min",
                  "handover_text", "top_k", "answer_mode", "escalate_minutes"}
@@ -56,7 +57,6 @@ class SupportChannel:
     overrides: dict = field(default_factory=dict, hash=False, compare=False)
 
     def policy(self, settings):
-        from engine.kb import Policy
         keys = ("when_unsure", "min_score", "min_coverage", "grounding_min", "handover_text", "top_k",
                 "answer_mode")
         return Policy.from_settings(settings, **{k: self.overrides.get(k) for k in keys})

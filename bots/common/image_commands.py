@@ -33,6 +33,7 @@ from engine.jobs import Progress, Queued, Started
 from engine.messages import explain
 
 from .commands import Commands, Request
+from .render import tokens_of
 from .reply import Reply
 
 PROGRESS_EVERY_S = 1.0
@@ -219,7 +220,6 @@ async def answer_about_images(cmds: Commands, request: Request, question: str, r
     async def chunks():
         if answer.prefix:
             yield answer.prefix
-        from .render import tokens_of
         async for text in tokens_of(answer.handle):
             yield text
 

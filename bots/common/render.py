@@ -5,6 +5,8 @@ import asyncio
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
+from engine import Token
+
 
 def split_message(text: str, limit: int) -> list[str]:
     """Split text into pieces of at most `limit` characters, at a paragraph, line or word
@@ -65,7 +67,6 @@ class ThrottledStream:
 
 async def tokens_of(handle) -> AsyncIterator[str]:
     """The text tokens of a job's event stream."""
-    from engine import Token
     async for event in handle:
         if isinstance(event, Token):
             yield event.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine import UserError
+from engine import LimitExceeded, Token, UserError
 from engine.audio import EXTENSIONS as AUDIO_EXT
 from engine.pipelines import Transcript, voice_note
 from engine.speech import submit_speech, submit_transcription
@@ -31,7 +31,6 @@ async def audio_of(request: Request, arg: str, max_bytes: int) -> tuple[bytes, s
         if read is not None:
             size = getattr(att, "size", 0) or 0
             if size > max_bytes:
-                from engine import LimitExceeded
                 raise LimitExceeded("The audio file", f"{size / 2**20:.1f}", f"{max_bytes / 2**20:.1f}", "MB")
             data = await read()
             return data, getattr(att, "filename", "") or "audio"
@@ -40,7 +39,6 @@ async def audio_of(request: Request, arg: str, max_bytes: int) -> tuple[bytes, s
         if not path.is_file():
             raise UserError(f"There is no file {path}.")
         if path.stat().st_size > max_bytes:
-            from engine import LimitExceeded
             raise LimitExceeded("The audio file", f"{path.stat().st_size / 2**20:.1f}",
                                 f"{max_bytes / 2**20:.1f}", "MB")
         return path.read_bytes(), path.name
@@ -73,7 +71,6 @@ async def answer_voice_note(cmds: Commands, request: Request, data: bytes, reply
                             response_format=VOICE_REPLY_FORMAT)
 
     async def answer_tokens():
-        from engine import Token
         async for ev in note:
             if isinstance(ev, Transcript):
                 await reply.say(f"🎙️ {ev.text}")

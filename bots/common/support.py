@@ -26,10 +26,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from engine import Origin
-from engine.kb import Outcome, SupportDeskAnswerer, is_question
+from engine import ConfabError, Origin
+from engine.kb import Outcome, SupportDeskAnswerer, is_question, open_kb
 
-from .channels import ChannelsConfig, SupportChannel
+from .channels import ChannelsConfig, SupportChannel, load_channels
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,9 @@ def build_support_desk(engine, clock: Callable[[], float] = time.time,
     """The desk for CONFAB_CHANNELS_FILE's support channels (on `platform`, when given); None
     when there are none (or the kb extra is not installed: the log says so). Adapters call this
     once at start-up."""
-    from .channels import load_channels
     channels = load_channels(engine.settings.channels_file)
     if not any(not platform or p == platform for p, _ in channels.support):
         return None
-    from engine import ConfabError
-    from engine.kb import open_kb
     try:
         kb = open_kb(engine)
     except ConfabError as e:

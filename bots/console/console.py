@@ -18,6 +18,7 @@ from engine import ConfabError, Engine, Origin
 from engine.messages import NOTHING_TO_REROLL, explain
 
 from ..common.commands import Commands, Request
+from ..common.image_commands import reroll
 
 
 class ConsoleReply:
@@ -130,7 +131,6 @@ class Console:
             elif self.reply.last_picture is None:
                 await self.reply.private(NOTHING_TO_REROLL)
             else:
-                from ..common.image_commands import reroll
                 await reroll(self.commands, self.request(text), self.reply,
                              self.reply.last_picture.payload())
         except ConfabError as e:
