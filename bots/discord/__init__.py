@@ -7,9 +7,11 @@ a ConfigError that says which, and `confab run` stops with it.
 """
 from __future__ import annotations
 
+from bots.common.support import build_support_desk
+from engine import ConfigError
+
 
 async def start(engine, commands, app):
-    from engine import ConfigError
     settings = engine.settings
     if not settings.discord_bot_token:
         return None
@@ -22,7 +24,6 @@ async def start(engine, commands, app):
                           "with: pip install 'confab-bot[discord]'") from None
     desk = None
     if settings.channels_file:
-        from bots.common.support import build_support_desk
         desk = build_support_desk(engine, platform="discord")
     adapter = DiscordAdapter(engine, commands, desk=desk)
     adapter.owned_desk = desk        # opened here, so closed with the adapter

@@ -29,15 +29,22 @@ import yarl
 
 from bots.common.acks import AckClock
 from bots.common.commands import Commands, Request
-from engine import ConfabError, Engine, Origin
+from bots.common.delivery import Delivery
+from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
+from bots.common.render import tokens_of
+from bots.common.support import SupportMessage
+from engine import ConfabError, Engine, Origin, templates
 from engine.messages import RESTARTED_MID_WAY, explain
+from engine.speech import submit_speech
 
 from . import files, history
 from .access import DiscordAccess, Who
 from .buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
+from .forms import FormReply, TemplateModal
 from .reply import (INTERACTION_TOKEN_S, ChannelReply, DiscordReply, InteractionReply, MessageReply,
                     followup_webhook)
 from .slash import PRIVATE, build_tree
+from .support import DiscordSupport
 from .voice import answer_voice_note
 
 log = logging.getLogger(__name__)
@@ -157,7 +164,6 @@ class DiscordAdapter:
             self._restore()
             raise
         if self.desk is not None:
-            from .support import DiscordSupport
             self.support = DiscordSupport(self.desk, self.client, self.escalate_every_s)
         self._task = asyncio.create_task(self._connect(), name="confab-discord-gateway")
 
@@ -303,7 +309,6 @@ class DiscordAdapter:
             data = await files.download(audio[0], self.settings.max_audio_bytes, self.settings.discord_api_url)
             await answer_voice_note(self, request, data, reply)
         elif images and not text.startswith("/"):
-            from bots.common.image_commands import answer_about_images
             request.attachments = [files.DiscordFile(a, self.settings.max_image_bytes, self.settings.discord_api_url)
                                    for a in images]
             await answer_about_images(self.commands, request, text, reply)
@@ -383,9 +388,6 @@ class DiscordAdapter:
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did
         not give (as the first response: Discord allows no modal after a defer), else straight on."""
-        from engine import templates
-
-        from .forms import TemplateModal
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
@@ -400,7 +402,6 @@ class DiscordAdapter:
 
     async def run_template(self, interaction: discord.Interaction, template, values: dict) -> None:
         """The template's command with its slots filled in, answered in follow-ups."""
-        from .forms import FormReply
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
         record = self._interaction_record(interaction, who, "template", name=template.name, values=values)
         key = await self._keep_then_defer(interaction, record, thinking=True)
@@ -415,7 +416,6 @@ class DiscordAdapter:
         await self.commands.handle(request, reply)
 
     async def _say_aloud(self, origin: Origin, text: str, reply: DiscordReply) -> None:
-        from engine.speech import submit_speech
         handle = await submit_speech(self.engine, text, origin, response_format="ogg", check_length=False)
         speech = await asyncio.wait_for(handle.result(), self.settings.job_timeout_s)
         await reply.send_file(speech.audio, "voice-message.ogg", title=speech.note, voice=True,
@@ -450,7 +450,6 @@ class DiscordAdapter:
             await self._answer_interaction(key, record, reply, lambda request: self._reroll(request, reply, job_id))
 
     async def _reroll(self, request: Request, reply: DiscordReply, job_id: str) -> None:
-        from bots.common.image_commands import ImagineSpec, run_imagine
         record = await self.engine.store.get_job(job_id)
         job = (record or {}).get("payload") or {}
         if (record or {}).get("kind") != "image" or not job.get("prompt"):
@@ -505,11 +504,9 @@ class DiscordAdapter:
                     log.info("not answering %s after the restart: its interaction's token expired", key)
                     await self.engine.settle(key)
                     return
-                from .forms import FormReply
                 form = FormReply(self, reply.channel_id, reply.followup, float(record["at"]), record["values"])
                 await self._answer_interaction(key, record, form, lambda request: self.commands.handle(request, form))
             elif kind == "support":
-                from bots.common.support import SupportMessage
                 msg = SupportMessage.of(record["question"])
                 if self.support is None or not self.support.takes(msg):     # no longer a support channel
                     await self.engine.settle(key)
@@ -537,8 +534,6 @@ class DiscordAdapter:
     async def _resume(self, handle, ref: dict) -> None:
         """A job accepted before a restart runs again: its answer goes where it would have,
         into the message posted for it then (never a second answer)."""
-        from bots.common.delivery import Delivery
-        from bots.common.render import tokens_of
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
         where = delivery.where
         kind = handle.job.kind
@@ -571,7 +566,6 @@ class DiscordAdapter:
         async def run() -> None:
             reply.earlier = await earlier()
             if kind == "image":
-                from bots.common.image_commands import deliver
                 result = await handle.result()
                 await deliver(reply, await reply.say(f"🎨 “{result.prompt}” ({handle.id})"), result)
                 return

@@ -19,7 +19,8 @@ import math
 import discord
 from discord.http import Route
 
-from engine import Settings
+from engine import Settings, Token, audio
+from engine.pipelines import StageStarted, Transcript, messages_with, voice_note
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ def waveform(samples: bytes, rate: int, max_points: int = MAX_WAVEFORM) -> bytes
 
 async def voice_metadata(ogg: bytes, settings: Settings) -> tuple[float, bytes]:
     """(true duration in seconds, waveform) of an encoded clip, by decoding it."""
-    from engine import audio
     pcm = await asyncio.to_thread(audio.decode, ogg, max(len(ogg), 1), settings.max_audio_seconds * 4,
                                   settings.ffmpeg_timeout_s, 16_000, True)
     return pcm.duration_s, waveform(pcm.data, pcm.rate)
@@ -106,8 +106,6 @@ async def answer_voice_note(adapter, request, audio_bytes: bytes, reply) -> None
     """Answer a voice note through the shared pipeline (transcribe -> chat -> speak): one text
     message with the transcript and the answer as it streams, then the answer as a voice
     message. The conversation's memory is the reply chain when the adapter read one."""
-    from engine import Token
-    from engine.pipelines import StageStarted, Transcript, messages_with, voice_note
     engine = adapter.engine
     settings: Settings = engine.settings
     history = request.history

@@ -7,7 +7,12 @@ Confab's aiohttp app. slack_bolt is imported only when Slack is configured.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+
+from engine import ConfigError
+
+from ..common.support import build_support_desk
 
 log = logging.getLogger(__name__)
 
@@ -15,17 +20,15 @@ log = logging.getLogger(__name__)
 class RunningSlack:
     """What `start` returns: stop() disconnects and lets answers in flight finish briefly."""
 
-    def __init__(self, adapter, connection, owned_desk=None):
-        self.adapter, self.connection = adapter, connection
+    def __init__(self, adapter, connection, close_client, owned_desk=None):
+        self.adapter, self.connection, self.close_client = adapter, connection, close_client
         self.owned_desk = owned_desk     # a support desk `start` opened, closed with the adapter
 
     async def stop(self) -> None:
-        from .connection import close_web_client
         await self.connection.stop()
         await self.adapter.stop()
-        await close_web_client(self.adapter.client)
+        await self.close_client(self.adapter.client)
         if self.owned_desk is not None:
-            import asyncio
             await asyncio.to_thread(self.owned_desk.close)
 
 
@@ -39,7 +42,6 @@ async def start(engine, commands, app=None, settings=None, desk=None):
         from . import connection
         from .adapter import SlackAdapter
     except ImportError as e:
-        from engine import ConfigError
         raise ConfigError(f"SLACK_BOT_TOKEN is set but the Slack libraries are missing ({e.name}). "
                           "Install them with: pip install 'confab-bot[slack]'") from None
     connection.check_settings(settings)
@@ -51,7 +53,6 @@ async def start(engine, commands, app=None, settings=None, desk=None):
         raise
     owned_desk = None
     if desk is None and settings.channels_file:
-        from ..common.support import build_support_desk
         desk = owned_desk = build_support_desk(engine)
     adapter = SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:
@@ -60,7 +61,7 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     else:
         link = connection.HttpEvents(adapter.app, app, acks=adapter.acks)
         mode = f"HTTP events at {connection.EVENTS_PATH}"
-    running = RunningSlack(adapter, link, owned_desk)
+    running = RunningSlack(adapter, link, connection.close_web_client, owned_desk)
     try:
         await link.start()
     except BaseException:

@@ -28,10 +28,13 @@ from engine.messages import RESTARTED_MID_WAY, explain
 from ..common.access import Access, Lists, RateLimit
 from ..common.acks import AckClock
 from ..common.commands import Commands, Request
+from ..common.image_commands import answer_about_images, deliver, reroll
+from ..common.render import tokens_of
 from ..common.delivery import Delivery
 from .events import Said, Seen, command_name, said
 from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
 from .reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
+from .support import SlackSupport, support_message
 from .voice import answer_voice_clip
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,6 @@ class SlackAdapter:
         self.listening_since = time.time()      # events kept before this came from an earlier run
         self.support = None
         if desk is not None:
-            from .support import SlackSupport
             self.support = SlackSupport(desk, client)
         self.app = self._build_app()
         engine.on_resume("slack", self._resume)
@@ -123,7 +125,6 @@ class SlackAdapter:
         return said(event, team, self.bot_user_id, self.bot_id, self.settings.slack_answer_bots)
 
     def _support_message(self, event: dict):
-        from .support import support_message
         return support_message(event, self.bot_user_id, self.bot_id)
 
     async def _keep_question(self, body: dict, context, next) -> None:
@@ -256,7 +257,6 @@ class SlackAdapter:
         for note in notes:
             await reply.private(note)
         if images:
-            from ..common.image_commands import answer_about_images
             request.attachments = [SlackAttachment(self.files, f, self.settings.max_image_bytes)
                                    for f in images]
             await answer_about_images(self.commands, request, request.text, reply)
@@ -350,7 +350,6 @@ class SlackAdapter:
 
     async def _reroll(self, body: dict, respond, event_id: str) -> None:
         """Re-roll: the same picture with a new seed, drawn into the thread of the one clicked."""
-        from ..common.image_commands import reroll
         user = (body.get("user") or {}).get("id", "")
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
         message = body.get("message") or {}
@@ -456,7 +455,6 @@ class SlackAdapter:
         reply.reply_ref = {"conversation": where.get("conversation", "")}
 
         async def run() -> None:
-            from ..common.render import tokens_of
             text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
             result = await handle.result()
             conversation = where.get("conversation")
@@ -468,7 +466,6 @@ class SlackAdapter:
         self._spawn(self._guard(reply, run()))
 
     async def _draw_again(self, handle, reply: ThreadReply) -> None:
-        from ..common.image_commands import deliver
         result = await handle.result()
         ref = await reply.say(f"🎨 “{result.prompt}” ({handle.id})")
         await deliver(reply, ref, result)

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 from engine import ConfabError, Token
 from engine.audio import EXTENSIONS as AUDIO_EXT
 from engine.messages import explain
+from engine.pipelines import StageStarted, Transcript, voice_note
 
 from ..common.commands import Commands, Request
 from .files import SharedFile, SlackFiles
@@ -29,7 +30,6 @@ async def answer_voice_clip(commands: Commands, files: SlackFiles, request: Requ
     """Download the clip with the bot token, run the voice-note pipeline on it, and answer in the
     thread. `pipelines` (job id of the first stage -> running pipeline) is where the adapter's
     Cancel button finds it. Raises ConfabError for the caller to put into words."""
-    from engine.pipelines import StageStarted, Transcript, voice_note
 
     engine = commands.engine
     data = await files.download(clip, engine.settings.max_audio_bytes)
