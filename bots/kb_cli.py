@@ -12,13 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+from engine import ConfabError, Engine, Origin
+from engine.kb import Policy, SupportDeskAnswerer, open_kb
+from engine.kb.calibrate import Observation, calibrate
+from engine.messages import explain
+
+from .entry import settings_from
+
 
 async def _with_kb(args, work):
-    from bots.cli import _settings
-    from engine import ConfabError, Engine
-    from engine.kb import open_kb
-    from engine.messages import explain
-    engine = Engine(_settings(args))
+    engine = Engine(settings_from(args))
     await engine.start(resume=False)
     kb = None
     try:
@@ -83,12 +86,10 @@ def cmd_stats(args) -> None:
 
 
 def _desk(engine, kb, **overrides):
-    from engine.kb import Policy, SupportDeskAnswerer
     return SupportDeskAnswerer(engine, kb), Policy.from_settings(engine.settings, **overrides)
 
 
 def _origin():
-    from engine import Origin
     return Origin(platform="cli", user=getpass.getuser())
 
 
@@ -193,7 +194,6 @@ def cmd_eval(args) -> None:
     items = read_questions(args.questions)
 
     async def work(engine, kb):
-        from engine.kb.calibrate import Observation, calibrate
         overrides = {"answer_mode": "excerpt"} if args.tune else {}
         desk, policy = _desk(engine, kb, **overrides)
         outcomes, seconds, misses = [], [], []

@@ -7,6 +7,12 @@ import logging
 import signal
 import sys
 
+from engine.config import ConfigError, Settings
+from engine.migrations import status, upgrade
+from engine.scaleout import run_worker
+
+from .entry import configure_logging
+
 log = logging.getLogger("confab")
 
 QUEUE_HELP = ("the Redis queue, redis://HOST:6379/0 (CONFAB_QUEUE_URL): jobs run on `confab worker` "
@@ -28,7 +34,6 @@ def register_cli(sub, common) -> None:
 
 
 def _settings(args):
-    from engine.config import ConfigError, Settings
     try:
         return Settings.from_env(data_dir=getattr(args, "data_dir", None),
                                  queue_url=getattr(args, "queue", None))
@@ -37,9 +42,8 @@ def _settings(args):
 
 
 def cmd_worker(args) -> None:
-    from .cli import _logging
     settings = _settings(args)
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         asyncio.run(_worker(settings, args.name))
     except ConnectionError as e:
@@ -47,8 +51,6 @@ def cmd_worker(args) -> None:
 
 
 async def _worker(settings, name: str | None, **engine_kw) -> None:
-    from engine.config import ConfigError
-    from engine.scaleout import run_worker
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,7 +65,6 @@ async def _worker(settings, name: str | None, **engine_kw) -> None:
 
 
 def cmd_db_status(args) -> None:
-    from engine.migrations import status
     settings = _settings(args)
     current, pending = status(settings)
     print(f"schema version {current}; " + (f"pending: {', '.join(map(str, pending))}" if pending
@@ -71,7 +72,6 @@ def cmd_db_status(args) -> None:
 
 
 def cmd_db_upgrade(args) -> None:
-    from engine.migrations import upgrade
     settings = _settings(args)
     before, after = upgrade(settings)
     print(f"schema version {before} -> {after}" if after != before else f"schema version {after}: up to date")
