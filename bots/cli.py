@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import shutil
@@ -11,42 +12,33 @@ import socket
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
+from engine import ConfigError
+from engine.api.app import create_app
 from engine.exposure import open_to_network
+from engine.redact import install as install_redaction
+from engine.scaleout import engine_for
+from models.catalog import CATALOG
+from models.devices import cuda_name, cuda_total_bytes
+from models.pull import PullError, pull
+from models.registry import ModelError, Registry
+
+from . import adapters, worker_cli
+from .common.commands import Commands
+from .console.console import Console
+from .entry import configure_logging, settings_from
 
 log = logging.getLogger("confab")
 
 
-def _settings(args):
-    from engine.config import ConfigError, Settings
-    try:
-        return Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None),
-                                 data_dir=getattr(args, "data_dir", None),
-                                 queue_url=getattr(args, "queue", None))
-    except ConfigError as e:
-        sys.exit(f"confab: {e}")
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def _redact_logs(settings) -> None:
-    from engine.redact import install
-    install(settings)
+_settings = settings_from
+_logging = configure_logging
 
 
 # -- run / serve ------------------------------------------------------------------------------
 
 async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
-    from aiohttp import web
-
-    from engine.api.app import create_app
-    from engine.scaleout import engine_for
-    from .common.commands import Commands
-    from . import adapters
-
     engine = engine_for(settings)      # in-process, or the front of a Redis queue (--queue)
     await engine.start()
     app = create_app(engine)
@@ -54,7 +46,6 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
     adapters.extend_commands(commands)
     started = []
     if with_adapters:
-        from engine import ConfigError
         try:
             started = await adapters.start_configured(engine, commands, app)
         except ConfigError as e:   # a wrong token or a missing setting: say which, not a traceback
@@ -83,7 +74,6 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
             pass
     tasks = []
     if with_adapters and console is not False and not started and (console or sys.stdin.isatty()):
-        from .console.console import Console
         print(f"Confab API on http://{settings.host}:{settings.port}/v1", flush=True)
         tasks.append(asyncio.create_task(Console(engine, commands).run()))
         tasks[-1].add_done_callback(lambda _: stop.set())
@@ -98,26 +88,24 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
 def cmd_run(args) -> None:
     settings = _settings(args)
     _logging(settings.log_level)
-    _redact_logs(settings)
+    install_redaction(settings)
     asyncio.run(_serve(settings, with_adapters=True, console=args.console))
 
 
 def cmd_serve(args) -> None:
     settings = _settings(args)
     _logging(settings.log_level)
-    _redact_logs(settings)
+    install_redaction(settings)
     asyncio.run(_serve(settings, with_adapters=False, console=False))
 
 
 # -- models ---------------------------------------------------------------------------------
 
 def _registry(settings):
-    from models.registry import Registry
     return Registry(settings.data_path, settings.models_path)
 
 
 def cmd_models_list(args) -> None:
-    from models.catalog import CATALOG
     settings = _settings(args)
     installed = _registry(settings).installed()
     print(f"{'name':<28} {'kind':<10} {'size':>9}  {'status':<10} source")
@@ -130,7 +118,6 @@ def cmd_models_list(args) -> None:
 
 
 def cmd_models_pull(args) -> None:
-    from models.pull import PullError, pull
     settings = _settings(args)
     try:
         model = pull(args.name, settings.models_path, endpoint=args.endpoint)
@@ -140,7 +127,6 @@ def cmd_models_pull(args) -> None:
 
 
 def cmd_models_add(args) -> None:
-    from models.registry import ModelError
     settings = _settings(args)
     try:
         model = _registry(settings).add(args.path, name=args.name, kind=args.kind)
@@ -176,7 +162,6 @@ def cmd_models_verify(args) -> None:
 # -- doctor ---------------------------------------------------------------------------------
 
 def cmd_doctor(args) -> None:
-    from models.devices import cuda_name, cuda_total_bytes
     settings = _settings(args)
     ok = True
 
@@ -192,7 +177,6 @@ def cmd_doctor(args) -> None:
     line(bool(ffmpeg), "ffmpeg", ffmpeg or "not found: install it (apt-get install ffmpeg) for audio")
     for module, extra in (("llama_cpp", "chat"), ("faster_whisper", "speech"), ("piper", "speech"),
                           ("sentence_transformers", "kb"), ("slack_bolt", "slack"), ("discord", "discord")):
-        import importlib.util
         found = importlib.util.find_spec(module) is not None
         print(f"{'ok ' if found else '-- '}  {module:<14} {'installed' if found else f'not installed (confab-bot[{extra}])'}")
     registry = _registry(settings)
@@ -256,7 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_verify)
 
     common(sub.add_parser("doctor", help="check GPU, ffmpeg, models and ports")).set_defaults(func=cmd_doctor)
-    from . import adapters, worker_cli
     worker_cli.register_cli(sub, common)     # confab worker, confab db, --queue
     adapters.extend_cli(sub, common)
     return parser
