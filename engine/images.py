@@ -13,6 +13,7 @@ the data folder; generated images are written there too and the result holds the
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import logging
 import random
@@ -21,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from models.catalog import BY_NAME
+from models.diffusers_image import Defaults, DiffusersImage, GenerationRequest
 from models.llava_vision import VisionTurn, build_messages
-from models.registry import InstalledModel
+from models.ocr import OcrReader, as_text
+from models.registry import InstalledModel, sha256_file
 
 from . import imaging
 from .backends import RunContext, cpu_threads, register_executor, register_loader
@@ -146,12 +150,8 @@ def check_image_job(job: ImageJob, settings: Settings) -> ImageJob:
 
 @register_loader("diffusers", budget_aware=True)
 def load_diffusers(model: InstalledModel, device: str, settings: Settings, room: int | None = None):
-    try:
-        from models.diffusers_image import Defaults, DiffusersImage
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        raise BackendMissing("diffusers", "images") from None
+    if not all(importlib.util.find_spec(m) for m in ("diffusers", "torch")):
+        raise BackendMissing("diffusers", "images")
     o = model.options
     defaults = Defaults(steps=int(o.get("steps", 20)), guidance=float(o.get("guidance", 7.5)),
                         size=int(o.get("size", 0)))
@@ -161,7 +161,6 @@ def load_diffusers(model: InstalledModel, device: str, settings: Settings, room:
 
 @register_executor("image", "image")
 def run_image(pipe, job: ImageJob, ctx: RunContext) -> ImageResult:
-    from models.diffusers_image import GenerationRequest
     settings = ctx.settings
     check_image_job(job, settings)
     req = pipe.resolve(GenerationRequest(job.prompt, job.negative_prompt, job.n, job.width,
@@ -283,13 +282,8 @@ class OcrResult:
 
 @register_loader("rapidocr")
 def load_ocr(model: InstalledModel, device: str, settings: Settings):
-    try:
-        from models.ocr import OcrReader
-        import rapidocr_onnxruntime  # noqa: F401
-    except ImportError:
-        raise BackendMissing("rapidocr-onnxruntime", "ocr") from None
-    from models.catalog import BY_NAME
-    from models.registry import sha256_file
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        raise BackendMissing("rapidocr-onnxruntime", "ocr")
     entry = BY_NAME.get(model.name)
     for f in (entry.files[1:] if entry else ()):   # the registry checks the first file
         path = Path(model.path) / Path(f.path).name
@@ -300,7 +294,6 @@ def load_ocr(model: InstalledModel, device: str, settings: Settings):
 
 @register_executor("ocr", "ocr")
 def run_ocr(reader, job: OcrJob, ctx: RunContext) -> OcrResult:
-    from models.ocr import as_text
     texts = []
     for i, path in enumerate(job.images):
         if ctx.cancelled():
