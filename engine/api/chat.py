@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from ..errors import BadRequest, ConfabError, PromptTooLong
+from ..errors import BadRequest, ConfabError, PromptTooLong, UnknownModel
 from ..jobs import ChatJob, ChatMessage, ChatResult, Origin, Token
 from .app_util import caller_id, result_of
 from .errors import error_body
@@ -309,7 +309,6 @@ async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     model = engine.refresh_models().get(name)
     if model is None:
-        from ..errors import UnknownModel
         raise UnknownModel(name)
     return web.json_response(model_object(model))
 
