@@ -16,7 +16,9 @@ run: setup
 serve: setup
 	$(VENV)/bin/confab serve
 
+# the layering contracts in pyproject.toml first: a broken one fails before the long suite
 test: setup-test
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup-test
