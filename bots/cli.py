@@ -113,8 +113,13 @@ def cmd_models_list(args) -> None:
         status = "installed" if entry.name in installed else "-"
         print(f"{entry.name:<28} {entry.kind:<10} {entry.size / 2**30:>7.1f}G  {status:<10} {entry.source}")
     for name, m in sorted(installed.items()):
-        if m.source == "local":
+        if m.source == "local" and not m.parent:
             print(f"{name:<28} {m.kind:<10} {m.size / 2**30:>7.1f}G  {'added':<10} {m.path}")
+    adapters = sorted((m for m in installed.values() if m.parent), key=lambda m: (m.parent, m.name))
+    for m in adapters:
+        if m is adapters[0] or m.parent != adapters[adapters.index(m) - 1].parent:
+            print(f"\nadapters of {m.parent}:")
+        print(f"  {m.name:<26} {'lora':<10} {m.size / 2**20:>7.1f}M  scale {m.options.get('scale', 1.0):<4g} {m.path}")
 
 
 def cmd_models_pull(args) -> None:
@@ -129,9 +134,15 @@ def cmd_models_pull(args) -> None:
 def cmd_models_add(args) -> None:
     settings = _settings(args)
     try:
-        model = _registry(settings).add(args.path, name=args.name, kind=args.kind)
+        model = _registry(settings).add(args.path, name=args.name, kind=args.kind,
+                                        base=args.base, scale=args.scale)
     except ModelError as e:
         sys.exit(f"confab: {e}")
+    if model.parent:
+        print(f"Added {model.name}: a {model.kind} LoRA of {model.parent} (rank {model.options['rank']}, "
+              f"{model.options['layers']} layers, scale {model.options['scale']:g}) from {model.path}. "
+              f"Use it by its name wherever a model is named.")
+        return
     print(f"Added {model.name} ({model.kind}, {model.fmt}) from {model.path}")
 
 
@@ -233,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(msub.add_parser("add", help="register a local model file or folder"))
     p.add_argument("path")
     p.add_argument("--name")
-    p.add_argument("--kind", choices=["chat", "stt", "tts", "image", "vision", "embedding"])
+    p.add_argument("--kind", choices=["chat", "stt", "tts", "image", "vision", "embedding", "lora"])
+    p.add_argument("--base", help="for --kind lora: the installed model it adapts (found from the file when one fits)")
+    p.add_argument("--scale", type=float, help="for --kind lora: how strongly it applies (default 1)")
     p.set_defaults(func=cmd_models_add)
     p = common(msub.add_parser("verify", help="check every installed model's SHA-256"))
     p.add_argument("names", nargs="*")

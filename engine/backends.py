@@ -35,6 +35,7 @@ class RunContext:
     cancelled: Callable[[], bool]
     device: str
     settings: Settings
+    adapter: InstalledModel | None = None   # the LoRA the job names, applied on its base
 
 
 Loader = Callable[[InstalledModel, str, Settings], Any]
@@ -178,11 +179,15 @@ def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int 
     slot_dir = settings.data_path / "slots" / model.name
     slot_dir.mkdir(parents=True, exist_ok=True)
     text, mmproj, template = vision_files(model) if model.fmt == "llava-gguf" else (gguf_file(model), "", "")
+    # its LoRA adapters (each file once), loaded but applied to no request unless it names one
+    adapters = {a["path"]: a["size"] for a in model.options.get("adapters") or []}
+    lora = [arg for path in adapters for arg in ("--lora", path)]
     spec = llama_runner.RunnerSpec(
         text, slots=slots, context_per_slot=settings.context_tokens,
         threads=cpu_threads(settings), gpu_layers=999 if device == "cuda" else 0,
         mmproj=mmproj, slot_dir=str(slot_dir), prompt_cache_mb=settings.prompt_cache_mb,
-        extra=["--chat-template", template] if template else [])
+        extra=(["--chat-template", template] if template else [])
+        + (lora + ["--lora-init-without-apply"] if lora else []))
     log_dir = settings.data_path / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     process = llama_runner.RunnerProcess(spec, binary, log_dir=str(log_dir))
@@ -195,8 +200,8 @@ def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int 
     caps = props.get("chat_template_caps") or {}
     return ChatRunner(model.name, process=process, slots=slots, n_ctx=settings.context_tokens,
                       defaults=model_sampling(model, meta, settings), slot_dir=str(slot_dir),
-                      size_bytes=runner_size(model, meta, settings, slots),
-                      template_tools=bool(caps.get("supports_tool_calls")))
+                      size_bytes=runner_size(model, meta, settings, slots) + sum(adapters.values()),
+                      template_tools=bool(caps.get("supports_tool_calls")), adapters=list(adapters))
 
 
 @register_loader("remote-openai")
@@ -206,6 +211,23 @@ def load_remote(model: InstalledModel, device: str, settings: Settings):
                       remote_model=model.options.get("remote_model", model.name),
                       slots=chat_slots(settings, device), n_ctx=settings.context_tokens,
                       defaults=settings.sampling_overrides(model.name))
+
+
+def holds_adapter(instance: Any, adapter: InstalledModel) -> bool:
+    """Whether a loaded base can apply `adapter` (a runner started before it was added cannot)."""
+    held = getattr(instance, "adapters", None)
+    return held is None or adapter.path in held
+
+
+def lora_field(runner: ChatRunner, adapter: InstalledModel | None) -> list[dict] | None:
+    """A request's `lora`: the named adapter at its scale, every other at 0. Requests for the
+    base say so too: llama.cpp keeps a slot's cached prefix when a request names no adapters,
+    and that prefix may have been computed with one."""
+    if not runner.adapters:
+        return None
+    path = adapter.path if adapter is not None else None
+    scale = float(adapter.options.get("scale", 1.0)) if adapter is not None else 0.0
+    return [{"id": i, "scale": scale if p == path else 0.0} for i, p in enumerate(runner.adapters)]
 
 
 def conversation_key(job: ChatJob) -> str:
@@ -265,7 +287,12 @@ async def run_chat(runner: ChatRunner, job: ChatJob, ctx: RunContext) -> ChatRes
     payload = {"messages": messages, "max_tokens": max_tokens, **runner.sampling(job), **options}
     if job.stop:
         payload["stop"] = list(job.stop)
-    slot, restore = runner.take_slot(conversation_key(job))
+    lora = lora_field(runner, ctx.adapter)
+    if lora is not None:
+        payload["lora"] = lora
+    # a slot's prefix is computed with its adapter: a conversation's is kept per adapter
+    key = conversation_key(job) + (f"@{ctx.adapter.name}" if ctx.adapter else "")
+    slot, restore = runner.take_slot(key)
     finished = False
     try:
         if restore:
@@ -317,6 +344,9 @@ async def run_completion(runner: ChatRunner, job: CompletionJob, ctx: RunContext
         payload["logprobs"] = job.logprobs
     if job.stop:
         payload["stop"] = list(job.stop)
+    lora = lora_field(runner, ctx.adapter)
+    if lora is not None:
+        payload["lora"] = lora
     slot, _ = runner.take_slot("")
     finished = False
     try:

@@ -115,6 +115,15 @@ class Engine:
         candidates.sort(key=lambda m: (not (BY_NAME.get(m.name) and BY_NAME[m.name].default), m.name))
         return candidates[0]
 
+    def base_of(self, name: str) -> str:
+        """The model a job for `name` runs on: an adapter's base, else the model itself (the
+        scheduler's and the memory manager's key)."""
+        model = self._installed.get(name)
+        return model.parent if model is not None and model.parent else name
+
+    def adapters_of(self, base: str) -> list[InstalledModel]:
+        return sorted((m for m in self._installed.values() if m.parent == base), key=lambda m: m.name)
+
     def _size_of(self, name: str) -> int:
         model = self._installed.get(name)
         if model is None:
@@ -125,15 +134,23 @@ class Engine:
             except ConfabError:
                 return model.size
             device = next(iter(self.budgets))
-            return backends.runner_size(model, meta, self.settings, backends.chat_slots(self.settings, device))
+            # a runner holds every adapter of its model (each file once) beside the weights
+            adapters = {m.path: m.size for m in self.adapters_of(name)}
+            return (backends.runner_size(model, meta, self.settings, backends.chat_slots(self.settings, device))
+                    + sum(adapters.values()))
         return model.size
 
     def _load_model(self, name: str, device: str) -> tuple[Any, int | None]:
         model = self._installed[name]
-        problems = self.registry.verify(model)
-        if problems:
-            raise BackendFailed(f"The model '{name}' failed its checksum: {'; '.join(problems)}. "
-                                f"Reinstall it or run `confab models verify`.")
+        adapters = self.adapters_of(name) if model.fmt == "gguf" else []
+        for m in [model, *adapters]:
+            problems = self.registry.verify(m)
+            if problems:
+                raise BackendFailed(f"The model '{m.name}' failed its checksum: {'; '.join(problems)}. "
+                                    f"Reinstall it or run `confab models verify`.")
+        if adapters:   # its runner starts with them all loaded, none applied (see backends.load_gguf)
+            model = dataclasses.replace(model, options={**model.options, "adapters": [
+                {"name": m.name, "path": m.path, "size": m.size} for m in adapters]})
         self.metrics.loads.labels(name).inc()
         return backends.load_measured(model, device, self.settings, room=self.models.room(device))
 
@@ -279,7 +296,8 @@ class Engine:
     def _enqueue(self, job: Job, prio: int, force: bool = False) -> JobHandle:
         handle = JobHandle(job, prio, self._cancel)
         self._handles[job.id] = handle
-        entry = Entry(job.id, prio, job.model, job.origin.user_key, self.scheduler.clock(), payload=job)
+        entry = Entry(job.id, prio, self.base_of(job.model), job.origin.user_key,
+                      self.scheduler.clock(), payload=job)
         self.scheduler.submit(entry, force=True)
         self._update_depth()
         where = self.scheduler.position(job.id)
@@ -324,7 +342,10 @@ class Engine:
         self._update_depth()
         self.metrics.wait.labels(job.kind, str(entry.cls)).observe(self.scheduler.clock() - entry.arrived)
         try:
-            instance, device = await self.models.acquire(job.model)
+            instance, device = await self.models.acquire(entry.model)
+            adapter = self._installed.get(job.model)
+            if adapter is not None and adapter.parent and not backends.holds_adapter(instance, adapter):
+                instance, device = await self._restart_with(entry.model, handle)
         except ConfabError as e:
             return await self._fail(handle, e)
         except Exception as e:
@@ -344,11 +365,11 @@ class Engine:
             except RunnerGone as e:
                 # a runner that died is restarted and the job tried once more, unless part of
                 # its answer was already shown (a second answer would not match it)
-                if handle.streamed or not await self.models.discard(job.model, instance):
+                if handle.streamed or not await self.models.discard(entry.model, instance):
                     raise
-                log.warning("the runner of %s died (%s); restarting it for %s", job.model, e, job.id)
-                self.models.release(job.model)
-                instance, device = await self.models.acquire(job.model)
+                log.warning("the runner of %s died (%s); restarting it for %s", entry.model, e, job.id)
+                self.models.release(entry.model)
+                instance, device = await self.models.acquire(entry.model)
                 result = await self._execute(handle, instance, device, timeout)
             if handle.cancel_flag.is_set():
                 return await self._fail(handle, JobCancelled())
@@ -366,14 +387,30 @@ class Engine:
             if started is not None:   # the daily GPU-seconds budget counts run time, whatever the outcome
                 self.limits.charge(job.origin, time.monotonic() - started)
             self.metrics.running.dec()
-            self.models.release(job.model)
+            self.models.release(entry.model)
             self._update_memory()
+
+    async def _restart_with(self, base: str, handle: JobHandle) -> tuple[Any, str]:
+        """A base model's runner loaded before one of its adapters was added: restart it (when
+        its running jobs are done) with them all. Holds the acquire it returns."""
+        self.models.release(base)
+        deadline = time.monotonic() + (handle.job.timeout_s or self.settings.job_timeout_s)
+        while self.models.instance_of(base) is not None and not await self.models.unload(base):
+            if handle.cancel_flag.is_set():
+                raise JobCancelled()
+            if time.monotonic() > deadline:
+                raise JobTimeout(handle.job.timeout_s or self.settings.job_timeout_s)
+            await asyncio.sleep(0.1)
+        log.info("restarted %s to load the adapter %s", base, handle.job.model)
+        return await self.models.acquire(base)
 
     async def _execute(self, handle: JobHandle, instance: Any, device: str, timeout: float) -> Any:
         """Run the job's executor: a runner's on the loop, the others on the native thread."""
         job = handle.job
         executor = backends.EXECUTORS[job.kind]
         loop = asyncio.get_running_loop()
+        model = self._installed.get(job.model)
+        adapter = model if model is not None and model.parent else None
 
         def emit(event: object) -> None:
             if isinstance(event, Token):
@@ -382,12 +419,12 @@ class Engine:
 
         if job.kind in backends.ON_LOOP:
             ctx = backends.RunContext(emit=emit, cancelled=handle.cancel_flag.is_set, device=device,
-                                      settings=self.settings)
+                                      settings=self.settings, adapter=adapter)
             work = asyncio.ensure_future(executor(instance, job, ctx))
         else:
             ctx = backends.RunContext(emit=lambda ev: loop.call_soon_threadsafe(emit, ev),
                                       cancelled=handle.cancel_flag.is_set, device=device,
-                                      settings=self.settings)
+                                      settings=self.settings, adapter=adapter)
             work = loop.run_in_executor(self._native, executor, instance, job, ctx)
         try:
             return await asyncio.wait_for(asyncio.shield(work), timeout)

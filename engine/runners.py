@@ -72,7 +72,7 @@ class ChatRunner:
                  base_url: str = "",
                  api_key: str = "", remote_model: str = "", slots: int = 1, n_ctx: int = 4096,
                  defaults: dict | None = None, slot_dir: str = "", size_bytes: int = 0,
-                 template_tools: bool = False):
+                 template_tools: bool = False, adapters: list[str] | None = None):
         self.name = name
         self.process = process
         self.socket_path = socket_path or (process.socket_path if process else "")
@@ -86,6 +86,7 @@ class ChatRunner:
         self.slot_dir = slot_dir
         self.size_bytes = size_bytes
         self.template_tools = template_tools
+        self.adapters = list(adapters or [])   # LoRA files loaded in the runner, by their id
         self.restores = 0
 
     def alive(self) -> bool:

@@ -102,3 +102,50 @@ def sampling_defaults(meta: dict) -> dict:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = int(value) if name == "top_k" else float(value)
     return out
+
+
+# -- tensors ----------------------------------------------------------------------------------
+
+# bytes per block and values per block of the ggml types adapters and small models use; other
+# types are read (name and shape) without a size check
+_TYPE_SIZES = {0: (4, 1), 1: (2, 1), 30: (2, 1), 8: (34, 32), 2: (18, 32), 3: (20, 32),
+               12: (144, 256), 14: (210, 256)}
+
+
+def read_tensors(path: str) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Each tensor's name -> (shape in ggml order: ne[0] first, ggml type), with the file
+    checked to hold every tensor's bytes (a cut-short download fails here, not in a runner)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise GGUFError(f"{path} is not a GGUF file")
+        if _read(f, "<I") < 2:
+            raise GGUFError("GGUF version too old")
+        n_tensors, n_kv = _read(f, "<Q"), _read(f, "<Q")
+        if n_tensors > 1 << 20:
+            raise GGUFError("an implausible number of tensors")
+        alignment = 32
+        for _ in range(n_kv):
+            key = _string(f)
+            value = _value(f, _read(f, "<I"))
+            if key == "general.alignment" and isinstance(value, int) and value > 0:
+                alignment = value
+        tensors, end = {}, 0
+        for _ in range(n_tensors):
+            name = _string(f)
+            n_dims = _read(f, "<I")
+            if n_dims > 8:
+                raise GGUFError(f"tensor {name} has {n_dims} dimensions")
+            shape = tuple(_read(f, "<Q") for _ in range(n_dims))
+            ggml_type, offset = _read(f, "<I"), _read(f, "<Q")
+            tensors[name] = (shape, ggml_type)
+            if ggml_type in _TYPE_SIZES:
+                block_bytes, block_values = _TYPE_SIZES[ggml_type]
+                values = 1
+                for d in shape:
+                    values *= d
+                end = max(end, offset + values // block_values * block_bytes)
+        data_start = -(-f.tell() // alignment) * alignment
+    if data_start + end > os.path.getsize(path):
+        raise GGUFError(f"the file is cut short: its tensors need {data_start + end} bytes, "
+                        f"it has {os.path.getsize(path)}")
+    return tensors

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import lora
 from .catalog import BY_NAME, CATALOG, KINDS, CatalogEntry
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,20 @@ class InstalledModel:
     checksums: dict[str, str] = field(default_factory=dict)  # file path -> sha256
     options: dict = field(default_factory=dict)
 
+    @property
+    def parent(self) -> str:
+        """The base model of an adapter (a LoRA), "" for a model of its own."""
+        return self.options.get("base", "") if self.fmt in ADAPTER_FORMATS else ""
+
     def public(self) -> dict:
-        return {"id": self.name, "kind": self.kind, "format": self.fmt, "source": self.source,
-                "license": self.license, "size_bytes": self.size}
+        out = {"id": self.name, "kind": self.kind, "format": self.fmt, "source": self.source,
+               "license": self.license, "size_bytes": self.size}
+        if self.parent:
+            out["parent"] = self.parent
+        return out
+
+
+ADAPTER_FORMATS = ("gguf-lora", "diffusers-lora")
 
 
 def sha256_file(path: str | Path, chunk: int = 4 * 2**20) -> str:
@@ -158,6 +170,15 @@ def detect_kind(path: Path) -> tuple[str, str]:
     raise ModelError(f"{path} does not exist.")
 
 
+def _gguf_of(model: InstalledModel) -> str:
+    """The GGUF file of a chat model (a file, or a folder of one)."""
+    path = Path(model.path)
+    if path.is_dir():
+        files = sorted(f for f in path.glob("*.gguf") if "mmproj" not in f.name)
+        return str(files[0]) if files else str(path)
+    return str(path)
+
+
 def _dir_size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
@@ -198,7 +219,8 @@ class Registry:
             model = InstalledModel(**data)
             if Path(model.path).exists():
                 found[model.name] = model
-        return found
+        # an adapter whose base is gone is not usable (its base may come back: kept on record)
+        return {n: m for n, m in found.items() if not m.parent or m.parent in found}
 
     def get(self, name: str) -> InstalledModel | None:
         return self.installed().get(name)
@@ -260,10 +282,15 @@ class Registry:
         except ValueError as e:
             raise ModelError(f"{self._added_file} is damaged ({e}); fix or remove it.") from None
 
-    def add(self, path: str | Path, name: str | None = None, kind: str | None = None) -> InstalledModel:
+    def add(self, path: str | Path, name: str | None = None, kind: str | None = None,
+            base: str | None = None, scale: float | None = None) -> InstalledModel:
         p = Path(path).expanduser().resolve()
         if not p.exists():
             raise ModelError(f"{p} does not exist.")
+        if kind == "lora" or (kind is None and lora.sniff(p)):
+            return self.add_adapter(p, base, name, scale)
+        if base is not None or scale is not None:
+            raise ModelError("--base and --scale are for adapters (--kind lora).")
         detected_kind, fmt = detect_kind(p)
         if kind and kind not in KINDS:
             raise ModelError(f"Unknown kind '{kind}'; use one of {', '.join(KINDS)}.")
@@ -279,15 +306,92 @@ class Registry:
         size = int(_dir_size(p) * 1.2) + 64 * 2**20
         model = InstalledModel(name, kind or detected_kind, fmt, str(p), size, "local", "",
                                checksums, {})
+        return self._record(model)
+
+    def _record(self, model: InstalledModel) -> InstalledModel:
         with self._lock:
             added = self._read_added()
-            added[name] = asdict(model)
+            added[model.name] = asdict(model)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = self._added_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(added, indent=2))
             os.replace(tmp, self._added_file)
         self._remember_verified(model)
         return model
+
+    def add_adapter(self, path: Path, base: str | None = None, name: str | None = None,
+                    scale: float | None = None) -> InstalledModel:
+        """Register a LoRA adapter of an installed chat (GGUF adapter) or image (diffusers
+        safetensors) model, checked against its base's tensors first. Without `base`, the one
+        installed model it fits is its base."""
+        kind = lora.sniff(path)
+        if kind is None:
+            raise ModelError(f"{path.name} is not a LoRA adapter Confab recognises: a chat adapter "
+                             "is a GGUF of general.type 'adapter' (llama.cpp's convert_lora_to_gguf.py), "
+                             "an image adapter a .safetensors file from diffusers' save_lora_weights "
+                             "or PEFT.")
+        try:
+            lora.check_file(path)
+        except lora.AdapterError as e:
+            raise ModelError(str(e)) from None
+        if scale is None:
+            scale = 1.0
+        if not -4.0 <= scale <= 4.0:
+            raise ModelError(f"--scale {scale} is out of range: use a number from -4 to 4 (1 applies "
+                             "the adapter as trained, 0 not at all).")
+        installed = self.installed()
+        bases = [m for m in installed.values() if m.kind == kind and not m.parent
+                 and m.fmt == ("gguf" if kind == "chat" else "diffusers")]
+        if base is not None:
+            model = installed.get(base)
+            if model is None:
+                raise ModelError(f"The base model '{base}' is not installed; install it first, or "
+                                 f"name one of the installed {kind} models: "
+                                 f"{', '.join(sorted(m.name for m in bases)) or 'none'}.")
+            if model not in bases:
+                raise ModelError(f"{path.name} is a {kind} adapter, but '{base}' is a {model.kind} "
+                                 f"model ({model.fmt}); name a {kind} model as its base.")
+            info = self._inspect(path, model)
+        else:
+            fits, misfits = [], []
+            for candidate in bases:
+                try:
+                    fits.append((candidate, self._inspect(path, candidate)))
+                except ModelError as e:
+                    misfits.append(f"{candidate.name}: {e}")
+            if len(fits) != 1:
+                raise ModelError(f"Say which model {path.name} adapts with --base: "
+                                 + (f"it fits {', '.join(m.name for m, _ in fits)}." if fits
+                                    else f"it fits none of the installed {kind} models"
+                                    + (f" ({'; '.join(misfits)})." if misfits else ".")))
+            model, info = fits[0]
+        if name is None:
+            stem = path.stem if path.is_file() else path.name
+            name = re.sub(r"[^A-Za-z0-9._+-]+", "-", stem).strip("-.")
+        name = check_name(name)
+        if name in installed and not installed[name].parent:
+            raise ModelError(f"'{name}' is already the name of an installed model; choose another "
+                             "with --name.")
+        file = Path(info.path)
+        adapter = InstalledModel(name, model.kind, info.fmt, str(file), file.stat().st_size,
+                                 "local", "", {str(file): sha256_file(file)},
+                                 {"base": model.name, "scale": float(scale), "rank": info.rank,
+                                  "alpha": info.alpha, "layers": info.layers})
+        return self._record(adapter)
+
+    @staticmethod
+    def _inspect(path: Path, base: InstalledModel) -> lora.AdapterInfo:
+        try:
+            if base.kind == "chat":
+                return lora.inspect_gguf(path, _gguf_of(base))
+            return lora.inspect_safetensors(path, base.path)
+        except (lora.AdapterError, OSError, ValueError) as e:
+            raise ModelError(f"{e}" if str(e).startswith(path.name) else
+                             f"{path.name} does not fit '{base.name}': {e}") from None
+
+    def adapters_of(self, base: str, installed: dict[str, InstalledModel] | None = None) -> list[InstalledModel]:
+        installed = self.installed() if installed is None else installed
+        return sorted((m for m in installed.values() if m.parent == base), key=lambda m: m.name)
 
     def remove(self, name: str) -> bool:
         with self._lock:

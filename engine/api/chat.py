@@ -301,7 +301,10 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def model_object(m) -> dict:
-    return {"id": m.name, "object": "model", "created": 0, "owned_by": "confab", "kind": m.kind}
+    out = {"id": m.name, "object": "model", "created": 0, "owned_by": "confab", "kind": m.kind}
+    if m.parent:   # a LoRA adapter, listed as vLLM lists them: its base is its parent
+        out["parent"] = m.parent
+    return out
 
 
 async def get_model(request: web.Request) -> web.Response:
