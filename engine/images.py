@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from models.catalog import BY_NAME
-from models.diffusers_image import Defaults, DiffusersImage, GenerationRequest
+from models.diffusers_image import Adapter, Defaults, DiffusersImage, GenerationRequest
 from models.llava_vision import VisionTurn, build_messages
 from models.ocr import OcrReader, as_text
 from models.registry import InstalledModel, sha256_file
@@ -156,7 +156,8 @@ def load_diffusers(model: InstalledModel, device: str, settings: Settings, room:
     defaults = Defaults(steps=int(o.get("steps", 20)), guidance=float(o.get("guidance", 7.5)),
                         size=int(o.get("size", 0)))
     return DiffusersImage(model.path, device, defaults, room=room,
-                          max_pixels=settings.max_image_side ** 2, threads=cpu_threads(settings))
+                          max_pixels=settings.max_image_side ** 2, threads=cpu_threads(settings),
+                          adapter_idle_s=settings.keep_alive_s)
 
 
 @register_executor("image", "image")
@@ -168,7 +169,10 @@ def run_image(pipe, job: ImageJob, ctx: RunContext) -> ImageResult:
                        settings.max_image_side)
     started = time.monotonic()
     ctx.emit(Progress(0, req.steps))
-    out = pipe.generate(req, lambda k, total: ctx.emit(Progress(k, total)), ctx.cancelled)
+    a = ctx.adapter
+    adapter = Adapter(a.name, a.path, float(a.options.get("scale", 1.0))) if a else None
+    out = pipe.generate(req, lambda k, total: ctx.emit(Progress(k, total)), ctx.cancelled,
+                        adapter=adapter)
     if out.cancelled or ctx.cancelled():
         raise JobCancelled()
     imaging.sweep_all(settings)

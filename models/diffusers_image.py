@@ -8,7 +8,9 @@ diffusers are imported when a pipeline loads, with an error that says what to in
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,15 @@ log = logging.getLogger(__name__)
 GiB = 2**30
 MiB = 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+MAX_ADAPTERS = 4            # LoRA adapters kept loaded in one pipeline (least recently used go)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA to apply to one generation: its model name, file and weight."""
+    name: str
+    path: str
+    weight: float = 1.0
 
 
 def _libs():
@@ -137,11 +148,14 @@ class DiffusersImage:
     """One loaded diffusers pipeline. One generation at a time (the lock guards the pipeline)."""
 
     def __init__(self, path: str, device: str = "cpu", defaults: Defaults | None = None,
-                 room: int | None = None, max_pixels: int = 1024 * 1024, threads: int = 0):
+                 room: int | None = None, max_pixels: int = 1024 * 1024, threads: int = 0,
+                 adapter_idle_s: float = 300.0):
         torch, diffusers = _libs()
         self.path, self.device = path, device
         self.defaults = defaults or Defaults()
         self._lock = threading.Lock()
+        self._loras: dict[str, tuple[str, float]] = {}   # adapter key -> (file, last used); under _lock
+        self.adapter_idle_s = adapter_idle_s
         self._torch = torch
         if threads and device == "cpu":
             torch.set_num_threads(threads)
@@ -201,10 +215,46 @@ class DiffusersImage:
             req.steps or self.defaults.steps,
             self.defaults.guidance if req.guidance is None else req.guidance, req.seed)
 
+    # -- LoRA adapters (called with _lock held) --------------------------------------------------
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return list(self._loras)
+
+    def _use_adapter(self, adapter: Adapter | None) -> None:
+        """Apply `adapter` alone (loading it into the pipeline the first time), or none. Adapters
+        unused for `adapter_idle_s`, and the least recently used past MAX_ADAPTERS, are unloaded."""
+        now = time.monotonic()
+        key = re.sub(r"\W", "_", adapter.name) if adapter else ""
+        stale = [k for k, (_, used) in self._loras.items()
+                 if k != key and now - used > self.adapter_idle_s]
+        if adapter is not None and key not in self._loras and len(self._loras) >= MAX_ADAPTERS:
+            stale.append(min((k for k in self._loras if k not in stale),
+                             key=lambda k: self._loras[k][1], default=None))
+        stale = [k for k in stale if k]
+        if stale:
+            self.pipe.delete_adapters(stale)
+            for k in stale:
+                self._loras.pop(k, None)
+        if adapter is None:
+            if self._loras:
+                self.pipe.disable_lora()
+            return
+        if key in self._loras and self._loras[key][0] != adapter.path:   # re-added from another file
+            self.pipe.delete_adapters([key])
+            del self._loras[key]
+        if key not in self._loras:
+            file = Path(adapter.path)
+            self.pipe.load_lora_weights(str(file.parent), weight_name=file.name, adapter_name=key)
+            log.info("LoRA %s loaded into %s", adapter.name, Path(self.path).name)
+        self._loras[key] = (adapter.path, now)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([key], adapter_weights=[adapter.weight])
+
     def generate(self, req: GenerationRequest, on_step: Callable[[int, int], None],
-                 cancelled: Callable[[], bool]) -> GenerationOutput:
-        """Run the pipeline; `on_step(k, total)` after each step; stops between steps once
-        `cancelled()` is true (the result then says `cancelled`)."""
+                 cancelled: Callable[[], bool], adapter: Adapter | None = None) -> GenerationOutput:
+        """Run the pipeline (with `adapter` applied, or none); `on_step(k, total)` after each
+        step; stops between steps once `cancelled()` is true (the result then says `cancelled`)."""
         torch = self._torch
         seeds = [req.seed + i for i in range(req.n)]
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
@@ -228,6 +278,7 @@ class DiffusersImage:
             if cancelled():
                 return GenerationOutput([], seeds, [], req.steps, req.guidance, req.width,
                                         req.height, cancelled=True)
+            self._use_adapter(adapter)
             with torch.inference_mode():
                 out = self.pipe(**kwargs)
         images = list(out.images)
