@@ -31,7 +31,8 @@ async def run_parts(cmds: Commands, request: Request, template: Template, parts:
     out = []
     for part in parts:
         max_tokens = min(template.max_tokens, cmds.engine.settings.max_tokens)
-        handle = await cmds.engine.submit(ChatJob(origin=request.origin, messages=part.messages,
+        handle = await cmds.engine.submit(ChatJob(model=cmds.model_for(request, "chat", template.name),
+                                                  origin=request.origin, messages=part.messages,
                                                   max_tokens=max_tokens,
                                                   conversation=request.conversation))
 
@@ -126,7 +127,8 @@ async def poster(cmds: Commands, request: Request, reply: Reply, prompt: str) ->
                         "can add one with `pip install 'confab-bot[images]'` then "
                         "`confab models pull sdxl-turbo`.")
         return
-    await run_imagine(cmds, request, reply, ImagineSpec(prompt=prompt[:cmds.engine.settings.max_image_prompt_chars]))
+    await run_imagine(cmds, request, reply, ImagineSpec(prompt=prompt[:cmds.engine.settings.max_image_prompt_chars],
+                                                        model=cmds.model_for(request, "image", "promo")))
 
 
 def register_commands(commands: Commands) -> None:

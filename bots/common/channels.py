@@ -18,6 +18,12 @@ A channel's optional keys (`when_unsure`, `min_score`, `min_coverage`, `groundin
 `top_k`, `answer_mode`, `escalate_minutes`) override the CONFAB_KB_* settings. A group is the
 people who answer: a Slack user group, a Discord role, and any members listed by
 `platform:user_id`. Other top-level keys are left to other parts of Confab.
+
+Models per channel and per template (a model's name, a LoRA adapter's included; a template's
+choice goes before its channel's, and either before CONFAB_CHAT_MODEL / CONFAB_IMAGE_MODEL):
+
+      "channel_models": [{"platform": "slack", "channel": "C0123ABC", "chat": "support-tone"}],
+      "template_models": {"promo": {"chat": "brand-voice", "image": "house-style"}}
 """
 from __future__ import annotations
 
@@ -65,10 +71,20 @@ class SupportChannel:
         return float(self.overrides.get("escalate_minutes") or settings.kb_escalate_minutes)
 
 
+MODEL_KINDS = ("chat", "image")
+
+
 @dataclass
 class ChannelsConfig:
     groups: dict[str, SupportGroup] = field(default_factory=dict)
     support: dict[tuple[str, str], SupportChannel] = field(default_factory=dict)
+    channel_models: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    template_models: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def model_for(self, kind: str, platform: str, channel: str, template: str = "") -> str:
+        """The model configured for `kind` work of `template` in a channel, or "" (the default)."""
+        return (self.template_models.get(template, {}).get(kind)
+                or self.channel_models.get((platform, str(channel)), {}).get(kind) or "")
 
     def support_for(self, platform: str, channel: str) -> SupportChannel | None:
         return self.support.get((platform, str(channel)))
@@ -142,4 +158,38 @@ def parse_channels(data, where: str = "the channels file") -> ChannelsConfig:
         overrides = {k: v for k, v in c.items() if k not in ("platform", "channel", "group")}
         key = (c["platform"], str(c["channel"]))
         config.support[key] = SupportChannel(key[0], key[1], group, overrides)
+    _parse_models(data, where, config)
     return config
+
+
+def _model_names(entry: dict, where: str, allowed: set[str]) -> dict[str, str]:
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys: {', '.join(sorted(unknown))} (models are "
+                          f"named by kind: {', '.join(MODEL_KINDS)}).")
+    out = {}
+    for kind in MODEL_KINDS:
+        name = entry.get(kind)
+        if name is not None:
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{where}.{kind} must be a model's name.")
+            out[kind] = name.strip()
+    return out
+
+
+def _parse_models(data: dict, where: str, config: ChannelsConfig) -> None:
+    channels = data.get("channel_models") or []
+    if not isinstance(channels, list):
+        raise ConfigError(f"{where}: channel_models must be a list.")
+    for i, c in enumerate(channels):
+        if not isinstance(c, dict) or c.get("platform") not in ("slack", "discord") or not c.get("channel"):
+            raise ConfigError(f"{where}: channel_models[{i}] needs a platform (slack or discord) "
+                              "and a channel id.")
+        config.channel_models[(c["platform"], str(c["channel"]))] = _model_names(
+            c, f"{where}: channel_models[{i}]", {"platform", "channel", *MODEL_KINDS})
+    templates = data.get("template_models") or {}
+    if not isinstance(templates, dict) or not all(isinstance(v, dict) for v in templates.values()):
+        raise ConfigError(f"{where}: template_models must be an object of template -> "
+                          "{\"chat\": MODEL, \"image\": MODEL}.")
+    for name, t in templates.items():
+        config.template_models[name] = _model_names(t, f"{where}: template_models.{name}", set(MODEL_KINDS))

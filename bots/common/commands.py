@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from engine import (ChatJob, ChatMessage, ConfabError, Engine, Origin, UserError)
 from engine.messages import HELP, explain
 
+from .channels import load_channels
 from .render import tokens_of
 from .reply import Reply
 
@@ -44,6 +45,11 @@ class Commands:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.handlers: dict[str, Handler] = dict(BUILTIN)
+        self.channels = load_channels(getattr(engine.settings, "channels_file", ""))
+
+    def model_for(self, request: Request, kind: str, template: str = "") -> str:
+        """The channel's (or the template's) model for `kind`, "" for the engine's default."""
+        return self.channels.model_for(kind, request.origin.platform, request.origin.channel, template)
 
     def register(self, name: str, handler: Handler) -> None:
         self.handlers[name] = handler
@@ -79,6 +85,7 @@ class Commands:
         if not question:
             raise UserError("Ask me something after the command, like: /ask what is a GGUF file?")
         messages = await self.conversation_messages(request, question)
+        model = model or self.model_for(request, "chat")
         handle = await self.engine.submit(ChatJob(model=model, origin=request.origin, messages=messages,
                                                   conversation=request.conversation))
         text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")

@@ -113,7 +113,8 @@ async def run_imagine(cmds: Commands, request: Request, reply: Reply, spec: Imag
     """Queue the picture, show its progress by editing one message, then send it as a file.
     Returns the result, or None when the job failed or was cancelled (the message says so)."""
     engine = cmds.engine
-    job = check_image_job(ImageJob(model=spec.model, origin=request.origin, prompt=spec.prompt,
+    job = check_image_job(ImageJob(model=spec.model or cmds.model_for(request, "image"),
+                                   origin=request.origin, prompt=spec.prompt,
                                    n=spec.n, width=spec.width, height=spec.height,
                                    steps=spec.steps, seed=spec.seed), engine.settings)
     spec = replace(spec, seed=job.seed)
