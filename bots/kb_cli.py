@@ -216,11 +216,15 @@ def cmd_eval(args) -> None:
         if misses:
             print(f"\nmisses ({len(misses)}):")
             print("\n".join(misses))
+        obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage)
+               for i, o in zip(items, outcomes)]
+        if args.observations:
+            Path(args.observations).write_text("".join(json.dumps(o.__dict__) + "\n" for o in obs))
         if args.tune:
-            obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage)
-                   for i, o in zip(items, outcomes)]
+            for path in args.tune_with or ():
+                obs += [Observation(**json.loads(line)) for line in Path(path).read_text().splitlines() if line]
             cal = calibrate(obs, args.target_silence)
-            print(f"\ncalibrated on {len(items)} questions (silence target {args.target_silence:.2f}"
+            print(f"\ncalibrated on {len(obs)} questions (silence target {args.target_silence:.2f}"
                   f"{'' if cal.feasible else ', not reachable: the best silence instead'}):\n"
                   f"  CONFAB_KB_MIN_SCORE={cal.min_score:.2f}\n  CONFAB_KB_MIN_COVERAGE={cal.min_coverage:.2f}\n"
                   f"  with them: cited-source accuracy {cal.accuracy:.2f}, out-of-scope silence {cal.silence:.2f}"
@@ -261,4 +265,8 @@ def register_cli(sub, common) -> None:
                         "(passages are quoted meanwhile: the chat model is not needed)")
     p.add_argument("--target-silence", type=float, default=0.9,
                    help="with --tune: the share of unanswerable questions to leave alone (default 0.9)")
+    p.add_argument("--observations", metavar="FILE",
+                   help="write each question's measured signals (JSONL), for --tune-with")
+    p.add_argument("--tune-with", metavar="FILE", action="append",
+                   help="with --tune: calibrate on these questions too (--observations of other knowledge bases)")
     p.set_defaults(func=cmd_eval)

@@ -63,7 +63,7 @@ def is_question(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Policy:
-    min_score: float = 0.59             # the best document's relevance (rank.py), 0-1
+    min_score: float = 0.40             # the best document's relevance (rank.py), 0-1
     min_coverage: float = 0.30          # share of the question's words the best passage holds
     grounding_min: float = 0.75
     when_unsure: str = "handover"       # handover | silent

@@ -228,10 +228,10 @@ async def test_a_few_dozen_documents_each_question_cites_its_own(engine, tmp_pat
             else:
                 assert out.decision == "handover" and out.sources == []
         assert not wrong                              # right when it speaks...
-        # ...and speaks for many covered questions: 14/28 here with the thresholds calibrated for
-        # silence on tests/fixtures/kb/tidewell (the old 0.4 cosine gate answered 25, and answered
-        # half the questions no document answers); the rest are handed over
-        assert answered >= 0.45 * len(TOPICS)
+        # ...and speaks for most covered questions: 22/28 here with the thresholds calibrated for
+        # silence on tests/fixtures/kb (the old 0.4 cosine gate answered 25, and answered half the
+        # questions no document answers); the rest are handed over
+        assert answered >= 0.7 * len(TOPICS)
         for question in ("What is the boiling point of mercury?", "Recommend a good sci-fi novel",
                          "Who is the prime minister of Japan?"):
             out = await asyncio.wait_for(desk.answer(question, policy, log=False), 60)
