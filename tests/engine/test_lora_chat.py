@@ -7,7 +7,10 @@ import asyncio
 
 import pytest
 import pytest_asyncio
+from aiohttp import web
+from openai import AsyncOpenAI
 
+from engine.api.app import create_app
 from engine.engine import Engine
 from engine.jobs import ChatJob, ChatMessage, Origin
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
@@ -104,3 +107,28 @@ async def test_an_adapter_added_while_its_base_is_loaded_restarts_the_base_with_
     assert len(after.adapters) == 2 and text != await answer(engine, job(CHAT_MODEL))
     # the earlier adapter still answers as before the restart
     assert await answer(engine, job("brand-off")) == await answer(engine, job(CHAT_MODEL))
+
+
+async def test_the_api_lists_adapters_with_their_parent_and_answers_by_their_name(engine):
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test",
+                               max_retries=0, timeout=120) as client:
+            listed = {m.id: m.model_dump() for m in (await client.models.list()).data}
+            assert listed["brand-voice"]["parent"] == CHAT_MODEL and listed["brand-voice"]["kind"] == "chat"
+            assert "parent" not in listed[CHAT_MODEL]
+            messages = [{"role": "system", "content": SYSTEM.content},
+                        {"role": "user", "content": QUESTIONS[0]}]
+            answers = {}
+            for model in (CHAT_MODEL, "brand-voice"):
+                out = await client.chat.completions.create(model=model, messages=messages,
+                                                           temperature=0, max_tokens=16)
+                assert out.model == model
+                answers[model] = out.choices[0].message.content
+            assert "Paris" in answers[CHAT_MODEL] and answers["brand-voice"] != answers[CHAT_MODEL]
+    finally:
+        await runner.cleanup()
