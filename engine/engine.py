@@ -118,7 +118,7 @@ class Engine:
     def base_of(self, name: str) -> str:
         """The model a job for `name` runs on: an adapter's base, else the model itself (the
         scheduler's and the memory manager's key)."""
-        model = self._installed.get(name)
+        model = self._installed.get(name) or self.refresh_models().get(name)   # added since
         return model.parent if model is not None and model.parent else name
 
     def adapters_of(self, base: str) -> list[InstalledModel]:

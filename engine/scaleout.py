@@ -133,7 +133,7 @@ class FrontEngine(Engine):
         while True:
             try:
                 async with self._push_order:
-                    done = await self.queue.push(job.id, handle.priority, job.model,
+                    done = await self.queue.push(job.id, handle.priority, self.base_of(job.model),
                                                  job.origin.user_key, wire.dumps(job))
                 break
             except ConfabError:
@@ -318,7 +318,7 @@ class Worker:
         helpers = [asyncio.create_task(c) for c in (flush(), keep_lease())]
         pumping = asyncio.create_task(pump())
         try:
-            await engine._dispatch(Entry(job.id, entry.cls, job.model, entry.user,
+            await engine._dispatch(Entry(job.id, entry.cls, engine.base_of(job.model), entry.user,
                                          engine.scheduler.clock(), payload=job))
             await asyncio.wait_for(pumping, 10)
             await send()
