@@ -98,11 +98,10 @@ def signals_of(ranked: list[Scored], sentence: float = 0.0) -> Signals:
     if not ranked:
         return Signals()
     best = ranked[0]
-    other = next((s for s in ranked[1:] if s.hit.name != best.hit.name), None)
+    other = max((s.similarity for s in ranked if s.hit.name != best.hit.name), default=0.0)
     heading = max((s.candidate.heading_cosine for s in best_document(ranked)), default=0.0)
     return Signals(max(best.similarity, sentence, heading), best.similarity, sentence, heading,
-                   best.coverage, best.keyword,
-                   best.similarity - (other.similarity if other else 0.0), best.hit.faq, best.missing,
+                   best.coverage, best.keyword, best.similarity - other, best.hit.faq, best.missing,
                    dict(best.candidate.ranks))
 
 

@@ -7,6 +7,7 @@ evaluation)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bots.kb_cli import holds, percentile, read_questions, verdict
 from engine import Engine
 from engine.kb import Policy, SupportDeskAnswerer, open_kb
 from engine.kb.calibrate import Observation, calibrate, rates
+from engine.kb.index import KnowledgeBase, connect
 from engine.kb.lexical import Vocabulary, coverage
 from engine.kb.parse import chunk, parse_file
 from tests.conftest import make_settings
@@ -169,3 +171,54 @@ def test_held_out_rates_through_the_cli(tmp_path, shared_models_dir, monkeypatch
     assert accuracy >= 0.78 and silence >= 0.9, "\n".join(lines[-25:])
     assert any(line.startswith("decisions") for line in lines)
     assert any(line.startswith("latency per question") for line in lines)
+
+
+@needs_kb
+async def test_a_knowledge_base_from_before_hybrid_search_opens_and_reingests(tmp_path):
+    """kb.db files written before sections, FAQ entries and keywords: the chunks table gains its
+    column, keyword search is filled from the stored chunks at once, and the next `kb add`
+    re-chunks every document (the chunker's version is part of the content hash)."""
+    import numpy as np
+    import sqlite_vec
+
+    async def embed(texts):   # a stand-in for the embedding model: this test is about storage
+        out = np.zeros((len(texts), 8), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % 8] = 1.0
+        return out
+
+    path = tmp_path / "kb.db"
+    db = connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE documents (id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL, title TEXT NOT NULL, fmt TEXT NOT NULL, link TEXT NOT NULL,
+            hash TEXT NOT NULL, chunks INTEGER NOT NULL, added REAL NOT NULL, updated REAL NOT NULL);
+        CREATE TABLE chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id INTEGER NOT NULL,
+            ord INTEGER NOT NULL, section TEXT NOT NULL, text TEXT NOT NULL, link TEXT NOT NULL);
+        CREATE TABLE outcomes (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+            platform TEXT NOT NULL, channel TEXT NOT NULL, thread TEXT NOT NULL, question TEXT NOT NULL,
+            decision TEXT NOT NULL, score REAL NOT NULL, sources TEXT NOT NULL, feedback INTEGER);
+        CREATE VIRTUAL TABLE chunk_vec USING vec0(embedding float[8] distance_metric=cosine);
+        INSERT INTO meta VALUES ('dim', '8'), ('model', 'm');
+    """)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "codes.md").write_text("# Codes\n\n## E42\nThe pump is dry.\n")
+    db.execute("INSERT INTO documents VALUES (1, ?, 'codes.md', 'Codes', 'markdown', '', 'old', 1, 0, 0)",
+               (str((docs / "codes.md").resolve()),))
+    db.execute("INSERT INTO chunks VALUES (1, 1, 0, 'E42', 'The pump is dry.', '')")
+    db.execute("INSERT INTO chunk_vec (rowid, embedding) VALUES (1, ?)",
+               (sqlite_vec.serialize_float32([1.0] + [0.0] * 7),))
+    db.commit()
+    db.close()
+    kb = KnowledgeBase(path, embed, "m")
+    try:
+        found, _ = await kb.candidates("what does E42 mean", np.eye(8, dtype=np.float32)[3])
+        assert [c.hit.section for c in found] == ["E42"] and found[0].ranks.get("keyword") == 1
+        report = await kb.add([docs])
+        assert report.updated == ["codes.md"] and report.chunks_embedded == 1
+        found, _ = await kb.candidates("what does E42 mean", np.eye(8, dtype=np.float32)[3])
+        assert found[0].hit.section == "E42" and "heading" in found[0].ranks
+    finally:
+        kb.close()
