@@ -20,7 +20,7 @@ from models.registry import InstalledModel
 
 from . import chat_tools
 from .config import Settings
-from .errors import BackendFailed, BackendMissing, BadRequest, LimitExceeded, PromptTooLong
+from .errors import BackendFailed, BackendMissing, BadRequest, PromptTooLong
 from .jobs import ChatJob, ChatResult, CompletionJob, Job, Token, Usage
 from .memory import process_rss_bytes
 from .runners import ANSWER_ROOM_MIN, ChatRunner
@@ -45,6 +45,8 @@ LOADERS: dict[str, Loader] = {}
 # Formats whose loader also takes `room`: the bytes the memory manager's budget leaves on the
 # device, from which it chooses memory-saving settings (diffusers).
 BUDGET_AWARE: set[str] = set()
+# The runtime each format's models run in, for the memory plan's runtime costs (engine/memory.py).
+LIBRARIES: dict[str, str] = {}
 EXECUTORS: dict[str, Executor] = {}
 JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat", "completion": "chat"}
 ON_LOOP: set[str] = set()
@@ -62,9 +64,10 @@ def load_modalities() -> None:
         importlib.import_module(name)
 
 
-def register_loader(fmt: str, budget_aware: bool = False):
+def register_loader(fmt: str, budget_aware: bool = False, library: str = ""):
     def deco(fn: Loader) -> Loader:
         LOADERS[fmt] = fn
+        LIBRARIES[fmt] = library
         if budget_aware:
             BUDGET_AWARE.add(fmt)
         return fn
@@ -101,6 +104,8 @@ def load_measured(model: InstalledModel, device: str, settings: Settings,
     if callable(measured):
         return instance, measured()
     grown = process_rss_bytes() - before
+    if LIBRARIES.get(model.fmt):   # the first load's growth is mostly its library, counted apart
+        return instance, None
     # mmap'd weights are not all resident right after load; never report less than the file.
     return instance, max(grown, model.size) if device == "cpu" else None
 
@@ -161,7 +166,7 @@ def vision_files(model: InstalledModel) -> tuple[str, str, str]:
         raise BackendFailed(f"The vision model '{model.name}' is incomplete: {e}") from None
 
 
-@register_loader("gguf", budget_aware=True)
+@register_loader("gguf", budget_aware=True, library="llama-server")
 @register_loader("llava-gguf", budget_aware=True)
 def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int | None = None):
     """A chat (or vision: model + projector) GGUF, served by a runner of its own."""
@@ -315,10 +320,9 @@ async def run_chat(runner: ChatRunner, job: ChatJob, ctx: RunContext) -> ChatRes
         try:
             answer, calls = chat_tools.read_back(out.text)
         except chat_tools.Unfinished:
-            raise LimitExceeded("The answer's length (max_tokens)", max_tokens,
-                                f"what its tool call needs; it stopped after {out.completion_tokens} "
-                                "tokens, before the call was complete. Send a larger max_tokens:",
-                                param="max_tokens") from None
+            raise BadRequest(f"The tool call did not fit in max_tokens ({max_tokens}): the model "
+                             f"stopped after {out.completion_tokens} tokens, before its call was "
+                             "complete. Send a larger max_tokens.", param="max_tokens") from None
         text = answer or ""
         if calls:
             finish = "tool_calls"

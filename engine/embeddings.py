@@ -44,7 +44,7 @@ class EmbedResult:
         return self.matrix().tolist()
 
 
-@register_loader("sentence-transformers")
+@register_loader("sentence-transformers", library="torch")
 def load_sentence_transformers(model: InstalledModel, device: str, settings: Settings):
     try:
         return SentenceEmbedder(model.path, device, cpu_threads(settings))

@@ -62,7 +62,8 @@ class Engine:
         self._native = ThreadPoolExecutor(max_workers=1, thread_name_prefix="confab-native")
         self.models = ModelManager(load or self._load_model, unload or backends.unload,
                                    self._size_of, self.budgets, settings.keep_alive_s,
-                                   settings.pinned_models, clock, executor=self._native)
+                                   settings.pinned_models, clock, executor=self._native,
+                                   library_of=self._library_of)
         self.scheduler = Scheduler(self._dispatch, self.models.resident_names, clock,
                                    Policy(settings.aging_s, settings.class2_promote_s,
                                           settings.queue_max, settings.user_queue_max),
@@ -139,6 +140,10 @@ class Engine:
             return (backends.runner_size(model, meta, self.settings, backends.chat_slots(self.settings, device))
                     + sum(adapters.values()))
         return model.size
+
+    def _library_of(self, name: str) -> str:
+        model = self._installed.get(name)
+        return backends.LIBRARIES.get(model.fmt, "") if model else ""
 
     def _load_model(self, name: str, device: str) -> tuple[Any, int | None]:
         model = self._installed[name]
@@ -365,7 +370,12 @@ class Engine:
             except RunnerGone as e:
                 # a runner that died is restarted and the job tried once more, unless part of
                 # its answer was already shown (a second answer would not match it)
-                if handle.streamed or not await self.models.discard(entry.model, instance):
+                if handle.streamed:
+                    await self.models.discard(entry.model, instance)
+                    raise BackendFailed(f"The chat model '{job.model}' stopped answering in the "
+                                        "middle of its answer (its process ended). It is started "
+                                        "again for the next question: please ask again.") from None
+                if not await self.models.discard(entry.model, instance):
                     raise
                 log.warning("the runner of %s died (%s); restarting it for %s", entry.model, e, job.id)
                 self.models.release(entry.model)

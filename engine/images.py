@@ -148,7 +148,7 @@ def check_image_job(job: ImageJob, settings: Settings) -> ImageJob:
     return job
 
 
-@register_loader("diffusers", budget_aware=True)
+@register_loader("diffusers", budget_aware=True, library="torch")
 def load_diffusers(model: InstalledModel, device: str, settings: Settings, room: int | None = None):
     if not all(importlib.util.find_spec(m) for m in ("diffusers", "torch")):
         raise BackendMissing("diffusers", "images")
@@ -201,11 +201,11 @@ class VisionJob(Job):
     kind: ClassVar[str] = "vision"
     messages: list[VisionMessage] = field(default_factory=list)
     max_tokens: int | None = None
-    temperature: float = 0.2
-    top_p: float = 0.95
-    top_k: int = 40
+    temperature: float | None = None     # None: the model's own defaults, as for chat
+    top_p: float | None = None
+    top_k: int | None = None
     stop: list[str] = field(default_factory=list)
-    repeat_penalty: float = 1.1
+    repeat_penalty: float | None = None
     seed: int | None = None
 
     @classmethod
@@ -284,7 +284,7 @@ class OcrResult:
         return "\n\n".join(t.text for t in self.texts)
 
 
-@register_loader("rapidocr")
+@register_loader("rapidocr", library="onnxruntime")
 def load_ocr(model: InstalledModel, device: str, settings: Settings):
     if importlib.util.find_spec("rapidocr_onnxruntime") is None:
         raise BackendMissing("rapidocr-onnxruntime", "ocr")
@@ -364,7 +364,8 @@ OCR_SYSTEM = ("The user attached images. You cannot see them: you are given only
 
 async def ask_about_images(engine, origin: Origin, messages: list[VisionMessage], model: str = "",
                            priority: int | None = None, max_tokens: int | None = None,
-                           temperature: float = 0.2, top_p: float = 0.95, top_k: int = 40,
+                           temperature: float | None = None, top_p: float | None = None,
+                           top_k: int | None = None,
                            stop: list[str] | None = None, seed: int | None = None,
                            meta: dict | None = None) -> ImageAnswer:
     """Submit the job that answers: the vision model when one is installed (or named), else

@@ -146,7 +146,7 @@ class SpeechResult:
 
 # -- loaders -----------------------------------------------------------------------------------
 
-@register_loader("ct2-whisper")
+@register_loader("ct2-whisper", library="ctranslate2")
 def load_whisper(model: InstalledModel, device: str, settings: Settings):
     if importlib.util.find_spec("faster_whisper") is None:
         raise BackendMissing("faster-whisper", "speech")
@@ -157,14 +157,14 @@ def load_whisper(model: InstalledModel, device: str, settings: Settings):
     return stt
 
 
-@register_loader("piper")
+@register_loader("piper", library="onnxruntime")
 def load_piper(model: InstalledModel, device: str, settings: Settings):
     if importlib.util.find_spec("piper") is None:
         raise BackendMissing("piper-tts", "speech")
     return PiperTTS(model.path, device=device)
 
 
-@register_loader("bark")
+@register_loader("bark", library="torch")
 def load_bark(model: InstalledModel, device: str, settings: Settings):
     if not bark_available():
         raise BackendMissing("transformers and torch", "bark")

