@@ -219,7 +219,7 @@ class ChatRunner:
         else:
             body["model"] = self.remote_model
         out = StreamedChat()
-        reader = asyncio.ensure_future(self._read_stream(path, body, out, on_delta))
+        reader = asyncio.ensure_future(self._read_stream(path, body, out, on_delta, cancelled))
         try:
             while not reader.done():
                 await asyncio.wait({reader}, timeout=0.05)
@@ -236,7 +236,10 @@ class ChatRunner:
         return out
 
     async def _read_stream(self, path: str, body: dict, out: StreamedChat,
-                           on_delta: Callable[[dict, dict | None], None]) -> None:
+                           on_delta: Callable[[dict, dict | None], None],
+                           cancelled: Callable[[], bool]) -> None:
+        """Read the stream into `out`; between tokens, a cancel ends it (the waiter in
+        `generate` sees to a cancel while the prompt is read and nothing streams)."""
         parts: list[str] = []
         calls: dict[int, dict] = {}
         try:
@@ -265,6 +268,9 @@ class ChatRunner:
                                 on_delta(delta, logprobs)
                             if choice.get("finish_reason"):
                                 out.finish_reason = choice["finish_reason"]
+                        if cancelled():
+                            out.finish_reason = "cancelled"
+                            break
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as e:
             raise RunnerGone(f"The chat runner for '{self.name}' stopped answering: {e}") from e
         out.text = "".join(parts)

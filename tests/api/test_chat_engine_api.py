@@ -60,7 +60,7 @@ async def test_a_required_tool_is_always_a_valid_call(server):
     for question in ("What is the weather in Paris today?", "Tell me a joke.", "Oslo, please."):
         r = await client.chat.completions.create(
             model=CHAT_MODEL, messages=[SYSTEM, {"role": "user", "content": question}],
-            tools=[WEATHER, TIME], tool_choice="required", max_tokens=96)
+            tools=[WEATHER, TIME], tool_choice="required", max_tokens=200)   # two calls fit
         choice = r.choices[0]
         assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
         for call in choice.message.tool_calls:
@@ -69,7 +69,7 @@ async def test_a_required_tool_is_always_a_valid_call(server):
 
 async def test_a_named_function_is_the_one_called(server):
     r = await server.client().chat.completions.create(
-        model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME], max_tokens=96,
+        model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME], max_tokens=200,
         tool_choice={"type": "function", "function": {"name": "get_time"}})
     calls = r.choices[0].message.tool_calls
     assert len(calls) == 1
@@ -80,7 +80,7 @@ async def test_tool_calls_stream_as_openai_streams_them(server):
     client = server.client()
     async with client.chat.completions.stream(
             model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER], tool_choice="required",
-            max_tokens=96) as stream:
+            max_tokens=200) as stream:
         async for _ in stream:
             pass
         final = await stream.get_final_completion()
@@ -92,7 +92,7 @@ async def test_tool_calls_stream_as_openai_streams_them(server):
 async def test_auto_gives_a_call_or_an_answer_and_none_gives_prose(server):
     client = server.client()
     r = await client.chat.completions.create(model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER],
-                                             max_tokens=96)
+                                             max_tokens=200)
     message = r.choices[0].message
     if message.tool_calls:
         check_call(message.tool_calls[0], WEATHER)
@@ -102,6 +102,13 @@ async def test_auto_gives_a_call_or_an_answer_and_none_gives_prose(server):
     r = await client.chat.completions.create(model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER],
                                              tool_choice="none", max_tokens=24)
     assert r.choices[0].message.tool_calls is None and r.choices[0].message.content
+
+
+async def test_a_call_cut_short_by_max_tokens_is_refused_by_name(server):
+    with pytest.raises(openai.BadRequestError) as e:
+        await server.client().chat.completions.create(
+            model=CHAT_MODEL, messages=ASK_WEATHER, tools=[WEATHER], tool_choice="required", max_tokens=6)
+    assert e.value.body["param"] == "max_tokens" and "did not fit" in e.value.body["message"]
 
 
 async def test_a_tool_result_goes_back_and_is_answered(server):

@@ -80,8 +80,9 @@ def thread_turn(thread: int, turn: int) -> dict:
             "market, the bakery by the pier, the lighthouse keeper and the old map in the inn."}
 
 
-def prompt_cache(base_url: str, threads: int = 4, turns: int = 10) -> tuple[float, float]:
-    """(TTFT of turn `turns` of a seen thread, TTFT of a same-length unseen thread)."""
+def prompt_cache(base_url: str, threads: int = 4, turns: int = 10,
+                 history: dict | None = None) -> tuple[float, float, dict]:
+    """(TTFT of turn `turns` of a seen thread, TTFT of a same-length unseen thread, the threads)."""
     history = {t: [SYSTEM] for t in range(threads)}
     last = 0.0
     for turn in range(1, turns + 1):
@@ -97,7 +98,15 @@ def prompt_cache(base_url: str, threads: int = 4, turns: int = 10) -> tuple[floa
         if turn < turns:
             unseen.append({"role": "assistant", "content": f"Turn {turn} of thread 99: the boats sail."})
     fresh, _, _ = stream(base_url, unseen, max_tokens=24)
-    return last, fresh
+    return last, fresh, history
+
+
+def after_restart(base_url: str, history: dict, turn: int = 11) -> tuple[float, float]:
+    """TTFT of the next turn of a thread seen before Confab restarted ÷ an unseen one as long."""
+    seen = history[1] + [thread_turn(1, turn)]
+    unseen = [SYSTEM] + [m if m["role"] != "user" else dict(m, content=m["content"].replace("Thread 1", "Thread 77"))
+                         for m in history[1][1:]] + [thread_turn(77, turn)]
+    return stream(base_url, seen, max_tokens=24)[0], stream(base_url, unseen, max_tokens=24)[0]
 
 
 def model_path() -> str:
@@ -176,10 +185,19 @@ def run() -> list[tuple[str, object, str]]:
                      f"{after:.1f} vs {single['confab']:.1f} tokens/s; goal >= 0.95"))
 
         # P7
+        threads = None
         for name, url in (("Confab", confab_url), ("bare llama-server", bare_url)):
-            seen, fresh = prompt_cache(url)
+            seen, fresh, history = prompt_cache(url)
+            threads = threads or history
             rows.append((f"P7 TTFT turn 10 seen / unseen thread ({name})", seen / fresh,
                          f"{seen * 1000:.0f} vs {fresh * 1000:.0f} ms; goal <= 0.30"))
+        # ... and after Confab restarts: its slots saved at shutdown, restored when a thread returns
+        stop(confab)
+        confab = start_confab(data_dir, confab_port)
+        stream(confab_url, [SYSTEM, {"role": "user", "content": "Hi"}], max_tokens=4)
+        seen, fresh = after_restart(confab_url, threads)
+        rows.append(("P7 after a restart: TTFT next turn seen / unseen thread (Confab)", seen / fresh,
+                     f"{seen * 1000:.0f} vs {fresh * 1000:.0f} ms (slots restored from disk)"))
 
         # class 0 under load
         idle = statistics.median(stream(confab_url, [SYSTEM, {"role": "user", "content": "Hi there!"}],

@@ -81,7 +81,8 @@ async def test_chat_job_streams_tokens_and_answers(rig):
     tokens = [e.text for e in events if isinstance(e, Token)]
     assert len(tokens) > 1 and "".join(tokens) == result.text
     assert "Paris" in result.text
-    assert result.usage.completion_tokens == len(tokens) and result.usage.prompt_tokens > 0
+    # llama.cpp counts the end-of-turn token it generated, which streams no text
+    assert result.usage.completion_tokens in (len(tokens), len(tokens) + 1) and result.usage.prompt_tokens > 0
     assert result.model == CHAT_MODEL
     stored = await engine.store.get_job(handle.id)
     assert stored["status"] == "done" and stored["result"]["text"] == result.text
@@ -99,7 +100,8 @@ async def test_the_job_is_in_the_store_before_submit_returns(rig):
 
 
 class CountingFlag(threading.Event):
-    """A cancel flag that counts how often the worker looks at it after it is set."""
+    """A cancel flag that counts how often it is looked at after it is set (chat runs on the
+    event loop, reading its runner's stream, and looks at it between tokens)."""
 
     def __init__(self):
         super().__init__()
@@ -107,7 +109,7 @@ class CountingFlag(threading.Event):
 
     def is_set(self) -> bool:
         value = super().is_set()
-        if value and threading.current_thread() is not threading.main_thread():
+        if value:
             self.checks_after_set += 1
         return value
 
@@ -133,9 +135,9 @@ async def test_cancel_a_running_generation_stops_within_one_token(rig):
     await asyncio.wait_for(consume(), 60)
     with pytest.raises(JobCancelled):
         await handle.result()
-    # the worker looked once after the flag was set, and stopped: at most one more token
-    assert flag.checks_after_set == 1
-    assert after <= 2     # the one token in flight, and one already posted to the loop
+    # the generation looked after the flag was set, and stopped: at most one more token
+    assert flag.checks_after_set >= 1
+    assert after <= 1     # the one token already read from the runner's stream
     assert handle.status == "cancelled"
     assert (await engine.store.get_job(handle.id))["status"] == "cancelled"
     # the model is free again

@@ -74,6 +74,9 @@ async def run_sequence(engine: Engine, cut) -> tuple[str, str]:
     """Request 1, then a story cut short by `cut` (or run to its end when None), then request 1
     again: (first answer, last answer)."""
     first = await answer(engine, chat(max_tokens=64))
+    if cut == "disconnect":   # a client of the API that goes away mid-stream
+        await disconnect_mid_stream(engine)
+        return first, await answer(engine, chat(max_tokens=64))
     story = chat(STORY, max_tokens=5 if cut == "length" else 160,
                  stop=["sail"] if cut == "stop" else [])
     handle = await engine.submit(story)
@@ -89,7 +92,31 @@ async def run_sequence(engine: Engine, cut) -> tuple[str, str]:
     return first, await answer(engine, chat(max_tokens=64))
 
 
-@pytest.mark.parametrize("cut", ["length", "stop", "cancel"])
+async def disconnect_mid_stream(engine: Engine) -> None:
+    from aiohttp import web
+    from openai import AsyncOpenAI
+    from engine.api.app import create_app
+    runner = web.AppRunner(create_app(engine), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]
+        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        stream = await client.chat.completions.create(
+            model=CHAT_MODEL, stream=True, temperature=0, max_tokens=160,
+            messages=[{"role": m.role, "content": m.content} for m in STORY])
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break
+        await stream.close()
+        while any(not h.done for h in engine.active_jobs()):   # its job is cancelled, not left running
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("cut", ["length", "stop", "cancel", "disconnect"])
 async def test_an_answer_cut_short_does_not_spoil_the_next_one(tmp_path, shared_models_dir, cut):
     """Issue: after an answer stopped by max_tokens, the cached state spoiled the next request
     sharing its prefix. Request 3 must be what it is when request 2 ran to its natural end."""
@@ -243,3 +270,23 @@ async def test_a_chat_model_served_by_another_engine_goes_through_confabs_queue(
         await e.close()
         server.terminate()
         server.wait(10)
+
+
+async def test_a_runner_that_dies_mid_answer_fails_the_job_with_words(engine):
+    """Part of the answer was shown: a second answer would not match it, so the job fails and
+    says why, and the next job gets a new runner."""
+    handle = await engine.submit(chat(STORY, max_tokens=300, temperature=0.8))
+    shown = []
+    async for event in handle:
+        if isinstance(event, Token) and event.text:
+            shown.append(event.text)
+            if len(shown) == 3:
+                runner = engine.models.instance_of(CHAT_MODEL)
+                os.killpg(runner.process.pid, signal.SIGKILL)
+    from engine.errors import BackendFailed
+    with pytest.raises(BackendFailed) as err:
+        await asyncio.wait_for(handle.result(), 60)
+    assert "stopped answering" in err.value.message
+    assert len(shown) >= 3
+    assert (await engine.store.get_job(handle.id))["status"] == "failed"
+    assert "Paris" in await answer(engine, chat())

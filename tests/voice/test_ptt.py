@@ -125,9 +125,12 @@ async def test_barge_in_stops_the_answer_cancels_its_speech_and_records_the_next
     assert stopped_at == [1]                   # playback stopped after the one sentence heard
     assert 0 < first.audio.duration_s
     speak = [engine.handle(j) for j in first.jobs if engine.handle(j).job.kind == "speak"]
-    assert len(speak) >= 2, [h.job.text for h in speak]     # a long answer: several speak jobs
+    chat = [engine.handle(j) for j in first.jobs if engine.handle(j).job.kind == "chat"]
     assert all(engine.handle(j).done for j in first.jobs)
-    assert [h.status for h in speak[1:]].count("cancelled") == len(speak) - 1
+    # the rest of the answer was stopped: the speech of its later sentences, and (when the key
+    # came before the chat model had written them: it runs beside the speech now) the answer
+    assert all(h.status == "cancelled" for h in speak[1:]), [(h.status, h.job.text[:30]) for h in speak]
+    assert speak[1:] or chat[0].status == "cancelled", (chat[0].status, [h.job.text for h in speak])
     assert not engine.jobs_of(loop.origin.user_key)
 
     assert mic.turns == 2 and second.ended_by == "silence" and not second.interrupted
