@@ -119,8 +119,10 @@ def unload(instance: Any) -> None:
 # -- chat on llama.cpp's server ------------------------------------------------------------------
 
 def chat_slots(settings: Settings, device: str) -> int:
-    """Jobs a loaded chat model takes at once: the setting, or from the device."""
-    return settings.chat_slots or (8 if device == "cuda" else 4)
+    """Jobs a loaded chat model takes at once: the setting, or from the device: 4 on the CPU
+    (8 on a GPU) for everyone, and the one the scheduler keeps for class 0 on top, so that
+    ordinary traffic is batched as wide as llama.cpp's own server would batch it."""
+    return settings.chat_slots or (9 if device == "cuda" else 5)
 
 
 def model_sampling(model: InstalledModel, meta: dict, settings: Settings) -> dict:

@@ -45,8 +45,9 @@ class Settings:
     context_tokens: int = field(default=4096, metadata={"env": "CONFAB_CONTEXT_TOKENS"})
     system_prompt: str = field(default="You are a helpful assistant.",
                                metadata={"env": "CONFAB_SYSTEM_PROMPT"})
-    # chat runners (llama.cpp's server): jobs a loaded chat model takes at once (0: 4 on the
-    # CPU, 8 on a GPU, fewer when the memory budget cannot hold their KV cache), the prompt
+    # chat runners (llama.cpp's server): jobs a loaded chat model takes at once (0: 5 on the
+    # CPU, 9 on a GPU: 4 or 8 for everyone and one kept for class 0; fewer when the memory
+    # budget cannot hold their KV cache), the prompt
     # cache each runner keeps in RAM, and per-model sampling overrides (a JSON file:
     # {"model-name": {"temperature": 0.2, ...}, "*": {...}})
     chat_slots: int = field(default=0, metadata={"env": "CONFAB_CHAT_SLOTS"})
