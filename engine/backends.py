@@ -159,11 +159,10 @@ def gguf_file(model: InstalledModel) -> str:
     return str(path)
 
 
-def vision_files(model: InstalledModel) -> tuple[str, str, str]:
-    """(language model, projector, built-in chat template or "") of a vision model folder."""
+def vision_files(model: InstalledModel) -> tuple[str, str]:
+    """(language model, projector) of a vision model folder."""
     try:
-        text, projector = llava_vision.split_files(model.path)
-        return text, projector, llava_vision.chat_template(model.options, [text, projector])
+        return llava_vision.split_files(model.path)
     except ValueError as e:
         raise BackendFailed(f"The vision model '{model.name}' is incomplete: {e}") from None
 
@@ -185,7 +184,7 @@ def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int 
         slots = max(1, min(slots, int(fit)))
     slot_dir = settings.data_path / "slots" / model.name
     slot_dir.mkdir(parents=True, exist_ok=True)
-    text, mmproj, template = vision_files(model) if model.fmt == "llava-gguf" else (gguf_file(model), "", "")
+    text, mmproj = vision_files(model) if model.fmt == "llava-gguf" else (gguf_file(model), "")
     # its LoRA adapters (each file once), loaded but applied to no request unless it names one
     adapters = {a["path"]: a["size"] for a in model.options.get("adapters") or []}
     lora = [arg for path in adapters for arg in ("--lora", path)]
@@ -193,8 +192,7 @@ def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int 
         text, slots=slots, context_per_slot=settings.context_tokens,
         threads=cpu_threads(settings), gpu_layers=999 if device == "cuda" else 0,
         mmproj=mmproj, slot_dir=str(slot_dir), prompt_cache_mb=settings.prompt_cache_mb,
-        extra=(["--chat-template", template] if template else [])
-        + (lora + ["--lora-init-without-apply"] if lora else []))
+        extra=lora + ["--lora-init-without-apply"] if lora else [])
     log_dir = settings.data_path / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     process = llama_runner.RunnerProcess(spec, binary, log_dir=str(log_dir))

@@ -2,9 +2,8 @@
 and its projector (`mmproj`) GGUF in one folder.
 
 `split_files` finds the pair; `handler_name` says which family a model is (from its options
-or its file names), and `chat_template` the llama.cpp template for the older families whose
-GGUF carries none (LLaVA 1.5 was trained on Vicuna's); `build_messages` shapes the request,
-images as data URLs. All pure: the runner loads and runs.
+or its file names); `build_messages` shapes the request, images as data URLs. All pure: the
+runner loads and runs.
 """
 from __future__ import annotations
 
@@ -12,21 +11,11 @@ import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The vision families Confab knows, and the llama.cpp chat template of those whose GGUF has
-# none of its own ("" : the file's own template).
-HANDLERS: dict[str, str] = {
-    "llava-1.5": "vicuna",
-    "llava-1.6": "",
-    "bakllava": "vicuna",
-    "obsidian": "chatml",
-    "moondream": "",
-    "nanollava": "chatml",
-    "llama3-vision-alpha": "llama3",
-    "minicpm-v-2.6": "",
-    "qwen2.5-vl": "",
-    "gemma-3": "",
-    "smolvlm": "",
-}
+# The vision families Confab knows by their files. llama.cpp's server runs each with the chat
+# template in its GGUF (or its own default where a file has none): its built-in non-Jinja
+# templates (Vicuna's, for LLaVA 1.5) lose the image marker and fail to tokenize an image turn.
+HANDLERS = frozenset({"llava-1.5", "llava-1.6", "bakllava", "obsidian", "moondream", "nanollava",
+                      "llama3-vision-alpha", "minicpm-v-2.6", "qwen2.5-vl", "gemma-3", "smolvlm"})
 # Patterns in file names (lower case, '_' and ' ' read as '-'), most specific first.
 _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("llava-v1.6", "llava-1.6"), ("llava-1.6", "llava-1.6"), ("llava-next", "llava-1.6"),
@@ -53,11 +42,6 @@ def handler_name(options: dict, files: list[str]) -> str:
         if hint in names:
             return name
     return DEFAULT_HANDLER
-
-
-def chat_template(options: dict, files: list[str]) -> str:
-    """The llama.cpp built-in template to run this model with ("" for the file's own)."""
-    return HANDLERS[handler_name(options, files)]
 
 
 def split_files(path: str | Path) -> tuple[str, str]:
