@@ -66,7 +66,7 @@ def parse_messages(raw, max_chars: int) -> list[ChatMessage]:
 
 # Fields that would change the answer and that Confab does not do: refused, never ignored.
 REFUSED = {
-    "n": "Confab returns one choice per request; 'n' must be 1.",
+    "n": "An asynchronous job returns one choice; send n > 1 to /v1/chat/completions itself.",
     "logit_bias": "Confab does not apply 'logit_bias'.",
     "audio": "Chat answers come as text; ask /v1/audio/speech for audio.",
     "modalities": "Chat answers come as text only.",
@@ -237,10 +237,56 @@ def message_of(job, result: ChatResult) -> dict:
     return message
 
 
+MAX_CHOICES = 8
+
+
+async def several_choices(request: web.Request, body: dict, n: int) -> web.Response:
+    """`n` choices: one job each (the model's slots run them side by side), each with its own
+    seed when the request gives one, so the choices differ as OpenAI's do."""
+    seed = body.get("seed")
+    handles = []
+    try:
+        for i in range(n):
+            one = dict(body, n=1)
+            if isinstance(seed, int) and not isinstance(seed, bool):
+                one["seed"] = seed + i
+            handles.append(await start_chat(request, one, {}))
+        results = [await result_of(h) for h in handles]
+    except BaseException:
+        for h in handles:
+            await h.cancel()
+        raise
+    first = handles[0].job
+    usage = {"prompt_tokens": results[0].usage.prompt_tokens,
+             "completion_tokens": sum(r.usage.completion_tokens for r in results)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return web.json_response({
+        "id": completion_id(first.id), "object": "chat.completion", "created": int(first.created_at),
+        "model": results[0].model, "system_fingerprint": None,
+        "choices": [{"index": i, "message": message_of(h.job, r),
+                     "logprobs": {"content": r.logprobs} if r.logprobs else None,
+                     "finish_reason": r.finish_reason} for i, (h, r) in enumerate(zip(handles, results))],
+        "usage": usage}, headers={"X-Confab-Job-Id": first.id,
+                                  "X-Confab-Job-Ids": ",".join(h.id for h in handles)})
+
+
+def choices_asked(body: dict, stream: bool, images: bool) -> int:
+    n = number(body, "n", 1, 1, MAX_CHOICES, integer=True)
+    if n > 1 and stream:
+        raise BadRequest("Confab streams one choice at a time; ask for n > 1 without 'stream'.",
+                         param="n")
+    if n > 1 and images:
+        raise BadRequest("Questions about images get one choice; 'n' must be 1.", param="n")
+    return n
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
     stream, options = parse_stream(body)
     from .vision import has_image_parts, stream_with_images
+    n = choices_asked(body, stream, has_image_parts(body.get("messages")))
+    if n > 1:
+        return await several_choices(request, body, n)
     handle = await start_chat(request, body, {})
     if not stream:
         return await chat_response(request, handle.job, await result_of(handle))

@@ -155,7 +155,20 @@ async def test_logprobs_come_for_every_token(server):
     assert "".join(t.token for t in content) == r.choices[0].message.content   # one per token
 
 
-@pytest.mark.parametrize("field,value", [("logit_bias", {"1": 5}), ("n", 2), ("audio", {"voice": "alloy"}),
+async def test_n_choices_come_back_each_its_own(server):
+    r = await server.client().chat.completions.create(
+        model=CHAT_MODEL, n=3, max_tokens=24, seed=7, temperature=1.0,
+        messages=[SYSTEM, {"role": "user", "content": "Write one sentence about the sea."}])
+    assert [c.index for c in r.choices] == [0, 1, 2] and all(c.message.content for c in r.choices)
+    assert len({c.message.content for c in r.choices}) > 1          # a seed each
+    assert r.usage.completion_tokens >= 3
+    with pytest.raises(openai.BadRequestError) as e:
+        await server.client().chat.completions.create(model=CHAT_MODEL, n=2, stream=True, max_tokens=4,
+                                                      messages=ASK_WEATHER)
+    assert e.value.body["param"] == "n"
+
+
+@pytest.mark.parametrize("field,value", [("logit_bias", {"1": 5}), ("n", 9), ("audio", {"voice": "alloy"}),
                                          ("functions", [WEATHER["function"]])])
 async def test_fields_confab_cannot_honour_are_refused_by_name(server, field, value):
     with pytest.raises(openai.BadRequestError) as e:
