@@ -129,12 +129,13 @@ async def start_rig(tmp_path, url, aging_s: float) -> Rig:
 
 
 async def close_rig(rig: Rig) -> None:
+    # each step bounded, so that a close that hangs says which one (seen once in CI: 300 s)
     rig.stop.set()
     await asyncio.wait_for(asyncio.gather(*rig.tasks, return_exceptions=True), 15)
     for worker, engine in zip(rig.workers, rig.engines):
-        await engine.close()
-        await worker.queue.close()
-    await rig.front.close()
+        await asyncio.wait_for(engine.close(), 60)
+        await asyncio.wait_for(worker.queue.close(), 30)
+    await asyncio.wait_for(rig.front.close(), 60)
 
 
 def job(name: str, model: str, cls: int, seconds: float = 0.2) -> SleepJob:
@@ -163,7 +164,7 @@ async def run_all(rig: Rig, handles) -> list[tuple[str, str]]:
 
 
 async def test_priority_and_affinity_hold_across_workers(tmp_path, redis_url):
-    rig = await start_rig(tmp_path, redis_url, aging_s=30.0)
+    rig = await asyncio.wait_for(start_rig(tmp_path, redis_url, aging_s=30.0), 60)
     try:
         warm = await warm_up(rig, 0.8, 2.5)          # w1 is free again first
         queued = [await rig.front.submit(j) for j in (           # queued while both are busy
