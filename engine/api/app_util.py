@@ -6,7 +6,8 @@ import hashlib
 
 from aiohttp import web
 
-from ..errors import ConfabError
+from ..errors import BadRequest, ConfabError
+from ..jobs import Origin
 from .keys import API_KEY
 
 
@@ -37,3 +38,11 @@ def websocket_key(request: web.Request) -> str:
         if protocol.startswith("openai-insecure-api-key."):
             return protocol.removeprefix("openai-insecure-api-key.")
     return ""
+
+
+def api_origin(request: web.Request, body: dict) -> Origin:
+    """Who asks: the caller's key, and the request's own `user` (OpenAI's end-user id) after it."""
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("'user' must be a string.", param="user")
+    return Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, ConfabError, PromptTooLong, UnknownModel
 from ..jobs import ChatJob, ChatMessage, ChatResult, Origin, Token
-from .app_util import caller_id, result_of
+from .app_util import api_origin, result_of
 from .errors import error_body
 from .keys import ENGINE
 from .validate import limited_int, number, read_json, string
@@ -209,8 +209,7 @@ async def start_chat(request: web.Request, body: dict, meta: dict):
     if has_image_parts(body.get("messages")):
         return await start_vision(request, body, meta)
     engine = request.app[ENGINE]
-    user = string(body, "user") or ""
-    origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
+    origin = api_origin(request, body)
     job = parse_chat(body, engine.settings, origin)
     job.meta.update(meta)
     return await engine.submit(job)

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from ..errors import BadRequest, ConfabError, PromptTooLong
 from ..jobs import ChatResult, CompletionJob, Origin, Token
-from .app_util import caller_id, result_of
+from .chat import usage_dict
+from .app_util import api_origin, result_of
 from .errors import error_body
 from .keys import ENGINE
 from .validate import limited_int, number, read_json, string
@@ -74,16 +75,9 @@ def completion_id(job_id: str) -> str:
     return "cmpl-" + job_id.removeprefix("job_")
 
 
-def _usage(result: ChatResult) -> dict:
-    u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
-
-
 async def start_completion(request: web.Request, body: dict, meta: dict):
     engine = request.app[ENGINE]
-    user = string(body, "user") or ""
-    origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
+    origin = api_origin(request, body)
     job = parse_completion(body, engine.settings, origin)
     job.meta.update(meta)
     return await engine.submit(job)
@@ -98,7 +92,7 @@ async def completion_response(request: web.Request, job: CompletionJob, result: 
         "model": result.model, "system_fingerprint": None,
         "choices": [{"index": 0, "text": text, "logprobs": logprobs,
                      "finish_reason": result.finish_reason}],
-        "usage": _usage(result)}, headers={"X-Confab-Job-Id": job.id})
+        "usage": usage_dict(result)}, headers={"X-Confab-Job-Id": job.id})
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -145,7 +139,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await response.write(chunk("", result.finish_reason))
         if options.get("include_usage"):
             data = {"id": cid, "object": "text_completion", "created": created, "model": job.model,
-                    "choices": [], "usage": _usage(result)}
+                    "choices": [], "usage": usage_dict(result)}
             await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

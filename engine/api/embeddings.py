@@ -7,8 +7,7 @@ from aiohttp import web
 
 from ..embeddings import MAX_TEXTS, EmbedJob, EmbedResult
 from ..errors import BadRequest, LimitExceeded
-from ..jobs import Origin
-from .app_util import caller_id, result_of
+from .app_util import api_origin, result_of
 from .keys import ENGINE
 from .validate import read_json, string
 
@@ -47,8 +46,7 @@ async def start_embeddings(request: web.Request, body: dict, meta: dict):
     dimensions = body.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
         raise BadRequest("'dimensions' must be a whole number.", param="dimensions")
-    user = string(body, "user") or ""
-    origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
+    origin = api_origin(request, body)
     return await engine.submit(EmbedJob(model=model, origin=origin, texts=texts,
                                         meta={**meta, "render": {"format": fmt, "dimensions": dimensions}}))
 

@@ -16,7 +16,7 @@ from .. import imaging
 from ..errors import BadRequest, Gone
 from ..images import ImageJob, ImageResult, check_image_job
 from ..jobs import Origin
-from .app_util import caller_id, result_of
+from .app_util import api_origin, result_of
 from .keys import ENGINE, SETTINGS
 from .validate import number, read_json, string
 
@@ -78,8 +78,7 @@ def link_base(request: web.Request) -> str:
 async def start_generation(request: web.Request, body: dict, meta: dict):
     """Check the request and queue its job; the response's format goes with it (`meta`)."""
     engine = request.app[ENGINE]
-    user = string(body, "user") or ""
-    origin = Origin(platform="api", user=caller_id(request) + (f"/{user[:64]}" if user else ""))
+    origin = api_origin(request, body)
     job, response_format = parse_generation(body, engine.settings, origin)
     job.meta.update(meta, render={"response_format": response_format})
     return await engine.submit(job)
