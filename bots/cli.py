@@ -10,24 +10,22 @@ import shutil
 import signal
 import socket
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
+from bots import adapters, worker_cli
+from bots.api.app import create_app
+from bots.common.commands import Commands
+from bots.console.console import Console
+from bots.entry import configure_logging, settings_from
 from engine import ConfigError
-from engine.api.app import create_app
-from engine.exposure import open_to_network
-from engine.redact import install as install_redaction
-from engine.scaleout import engine_for
+from engine.safety.exposure import open_to_network
+from engine.safety.redact import install as install_redaction
+from engine.scaleout.hosts import engine_for
 from models.catalog import CATALOG
 from models.devices import cuda_name, cuda_total_bytes
 from models.pull import PullError, pull
 from models.registry import ModelError, Registry
-
-from . import adapters, worker_cli
-from .common.commands import Commands
-from .console.console import Console
-from .entry import configure_logging, settings_from
 
 log = logging.getLogger("confab")
 

@@ -12,12 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from bots.entry import settings_from
 from engine import ConfabError, Engine, Origin
 from engine.kb import Policy, SupportDeskAnswerer, open_kb
 from engine.kb.calibrate import Observation, calibrate
 from engine.messages import explain
-
-from .entry import settings_from
 
 
 async def _with_kb(args, work):

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
+from bots.common.commands import Commands, Request
+from bots.common.image_commands import ImagineSpec, run_imagine
+from bots.common.render import tokens_of
+from bots.common.reply import Reply
 from engine import ChatJob, UserError
-from engine import templates as T
-from engine.templates import Part, Template
-
-from .common.commands import Commands, Request
-from .common.image_commands import ImagineSpec, run_imagine
-from .common.render import tokens_of
-from .common.reply import Reply
+from engine.flows import templates as T
+from engine.flows.templates import Part, Template
 
 
 async def run_parts(cmds: Commands, request: Request, template: Template, parts: list[Part],

@@ -7,11 +7,10 @@ import logging
 import signal
 import sys
 
+from bots.entry import configure_logging
 from engine.config import ConfigError, Settings
-from engine.migrations import status, upgrade
-from engine.scaleout import run_worker
-
-from .entry import configure_logging
+from engine.scaleout.hosts import run_worker
+from engine.storage.migrations import status, upgrade
 
 log = logging.getLogger("confab")
 

@@ -4,9 +4,24 @@ Adapters call `explain(error)` and post what it returns; the API uses `error.mes
 """
 from __future__ import annotations
 
-from .errors import (BackendMissing, BadImage, BadMedia, BudgetExhausted, ConfabError, EngineBusy,
-                     InfrastructureError, JobCancelled, JobTimeout, LimitExceeded, ModelDoesNotFit,
-                     PromptTooLong, RateLimited, UnknownModel, UserError, UserQueueFull)
+from engine.errors import (
+    BackendMissing,
+    BadImage,
+    BadMedia,
+    BudgetExhausted,
+    ConfabError,
+    EngineBusy,
+    InfrastructureError,
+    JobCancelled,
+    JobTimeout,
+    LimitExceeded,
+    ModelDoesNotFit,
+    PromptTooLong,
+    RateLimited,
+    UnknownModel,
+    UserError,
+    UserQueueFull,
+)
 
 
 def _wait(seconds: float) -> str:

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from .jobs import Origin
+from engine.jobs import Origin
 
 URGENT, INTERACTIVE, BACKGROUND = 0, 1, 2
 CLASSES = (URGENT, INTERACTIVE, BACKGROUND)

@@ -13,9 +13,17 @@ import importlib
 import json
 from typing import Any
 
-from .errors import ConfabError
+from engine.errors import ConfabError
 
 TRUSTED = ("engine.", "models.")
+# Where the types of an older Confab lived, so that jobs already queued in Redis by it are
+# rebuilt after an upgrade.
+MOVED = {"engine.speech": "engine.work.speech", "engine.images": "engine.work.images",
+         "engine.embeddings": "engine.work.embeddings", "engine.pipelines": "engine.flows.voice_note",
+         "engine.templates": "engine.flows.templates", "engine.audio": "engine.media.audio",
+         "engine.imaging": "engine.media.imaging", "engine.engine": "engine.runtime.engine",
+         "engine.handle": "engine.runtime.handle", "engine.scheduler": "engine.runtime.scheduler",
+         "engine.runners": "engine.work.chat_runner", "engine.backends": "engine.work.chat"}
 _T, _B, _E, _TUP = "__type__", "__bytes__", "__error__", "__tuple__"
 
 
@@ -36,6 +44,7 @@ def _path(cls: type) -> str:
 
 def _resolve(path: str) -> type:
     module, _, name = path.partition(":")
+    module = MOVED.get(module, module)
     if not module.startswith(TRUSTED):
         raise WireError(f"refusing to rebuild {path}: not one of Confab's types")
     obj: Any = importlib.import_module(module)

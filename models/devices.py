@@ -1,6 +1,7 @@
 """What accelerator this machine has, found without importing a heavy library."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -35,3 +36,11 @@ def cuda_name() -> str | None:
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def process_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0

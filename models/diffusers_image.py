@@ -33,8 +33,8 @@ class Adapter:
 
 def _libs():
     try:
-        import torch
         import diffusers
+        import torch
     except ImportError as e:
         raise ImportError("diffusers and torch are not installed: pip install 'confab-bot[images]'") from e
     return torch, diffusers

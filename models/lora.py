@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gguf_meta
+from models import gguf_meta
 
 
 class AdapterError(ValueError):

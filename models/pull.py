@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Mapping, TextIO
 
-from .catalog import BY_NAME, CatalogEntry, CatalogFile
-from .registry import InstalledModel
+from models.catalog import BY_NAME, CatalogEntry, CatalogFile
+from models.registry import InstalledModel
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MANIFEST = "confab-model.json"

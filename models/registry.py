@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import lora
-from .catalog import BY_NAME, CATALOG, KINDS, CatalogEntry
+from models import lora
+from models.catalog import CATALOG, KINDS, CatalogEntry
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ def free_port() -> int:
 
 
 def chat_model_installed() -> bool:
-    from models.registry import _package_file
     from models.catalog import BY_NAME
+    from models.registry import _package_file
     entry = BY_NAME[CHAT_MODEL]
     return _package_file(entry.package, entry.files[0].path) is not None
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from engine.runners import ChatRunner
+from engine.work.chat_runner import ChatRunner
 
 
 def _words(body: dict) -> list[str]:

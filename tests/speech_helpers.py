@@ -54,12 +54,23 @@ def build_tiny_bark(folder: Path, max_semantic_tokens: int = 24) -> Path:
     """A Bark model of the real architecture (semantic, coarse, fine, EnCodec) with random
     weights and a tiny tokenizer, saved as `save_pretrained` saves the real one."""
     import torch
-    from transformers import (BarkCoarseConfig, BarkConfig, BarkFineConfig, BarkModel,
-                              BarkProcessor, BarkSemanticConfig, BertTokenizerFast, EncodecConfig,
-                              GenerationConfig)
+    from transformers import (
+        BarkCoarseConfig,
+        BarkConfig,
+        BarkFineConfig,
+        BarkModel,
+        BarkProcessor,
+        BarkSemanticConfig,
+        BertTokenizerFast,
+        EncodecConfig,
+        GenerationConfig,
+    )
     from transformers.models.bark.generation_configuration_bark import (
-        BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkGenerationConfig,
-        BarkSemanticGenerationConfig)
+        BarkCoarseGenerationConfig,
+        BarkFineGenerationConfig,
+        BarkGenerationConfig,
+        BarkSemanticGenerationConfig,
+    )
     torch.manual_seed(0)
     small = dict(block_size=1024, num_layers=1, num_heads=2, hidden_size=16)
     config = BarkConfig(
@@ -87,7 +98,8 @@ def build_tiny_bark(folder: Path, max_semantic_tokens: int = 24) -> Path:
 async def serve(engine):
     """The engine's HTTP API on 127.0.0.1, port 0; yields the base URL."""
     from aiohttp import web
-    from engine.api.app import create_app
+
+    from bots.api.app import create_app
     runner = web.AppRunner(create_app(engine))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -37,8 +36,8 @@ def confab(env, *args, timeout=120) -> subprocess.CompletedProcess:
 
 
 def the_gguf() -> Path:
-    from models.registry import _package_file
     from models.catalog import BY_NAME
+    from models.registry import _package_file
     entry = BY_NAME[CHAT_MODEL]
     return _package_file(entry.package, entry.files[0].path)
 
@@ -60,9 +59,10 @@ async def test_models_add_then_served_by_a_new_engine(env, tmp_path, shared_mode
     r = confab(env, "models", "list")
     assert any(l.startswith("tiny-helper") and "added" in l for l in r.stdout.splitlines())
 
-    from engine.api.app import create_app
-    from engine.engine import Engine
     from openai import AsyncOpenAI
+
+    from bots.api.app import create_app
+    from engine.runtime.engine import Engine
     engine = Engine(make_settings(tmp_path / "data", shared_models_dir, threads=2), gpu_total=None)
     await engine.start()
     runner = web.AppRunner(create_app(engine), access_log=None)

@@ -19,8 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from engine.api.app import create_app
-from engine.redact import MASK, RedactSecrets, install, redact, secret_values
+from bots.api.app import create_app
+from engine.safety.redact import MASK, RedactSecrets, redact, secret_values
 from models.registry import ModelError, Registry
 from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model
 from tests.fakes.discord_fake import DiscordFake

@@ -1,5 +1,5 @@
 """The push-to-talk voice loop: audio in and out, end-of-speech detection, sentence-streamed
 answers and barge-in. Runs headless from files (`confab voice --input q.wav --output a.wav`)."""
-from .loop import FilePlayer, TurnResult, VoiceLoop
+from voice.loop import FilePlayer, TurnResult, VoiceLoop
 
 __all__ = ["VoiceLoop", "TurnResult", "FilePlayer"]

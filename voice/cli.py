@@ -15,14 +15,14 @@ import logging
 import sys
 from pathlib import Path
 
-from engine import ConfabError, Engine, audio
+from engine import ConfabError, Engine
 from engine.config import ConfigError, Settings
+from engine.media import audio
 from engine.messages import explain
-
-from .devices import Microphone, SpeakerPlayer
-from .keys import open_keys
-from .loop import FilePlayer, VoiceLoop
-from .ptt import push_to_talk
+from voice.devices import Microphone, SpeakerPlayer
+from voice.keys import open_keys
+from voice.loop import FilePlayer, VoiceLoop
+from voice.ptt import push_to_talk
 
 AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".webm", ".mp4", ".m4a", ".mp3", ".flac"}
 
@@ -86,7 +86,7 @@ def cmd_wyoming(args) -> None:
 
 async def run_wyoming(settings, host: str, port: int) -> None:
     try:
-        from .wyoming import serve
+        from voice.wyoming import serve
     except ImportError:
         sys.exit("confab wyoming needs the wyoming package: pip install 'confab-bot[wyoming]'")
     engine = Engine(settings)

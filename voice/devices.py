@@ -6,9 +6,9 @@ import asyncio
 import queue
 import threading
 
-from engine.audio import Pcm
 from engine.errors import BackendMissing
-from engine.vad import Endpointer
+from engine.media.audio import Pcm
+from engine.media.vad import Endpointer
 
 
 def _sounddevice():

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from engine import ConfabError, JobCancelled, Origin, Token
-from engine import audio
-from engine.audio import Pcm, silence
+from engine.flows.voice_note import Transcript, VoiceNote, voice_note
+from engine.media import audio
+from engine.media.audio import Pcm, silence
 from engine.messages import explain
-from engine.pipelines import Transcript, VoiceNote, voice_note
-from engine.speech import SpeechChunk, discard, submit_speech
+from engine.work.speech import SpeechChunk, discard, submit_speech
 
 log = logging.getLogger(__name__)
 

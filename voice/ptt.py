@@ -12,11 +12,10 @@ import sys
 from typing import Callable, TextIO
 
 from engine import Token
-from engine.pipelines import Transcript
-
-from .devices import Recorder
-from .keys import PRESS, QUIT, RELEASE, KeySource
-from .loop import TurnResult, VoiceLoop
+from engine.flows.voice_note import Transcript
+from voice.devices import Recorder
+from voice.keys import PRESS, QUIT, RELEASE, KeySource
+from voice.loop import TurnResult, VoiceLoop
 
 
 class _NextKey:

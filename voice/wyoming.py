@@ -23,15 +23,24 @@ from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.handle import Handled
-from wyoming.info import (AsrModel, AsrProgram, Attribution, Describe, HandleModel, HandleProgram,
-                          Info, TtsProgram, TtsVoice)
+from wyoming.info import (
+    AsrModel,
+    AsrProgram,
+    Attribution,
+    Describe,
+    HandleModel,
+    HandleProgram,
+    Info,
+    TtsProgram,
+    TtsVoice,
+)
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize
 
-from engine import ChatJob, ConfabError, Origin, audio
-from engine.api.audio import LANGUAGE_NAMES
-from engine.pipelines import messages_with
-from engine.speech import SpeechChunk, submit_speech, submit_transcription
+from engine import ChatJob, ConfabError, Origin
+from engine.flows.voice_note import messages_with
+from engine.media import audio
+from engine.work.speech import LANGUAGE_NAMES, SpeechChunk, submit_speech, submit_transcription
 
 log = logging.getLogger(__name__)
 

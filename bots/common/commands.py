@@ -10,12 +10,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from engine import (ChatJob, ChatMessage, ConfabError, Engine, Origin, UserError)
+from bots.common.channels import load_channels
+from bots.common.render import tokens_of
+from bots.common.reply import Reply
+from engine import ChatJob, ChatMessage, ConfabError, Engine, Origin, UserError
 from engine.messages import HELP, explain
-
-from .channels import load_channels
-from .render import tokens_of
-from .reply import Reply
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from engine.templates import Template
+from engine.flows.templates import Template
 
 CALLBACK_PREFIX = "confab_template:"
 DISCORD_MAX_INPUTS = 5

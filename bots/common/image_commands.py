@@ -25,16 +25,15 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 
+from bots.common.commands import Commands, Request
+from bots.common.render import tokens_of
+from bots.common.reply import Reply
 from engine import ConfabError, UserError
 from engine.errors import BadImage, LimitExceeded
-from engine.images import ImageJob, ImageResult, VisionMessage, ask_about_images, check_image_job
-from engine.imaging import check_image, save_upload
 from engine.jobs import Progress, Queued, Started
+from engine.media.imaging import check_image, save_upload
 from engine.messages import explain
-
-from .commands import Commands, Request
-from .render import tokens_of
-from .reply import Reply
+from engine.work.images import ImageJob, ImageResult, VisionMessage, ask_about_images, check_image_job
 
 PROGRESS_EVERY_S = 1.0
 DEFAULT_QUESTION = "Describe this image."

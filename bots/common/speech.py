@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bots.common.commands import Commands, Request
+from bots.common.reply import Reply
 from engine import LimitExceeded, Token, UserError
-from engine.audio import EXTENSIONS as AUDIO_EXT
-from engine.pipelines import Transcript, voice_note
-from engine.speech import submit_speech, submit_transcription
-
-from .commands import Commands, Request
-from .reply import Reply
+from engine.flows.voice_note import Transcript, voice_note
+from engine.media.audio import EXTENSIONS as AUDIO_EXT
+from engine.work.speech import submit_speech, submit_transcription
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from bots.common.channels import ChannelsConfig, SupportChannel, load_channels
 from engine import ConfabError, Origin
 from engine.kb import Outcome, SupportDeskAnswerer, is_question, open_kb
-
-from .channels import ChannelsConfig, SupportChannel, load_channels
 
 log = logging.getLogger(__name__)
 

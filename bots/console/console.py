@@ -14,11 +14,10 @@ import sys
 import uuid
 from typing import AsyncIterator, TextIO
 
+from bots.common.commands import Commands, Request
+from bots.common.image_commands import reroll
 from engine import ConfabError, Engine, Origin
 from engine.messages import NOTHING_TO_REROLL, explain
-
-from ..common.commands import Commands, Request
-from ..common.image_commands import reroll
 
 
 class ConsoleReply:

@@ -33,19 +33,25 @@ from bots.common.delivery import Delivery
 from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
 from bots.common.render import tokens_of
 from bots.common.support import SupportMessage
-from engine import ConfabError, Engine, Origin, templates
+from bots.discord import files, history
+from bots.discord.access import DiscordAccess, Who
+from bots.discord.buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
+from bots.discord.forms import FormReply, TemplateModal
+from bots.discord.reply import (
+    INTERACTION_TOKEN_S,
+    ChannelReply,
+    DiscordReply,
+    InteractionReply,
+    MessageReply,
+    followup_webhook,
+)
+from bots.discord.slash import PRIVATE, build_tree
+from bots.discord.support import DiscordSupport
+from bots.discord.voice import answer_voice_note
+from engine import ConfabError, Engine, Origin
+from engine.flows import templates
 from engine.messages import RESTARTED_MID_WAY, explain
-from engine.speech import submit_speech
-
-from . import files, history
-from .access import DiscordAccess, Who
-from .buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
-from .forms import FormReply, TemplateModal
-from .reply import (INTERACTION_TOKEN_S, ChannelReply, DiscordReply, InteractionReply, MessageReply,
-                    followup_webhook)
-from .slash import PRIVATE, build_tree
-from .support import DiscordSupport
-from .voice import answer_voice_note
+from engine.work.speech import submit_speech
 
 log = logging.getLogger(__name__)
 

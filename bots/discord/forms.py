@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 import discord
 
 from bots.common.forms import discord_modal, discord_values
-from engine.templates import Template
-
-from .reply import InteractionReply
+from bots.discord.reply import InteractionReply
+from engine.flows.templates import Template
 
 if TYPE_CHECKING:
-    from .adapter import DiscordAdapter
+    from bots.discord.adapter import DiscordAdapter
 
 MODAL_TIMEOUT_S = 15 * 60       # an interaction's token lives 15 minutes
 

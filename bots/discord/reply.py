@@ -16,14 +16,13 @@ import discord
 
 from bots.common.delivery import Delivery
 from bots.common.render import ThrottledStream, split_message
-
-from .buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
-from .voice import send_voice_message, voice_metadata
+from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
+from bots.discord.voice import send_voice_message, voice_metadata
 
 UNCHANGED = object()    # a message's buttons stay as they are (None would remove them)
 
 if TYPE_CHECKING:
-    from .adapter import DiscordAdapter
+    from bots.discord.adapter import DiscordAdapter
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Optional
 import discord
 from discord import app_commands
 
-from engine.templates import PROMO_OUTPUTS
+from engine.flows.templates import PROMO_OUTPUTS
 
 if TYPE_CHECKING:
-    from .adapter import DiscordAdapter
+    from bots.discord.adapter import DiscordAdapter
 
 PRIVATE = {"queue", "cancel", "models", "help", "reset"}
 

@@ -18,9 +18,8 @@ import discord
 
 from bots.common.render import split_message
 from bots.common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
-
-from . import history
-from .buttons import FeedbackButton, view_of
+from bots.discord import history
+from bots.discord.buttons import FeedbackButton, view_of
 
 log = logging.getLogger(__name__)
 

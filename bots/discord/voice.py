@@ -19,8 +19,9 @@ import math
 import discord
 from discord.http import Route
 
-from engine import Settings, Token, audio
-from engine.pipelines import StageStarted, Transcript, messages_with, voice_note
+from engine import Settings, Token
+from engine.flows.voice_note import StageStarted, Transcript, messages_with, voice_note
+from engine.media import audio
 
 log = logging.getLogger(__name__)
 

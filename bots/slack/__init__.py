@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bots.common.support import build_support_desk
 from engine import ConfigError
-
-from ..common.support import build_support_desk
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,8 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     if not settings.slack_bot_token:
         return None
     try:
-        from . import connection
-        from .adapter import SlackAdapter
+        from bots.slack import connection
+        from bots.slack.adapter import SlackAdapter
     except ImportError as e:
         raise ConfigError(f"SLACK_BOT_TOKEN is set but the Slack libraries are missing ({e.name}). "
                           "Install them with: pip install 'confab-bot[slack]'") from None

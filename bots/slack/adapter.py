@@ -22,20 +22,19 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.common.access import Access, Lists, RateLimit
+from bots.common.acks import AckClock
+from bots.common.commands import Commands, Request
+from bots.common.delivery import Delivery
+from bots.common.image_commands import answer_about_images, deliver, reroll
+from bots.common.render import tokens_of
+from bots.slack.events import Said, Seen, command_name, said
+from bots.slack.files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
+from bots.slack.reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
+from bots.slack.support import SlackSupport, support_message
+from bots.slack.voice import answer_voice_clip
 from engine import ConfabError, Origin
 from engine.messages import RESTARTED_MID_WAY, explain
-
-from ..common.access import Access, Lists, RateLimit
-from ..common.acks import AckClock
-from ..common.commands import Commands, Request
-from ..common.image_commands import answer_about_images, deliver, reroll
-from ..common.render import tokens_of
-from ..common.delivery import Delivery
-from .events import Said, Seen, command_name, said
-from .files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
-from .reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
-from .support import SlackSupport, support_message
-from .voice import answer_voice_clip
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import parse_qsl
 import time
+from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
@@ -15,11 +15,14 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (AsyncConnectionErrorRetryHandler,
-                                                         AsyncRateLimitErrorRetryHandler)
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
-from engine import ConfigError, safe_json
+from engine import ConfigError
+from engine.safety import safe_json
 
 log = logging.getLogger(__name__)
 

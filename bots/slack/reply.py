@@ -16,9 +16,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..common.delivery import Delivery
-from ..common.render import ThrottledStream
-from .mrkdwn import to_mrkdwn
+from bots.common.delivery import Delivery
+from bots.common.render import ThrottledStream
+from bots.slack.mrkdwn import to_mrkdwn
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import time
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
-from .events import SPOKEN_SUBTYPES, is_from_bot, strip_mention
-from .mrkdwn import to_mrkdwn
-from .reply import SECTION_LIMIT
+from bots.common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
+from bots.slack.events import SPOKEN_SUBTYPES, is_from_bot, strip_mention
+from bots.slack.mrkdwn import to_mrkdwn
+from bots.slack.reply import SECTION_LIMIT
 
 log = logging.getLogger(__name__)
 

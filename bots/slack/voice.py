@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 from typing import AsyncIterator
 
+from bots.common.commands import Commands, Request
+from bots.slack.files import SharedFile, SlackFiles
+from bots.slack.reply import ThreadReply
 from engine import ConfabError, Token
-from engine.audio import EXTENSIONS as AUDIO_EXT
+from engine.flows.voice_note import StageStarted, Transcript, voice_note
+from engine.media.audio import EXTENSIONS as AUDIO_EXT
 from engine.messages import explain
-from engine.pipelines import StageStarted, Transcript, voice_note
-
-from ..common.commands import Commands, Request
-from .files import SharedFile, SlackFiles
-from .reply import ThreadReply
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..embeddings import embed
-from ..jobs import Origin
-from .index import Hit, IngestReport, KnowledgeBase
-from .rank import Signals
-from .support import Citation, Outcome, Policy, SupportDeskAnswerer, is_question
+from engine.jobs import Origin
+from engine.kb.index import Hit, IngestReport, KnowledgeBase
+from engine.kb.rank import Signals
+from engine.kb.support import Citation, Outcome, Policy, SupportDeskAnswerer, is_question
+from engine.work.embeddings import embed
 
 __all__ = ["open_kb", "KnowledgeBase", "Hit", "IngestReport", "SupportDeskAnswerer", "Policy",
            "Outcome", "Citation", "Signals", "is_question"]

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from ..errors import BackendMissing, UserError
-from .lexical import Vocabulary
-from .parse import SUFFIXES, Chunk, ParseError, chunk, parse_file
+from engine.errors import BackendMissing, UserError
+from engine.kb.lexical import Vocabulary
+from engine.kb.parse import SUFFIXES, Chunk, ParseError, chunk, parse_file
 
 log = logging.getLogger(__name__)
 

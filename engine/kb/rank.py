@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .index import Candidate, Hit
-from .lexical import Term, coverage, terms
+from engine.kb.index import Candidate, Hit
+from engine.kb.lexical import Term, coverage, terms
 
 BM25_HALF = 8.0                 # keyword score = bm25 / (bm25 + BM25_HALF), 0..1, shown only
 SECTION_COVERAGE_WEIGHT = 0.5   # choosing among one document's passages: similarity + this * coverage

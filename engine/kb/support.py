@@ -13,17 +13,16 @@ models wander; when they do, the passage itself is the safe answer. Every outcom
 """
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
 
-import logging
-
-from ..embeddings import embed
-from ..errors import BackendMissing, UnknownModel
-from ..jobs import ChatJob, ChatMessage, Origin
-from .index import Hit, KnowledgeBase
-from .rank import Signals, best_document, gate, rerank, signals_of
+from engine.errors import BackendMissing, UnknownModel
+from engine.jobs import ChatJob, ChatMessage, Origin
+from engine.kb.index import Hit, KnowledgeBase
+from engine.kb.rank import Signals, best_document, gate, rerank, signals_of
+from engine.work.embeddings import embed
 
 DECISIONS = ("answer", "silent", "handover")
 log = logging.getLogger(__name__)

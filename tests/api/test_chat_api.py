@@ -13,8 +13,8 @@ import pytest_asyncio
 from aiohttp import web
 from openai import AsyncOpenAI
 
-from engine.api.app import create_app
-from engine.engine import Engine
+from bots.api.app import create_app
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module")]

@@ -4,7 +4,6 @@ structured output, logprobs, the legacy completions route (Gemma 3 270M base), s
 per model, and fields Confab cannot honour refused by name."""
 from __future__ import annotations
 
-import asyncio
 import json
 
 import jsonschema
@@ -12,9 +11,9 @@ import openai
 import pytest
 import pytest_asyncio
 
-from engine.engine import Engine
-from models.registry import _package_file
+from engine.runtime.engine import Engine
 from models.catalog import BY_NAME
+from models.registry import _package_file
 from tests.api.test_chat_api import start_server, stop_server
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 

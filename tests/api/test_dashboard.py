@@ -10,8 +10,8 @@ import sqlite3
 import aiohttp
 import pytest
 
+from bots.api.app import create_app
 from engine import ChatJob, ChatMessage, Origin, PromptTooLong
-from engine.api.app import create_app
 from tests.browser import Browser, chromium_path
 from tests.conftest import make_settings
 from tests.ops_helpers import fake_engine, serve
@@ -262,7 +262,7 @@ async def test_no_card_overflows_and_an_open_server_says_so(tmp_path):
         for user, seconds in (("api:key-3f9a1c2b7d4e", 12345.678), ("discord:1098765432109876543", 86399.9),
                               ("slack:T0123ABCDEF:U0123ABCDEFGH", 7.5)):
             engine.limits.charge(user, seconds)
-        logging.getLogger("engine.api").error("a long failure: %s", "Traceback-free-but-unbroken-" * 20)
+        logging.getLogger("bots.api").error("a long failure: %s", "Traceback-free-but-unbroken-" * 20)
         await browser.goto(f"{base}/dashboard")
         await browser.wait_for("document.getElementById('status').textContent === 'live'")
         await browser.wait_for("document.getElementById('usage').innerText.includes('1098765432109876543')")

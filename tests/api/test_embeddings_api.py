@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from bots.api.app import create_app
 from engine import Engine
-from engine.api.app import create_app
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.skipif(

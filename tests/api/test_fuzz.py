@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from engine.api.app import create_app
+from bots.api.app import create_app
 from tests.conftest import make_settings
 from tests.ops_helpers import FAKE_MODEL, fake_engine, serve
 
@@ -224,7 +224,8 @@ def test_nesting_is_measured_not_guessed(live):
     """Generated nestings of arrays and objects, anywhere in an otherwise valid chat request:
     over the bound a 400, at it a real answer; brackets inside strings never count."""
     import requests
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 
     @settings(max_examples=30, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))

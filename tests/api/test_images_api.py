@@ -3,7 +3,6 @@ images.generate (b64_json and url, links that expire), image parts in chat compl
 URLs; OCR when no vision model is installed), and clear 4xx errors for bad input."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import os
@@ -16,10 +15,10 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from engine.api.app import create_app
-from engine.engine import Engine
-from engine.imaging import images_dir
+from bots.api.app import create_app
+from engine.media.imaging import images_dir
 from engine.messages import OCR_ONLY_NOTE
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 from tests.models.tiny_diffusers import text_png, tiny_sd
 
@@ -187,7 +186,7 @@ async def test_too_many_images_in_one_chat_request(server):
 async def test_http_image_urls_are_fetched_only_from_configured_hosts(tmp_path):
     """CONFAB_IMAGE_URL_HOSTS lets an admin allow hosts: then the image is fetched (no
     redirects, up to the byte limit) and checked like an inline one; other hosts stay refused."""
-    from engine.api.vision import vision_messages
+    from bots.api.vision import vision_messages
     from engine.errors import BadMedia, BadRequest, LimitExceeded
     shot = text_png(["fetched"])
     app = web.Application()

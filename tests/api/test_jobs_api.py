@@ -7,8 +7,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bots.api.app import create_app
 from engine import Engine
-from engine.api.app import create_app
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 
 pytestmark = requires_chat_model

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from engine.api.app import create_app
-from engine.engine import Engine
+from bots.api.app import create_app
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools
 

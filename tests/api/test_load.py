@@ -13,8 +13,8 @@ import gc
 import aiohttp
 import pytest
 
-from engine.api.app import create_app
-from engine.memory import process_rss_bytes
+from bots.api.app import create_app
+from models.devices import process_rss_bytes
 from tests.conftest import make_settings
 from tests.ops_helpers import chat_body, fake_engine, serve
 

@@ -16,7 +16,8 @@ import pytest_asyncio
 import websockets
 from openai import AsyncOpenAI
 
-from engine import Engine, audio
+from engine import Engine
+from engine.media import audio
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, serve, wer
 

@@ -10,7 +10,8 @@ import json
 import pytest
 import pytest_asyncio
 
-from engine import Engine, audio
+from engine import Engine
+from engine.media import audio
 from tests.browser import Browser, chromium_path
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, serve, wer

@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from bots.api.app import create_app
 from engine import Origin, Token
-from engine.api.app import create_app
-from engine.engine import Engine
-from engine.images import VisionMessage, ask_about_images
-from engine.imaging import check_image, save_upload
+from engine.media.imaging import check_image, save_upload
 from engine.messages import OCR_ONLY_NOTE
+from engine.runtime.engine import Engine
+from engine.work.images import VisionMessage, ask_about_images
 from tests.conftest import make_settings
 from tests.models.tiny_diffusers import text_png
 

@@ -90,7 +90,6 @@ def run() -> list[tuple[str, object, str]]:
 def run_with(THREADS: int) -> list[tuple[str, object, str]]:
     import llama_cpp
 
-    from models.catalog import BY_NAME
     from models.registry import Registry
 
     name = "smollm2-135m-instruct"

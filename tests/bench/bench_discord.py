@@ -68,7 +68,7 @@ async def _drive(fake, events: int) -> float:
 async def measure(events: int = EVENTS) -> float:
     from bots.common.commands import Commands
     from bots.discord.adapter import DiscordAdapter
-    from engine.engine import Engine
+    from engine.runtime.engine import Engine
     from tests.bench.instant import load_instant
     from tests.bench.remote import RemoteFake
     from tests.conftest import make_settings

@@ -29,8 +29,8 @@ async def _run() -> list[tuple[str, float, str]]:
     from diffusers import DiffusionPipeline
 
     from engine.config import Settings
-    from engine.engine import Engine
-    from engine.images import ImageJob, check_image_job
+    from engine.runtime.engine import Engine
+    from engine.work.images import ImageJob, check_image_job
     from tests.models.tiny_diffusers import tiny_sd
 
     folder = tiny_sd()

@@ -26,8 +26,8 @@ KB = Path(__file__).parent.parent / "fixtures" / "kb" / "pantrio"
 async def _run_all(verbose: bool = False) -> list[tuple[str, float, str]]:
     from bots.kb_cli import holds, percentile, read_questions, verdict
     from engine import Engine, Origin
-    from engine.embeddings import embed
     from engine.kb import Policy, SupportDeskAnswerer, open_kb
+    from engine.work.embeddings import embed
     from tests.conftest import make_settings
 
     items = read_questions(str(KB / "questions.jsonl"))

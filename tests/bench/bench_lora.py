@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.engine import Engine
 from engine.jobs import ChatJob, ChatMessage, Token
+from engine.runtime.engine import Engine
 from models import gguf_meta
 from tests.conftest import CHAT_MODEL, make_settings
 

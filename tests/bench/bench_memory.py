@@ -17,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 MiB = 2**20
@@ -36,7 +34,7 @@ TEXTS = [f"Passage {i}: the office opens at nine, and the kitchen has a real cof
 
 
 def rss() -> int:
-    from engine.memory import process_rss_bytes
+    from models.devices import process_rss_bytes
     return process_rss_bytes()
 
 
@@ -62,9 +60,10 @@ def _model(kind: str, folder: Path):
     installed = Registry(folder / "data", folder / "models").installed()
     if kind == "stt":
         import numpy as np
+
+        from engine.media import audio
         from models.whisper_stt import SttOptions
         from tests.speech_helpers import espeak
-        from engine import audio
         wav = espeak(" ".join([SENTENCE] * 3), folder / "clip.wav")
         pcm = audio.decode(wav.read_bytes(), 50 * MiB, 120, 60, audio.STT_RATE, False, folder)
         samples = np.asarray(audio.to_float(pcm))
@@ -105,8 +104,9 @@ LIBRARY_IMPORTS = {
 def probe(kind: str) -> dict:
     """This process's RSS (MiB) around two load/use/unload cycles of one backend, on the CPU."""
     import importlib
-    from engine import backends
-    from engine.memory import release_freed_memory
+
+    from engine.runtime.memory import release_freed_memory
+    from engine.work import registry as backends
     from tests.conftest import make_settings
     backends.load_modalities()
     folder = Path(tempfile.mkdtemp(prefix="confab-memprobe-"))
@@ -200,8 +200,8 @@ class Sampler:
 
 async def _use(engine, kind: str, folder: Path) -> None:
     from engine.jobs import ChatJob, ChatMessage, Origin
-    from engine.embeddings import embed
-    from engine.speech import submit_speech, submit_transcription
+    from engine.work.embeddings import embed
+    from engine.work.speech import submit_speech, submit_transcription
     origin = Origin(platform="api", user="bench")
     if kind == "chat":
         handle = await engine.submit(ChatJob(
@@ -222,8 +222,8 @@ async def _use(engine, kind: str, folder: Path) -> None:
     elif kind == "embedding":
         await asyncio.wait_for(embed(engine, TEXTS, origin, model="all-minilm-l6-v2"), 300)
     elif kind == "ocr":
-        from engine import imaging
-        from engine.images import OcrJob
+        from engine.media import imaging
+        from engine.work.images import OcrJob
         from tests.models.tiny_diffusers import text_png
         png = text_png(["Invoice 4711, due on 3 May", "Total: 129.00 EUR"])
         path = imaging.save_upload(png, imaging.check_image(png, engine.settings), engine.settings)

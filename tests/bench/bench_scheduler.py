@@ -16,8 +16,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from engine.memory import ModelManager
-from engine.scheduler import Entry, Policy, Scheduler
+from engine.runtime.memory import ModelManager
+from engine.runtime.scheduler import Entry, Policy, Scheduler
 
 SERVICE_S = 1.0
 LOAD_S = 10.0

@@ -55,6 +55,7 @@ async def transcription_ratio(folder: Path, rows: list) -> None:
     faster-whisper directly (which decodes the file itself), alternating; best of REPEATS each."""
     from faster_whisper import WhisperModel
     from openai import AsyncOpenAI
+
     from tests.speech_helpers import serve
 
     clips = [(folder / f"clip{i}.wav") for i in range(1 + len(CLIPS))]
@@ -65,7 +66,7 @@ async def transcription_ratio(folder: Path, rows: list) -> None:
     threads = engine.settings.threads or __import__("os").cpu_count()
     direct_model = WhisperModel(model.path, device="cpu", compute_type="int8", cpu_threads=threads)
 
-    from engine.audio import decode, to_float
+    from engine.media.audio import decode, to_float
     # the very samples Confab's intake makes (they differ from faster-whisper's own decoding of
     # the file by a few least significant bits, which can change a beam search's path)
     samples = [to_float(decode(p.read_bytes(), 2**30, 3600, 60)) for p in clips]
@@ -110,7 +111,7 @@ async def transcription_ratio(folder: Path, rows: list) -> None:
 
 async def tts_rtf(folder: Path, rows: list) -> None:
     from engine import Origin
-    from engine.speech import submit_speech
+    from engine.work.speech import submit_speech
     engine = await _engine(folder)
     try:
         await (await submit_speech(engine, "Warm up.", Origin(), response_format="wav")).result()

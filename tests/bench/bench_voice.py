@@ -72,7 +72,7 @@ async def page_turns(base: str, folder: Path) -> list[float]:
 async def _run() -> list[tuple[str, float, str]]:
     from openai import AsyncOpenAI
 
-    from engine import Engine, audio
+    from engine import Engine
     from tests.api.test_realtime import pcm24
     from tests.conftest import chat_model_installed, make_settings
     from tests.speech_helpers import espeak, serve

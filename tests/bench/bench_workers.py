@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 
 from engine import Origin, Started
-from engine.engine import Engine
-from engine.redis_queue import RedisQueue
-from engine.scaleout import FrontEngine, Worker
+from engine.runtime.engine import Engine
+from engine.scaleout.hosts import FrontEngine, Worker
+from engine.scaleout.redis_queue import RedisQueue
 from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, install_fake_models
 from tests.scaleout.fakes import fake_load as _instant_load

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from bots.common.channels import parse_channels
 from bots.common import image_commands
+from bots.common.channels import parse_channels
 from bots.common.commands import Commands, Request
 from bots.console.console import ConsoleReply
 from bots.skills import register_commands

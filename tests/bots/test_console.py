@@ -15,7 +15,7 @@ import pytest_asyncio
 from bots.common.commands import Commands
 from bots.console.console import Console
 from engine import ChatJob, ChatMessage, JobCancelled, Origin
-from engine.engine import Engine
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module")]
@@ -161,7 +161,8 @@ async def test_the_console_answers_as_the_api_does_for_the_same_conversation_and
     default temperature otherwise), the console and the API give the same answer."""
     from aiohttp import web
     from openai import AsyncOpenAI
-    from engine.api.app import create_app
+
+    from bots.api.app import create_app
     sampling = tmp_path / "sampling.json"
     sampling.write_text(json.dumps({CHAT_MODEL: {"seed": 1234, "temperature": 0.9}}))
     engine = Engine(make_settings(tmp_path, shared_models_dir, threads=2, sampling_file=str(sampling)),

@@ -9,11 +9,17 @@ import pytest
 import pytest_asyncio
 
 from bots.common.commands import Commands, Request
-from bots.common.image_commands import (ImagineSpec, looks_like_image, parse_imagine,
-                                        register_commands, reroll, run_imagine)
+from bots.common.image_commands import (
+    ImagineSpec,
+    looks_like_image,
+    parse_imagine,
+    register_commands,
+    reroll,
+    run_imagine,
+)
 from engine import Origin, UserError
-from engine.engine import Engine
 from engine.messages import OCR_ONLY_NOTE
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 from tests.models.tiny_diffusers import text_png, tiny_sd
 

@@ -8,12 +8,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bots.api.app import create_app
 from bots.common.commands import Commands, Request
 from bots.console.console import ConsoleReply
 from bots.skills import collect, parse_slots, register_commands
 from engine import BadRequest, Engine, Origin, UserError
-from engine import templates as T
-from engine.api.app import create_app
+from engine.flows import templates as T
 from tests.conftest import make_settings, requires_chat_model
 
 

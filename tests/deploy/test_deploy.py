@@ -56,6 +56,7 @@ def interpolated(text: str) -> str:
 
 def test_compose_sets_only_settings_confab_reads():
     import dataclasses
+
     from engine.config import Settings
     known = {f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata}
     for name, service in compose()["services"].items():

@@ -3,11 +3,13 @@ with its own error (never a crash, never a hang), every format Confab answers in
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from engine import audio
 from engine.errors import BadMedia, BadRequest, LimitExceeded
-from engine.sentences import SentenceBuffer, split_sentences
+from engine.media import audio
+from engine.media.sentences import SentenceBuffer, split_sentences
 from tests.speech_helpers import convert, espeak, probe_seconds, requires_speech_tools
 
 pytestmark = requires_speech_tools

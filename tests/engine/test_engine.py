@@ -13,9 +13,20 @@ import threading
 import pytest
 import pytest_asyncio
 
-from engine import (ChatJob, ChatMessage, ChatResult, EngineBusy, JobCancelled, JobTimeout,
-                    Origin, PromptTooLong, Queued, Started, Token)
-from engine.engine import Engine
+from engine import (
+    ChatJob,
+    ChatMessage,
+    ChatResult,
+    EngineBusy,
+    JobCancelled,
+    JobTimeout,
+    Origin,
+    PromptTooLong,
+    Queued,
+    Started,
+    Token,
+)
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.exposure import is_loopback, open_to_network
+from engine.safety.exposure import is_loopback, open_to_network
 from tests.conftest import free_port, make_settings
 
 CONFAB = Path(sys.executable).parent / "confab"

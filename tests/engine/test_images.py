@@ -10,13 +10,22 @@ import pytest
 import pytest_asyncio
 
 from engine import JobCancelled, LimitExceeded, Origin, Progress, Started
-from engine.engine import Engine, job_from_record
 from engine.errors import BadRequest, UnknownModel
-from engine.images import (ImageJob, ImageResult, OcrJob, VisionJob, VisionMessage,
-                           ask_about_images, check_image_job, ocr_context, pick_vision_model)
-from engine.imaging import check_image, save_upload
 from engine.jobs import ChatJob, ChatMessage
+from engine.media.imaging import check_image, save_upload
 from engine.messages import OCR_ONLY_NOTE
+from engine.runtime.engine import Engine, job_from_record
+from engine.work.images import (
+    ImageJob,
+    ImageResult,
+    OcrJob,
+    VisionJob,
+    VisionMessage,
+    ask_about_images,
+    check_image_job,
+    ocr_context,
+    pick_vision_model,
+)
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 from tests.models.tiny_diffusers import text_png, tiny_sd
 

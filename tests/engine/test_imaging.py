@@ -10,8 +10,7 @@ import zlib
 import pytest
 
 from engine.errors import BadMedia, LimitExceeded
-from engine.imaging import (check_image, decode_data_url, new_image_path, save_upload, sweep,
-                            to_data_url)
+from engine.media.imaging import check_image, decode_data_url, new_image_path, save_upload, sweep, to_data_url
 from tests.conftest import make_settings
 
 PIL = pytest.importorskip("PIL.Image")

@@ -130,7 +130,7 @@ async def test_ingest_search_and_reingest_only_changed(engine, tmp_path):
         (docs / "notes.txt").write_text("The office plants are watered every Friday.\n")
         changed = await asyncio.wait_for(kb.add([docs]), 30)
         assert changed.updated == ["notes.txt"] and changed.chunks_embedded == 1
-        from engine.embeddings import embed
+        from engine.work.embeddings import embed
         q = (await embed(engine, ["how long does delivery take?"]))[0]
         hits = await kb.search(q, 3)
         assert hits[0].name == "shipping.html" and hits[0].section == "Delivery times"

@@ -7,12 +7,12 @@ import sqlite3
 import aiohttp
 import pytest
 
+from bots.api.app import create_app
 from engine import ChatJob, ChatMessage, Origin
-from engine.api.app import create_app
 from engine.config import ConfigError, Settings
 from engine.errors import BudgetExhausted, RateLimited
-from engine.limits import Limits, SlidingWindow, day_start, principal, seconds_to_reset
 from engine.messages import explain
+from engine.runtime.limits import Limits, SlidingWindow, day_start, principal, seconds_to_reset
 from tests.conftest import make_settings
 from tests.ops_helpers import chat_body, fake_engine, serve
 

@@ -10,9 +10,9 @@ import pytest_asyncio
 from aiohttp import web
 from openai import AsyncOpenAI
 
-from engine.api.app import create_app
-from engine.engine import Engine
+from bots.api.app import create_app
 from engine.jobs import ChatJob, ChatMessage, Origin
+from engine.runtime.engine import Engine
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 from tests.models.tiny_lora import make_chat_lora
 

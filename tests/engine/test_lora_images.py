@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from engine.engine import Engine
-from engine.images import ImageJob, check_image_job
 from engine.jobs import Origin
+from engine.runtime.engine import Engine
+from engine.work.images import ImageJob, check_image_job
 from tests.conftest import make_settings
 from tests.models.tiny_diffusers import tiny_sd
 from tests.models.tiny_lora import make_image_lora

@@ -5,10 +5,11 @@ import asyncio
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.errors import ModelDoesNotFit
-from engine.memory import ModelManager, Resident, expired, plan_placement, room_on, used_on
+from engine.runtime.memory import ModelManager, Resident, expired, plan_placement, room_on, used_on
 
 MB = 2**20
 

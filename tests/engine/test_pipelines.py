@@ -9,8 +9,8 @@ import pytest_asyncio
 
 from engine import Engine, Origin, Token
 from engine.errors import BadMedia, JobCancelled
-from engine.pipelines import StageStarted, Transcript, voice_note
-from engine.speech import SpeechChunk
+from engine.flows.voice_note import StageStarted, Transcript, voice_note
+from engine.work.speech import SpeechChunk
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, probe_seconds, requires_speech_tools, wer
 

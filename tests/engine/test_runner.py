@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from engine.engine import Engine
 from engine.errors import JobCancelled, PromptTooLong
 from engine.jobs import ChatJob, ChatMessage, Origin, Token
-from engine.runners import conversation_file
+from engine.runtime.engine import Engine
+from engine.work.chat_runner import conversation_file
 from models import llama_runner
 from tests.conftest import CHAT_MODEL, make_settings, requires_chat_model
 
@@ -95,7 +95,8 @@ async def run_sequence(engine: Engine, cut) -> tuple[str, str]:
 async def disconnect_mid_stream(engine: Engine) -> None:
     from aiohttp import web
     from openai import AsyncOpenAI
-    from engine.api.app import create_app
+
+    from bots.api.app import create_app
     runner = web.AppRunner(create_app(engine), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -7,8 +7,15 @@ import asyncio
 import pytest
 
 from engine.errors import ModelDoesNotFit
-from engine.memory import (ModelManager, Resident, RuntimeCost, plan_placement, room_on,
-                           runtime_cost, used_on)
+from engine.runtime.memory import (
+    ModelManager,
+    Resident,
+    RuntimeCost,
+    plan_placement,
+    room_on,
+    runtime_cost,
+    used_on,
+)
 
 MB = 2**20
 COSTS = {

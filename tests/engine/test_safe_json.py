@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import safe_json
-from engine.store import Store
+from engine.safety import safe_json
+from engine.storage.store import Store
 
 # Strings full of what could fool a scan: brackets, quotes, backslashes, escapes, non-ASCII.
 tricky_text = st.text(alphabet=st.sampled_from(list('[]{}"\\/,: ab\n\u00e9\u2028\U0001f600')), max_size=12)

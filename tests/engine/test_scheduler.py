@@ -11,10 +11,11 @@ import math
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import EngineBusy, UserQueueFull
-from engine.scheduler import Entry, Policy, Scheduler, can_start, order, pick_next
+from engine.runtime.scheduler import Entry, Policy, Scheduler, can_start, order, pick_next
 
 MODELS = ("a", "b", "c", "d")
 

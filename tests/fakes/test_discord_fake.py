@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from discord import app_commands
 
-from .discord_fake import (
+from tests.fakes.discord_fake import (
     DiscordFake,
     ErrorCode,
     Intents,

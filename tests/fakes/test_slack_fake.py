@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .slack import FIXTURES_DIR, PUBLISHED_SIGNING_VECTOR, SlackFake, sign
+from tests.fakes.slack import FIXTURES_DIR, PUBLISHED_SIGNING_VECTOR, SlackFake, sign
 
 pytestmark = pytest.mark.timeout(30)
 

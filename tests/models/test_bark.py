@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from engine import Engine, Origin
 from engine.errors import BadRequest, JobCancelled
-from engine.speech import SpeechChunk, map_voice, pick_tts, submit_speech
+from engine.work.speech import SpeechChunk, map_voice, pick_tts, submit_speech
 from models.registry import Registry
 from tests.conftest import make_settings
 from tests.speech_helpers import build_tiny_bark, probe_seconds, requires_speech_tools

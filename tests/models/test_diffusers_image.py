@@ -6,8 +6,7 @@ import io
 
 import pytest
 
-from models.diffusers_image import (GiB, MiB, DiffusersImage, GenerationRequest, plan_memory,
-                                    weight_sizes)
+from models.diffusers_image import DiffusersImage, GenerationRequest, GiB, plan_memory, weight_sizes
 from models.registry import Registry
 from tests.models.tiny_diffusers import tiny_sd
 

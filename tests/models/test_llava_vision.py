@@ -9,8 +9,14 @@ import base64
 
 import pytest
 
-from models.llava_vision import (DEFAULT_HANDLER, HANDLERS, VisionTurn, build_messages,
-                                 handler_name, split_files)
+from models.llava_vision import (
+    DEFAULT_HANDLER,
+    HANDLERS,
+    VisionTurn,
+    build_messages,
+    handler_name,
+    split_files,
+)
 
 
 @pytest.mark.parametrize("files, expected", [
@@ -92,6 +98,7 @@ def tiny_llava(tmp_path_factory):
 
 def red_png() -> bytes:
     import io
+
     from PIL import Image
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (255, 0, 0)).save(out, "PNG")
@@ -102,8 +109,10 @@ async def test_tiny_llava_runs_on_a_runner_encodes_the_image_and_streams(tiny_ll
     """The pair loads in llama.cpp's server with its projector, reads the image, streams,
     repeats itself greedily, and cancels."""
     import asyncio
-    from engine.backends import EXECUTORS, RunContext, load_gguf
-    from engine.images import VisionJob, VisionMessage     # (registers the vision executor)
+
+    from engine.work.chat import load_gguf
+    from engine.work.images import VisionJob, VisionMessage  # (registers the vision executor)
+    from engine.work.registry import EXECUTORS, RunContext
     from models.registry import InstalledModel
     from tests.conftest import make_settings
     settings = make_settings(tmp_path, threads=2, context_tokens=512, chat_slots=1)

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.api.chat import model_object
-from models import gguf_meta
+from bots.api.chat import model_object
 from models.registry import ModelError, Registry, _gguf_of
 from tests.conftest import CHAT_MODEL, requires_chat_model
 from tests.models.tiny_diffusers import tiny_sd

@@ -8,10 +8,16 @@ import pytest
 import pytest_asyncio
 
 from engine import Engine, Origin, Progress
-from engine.engine import job_from_record
 from engine.errors import BadRequest, JobCancelled
-from engine.speech import (SpeakJob, SpeechChunk, TranscribeJob, TranscriptSegment,
-                           submit_speech, submit_transcription)
+from engine.runtime.engine import job_from_record
+from engine.work.speech import (
+    SpeakJob,
+    SpeechChunk,
+    TranscribeJob,
+    TranscriptSegment,
+    submit_speech,
+    submit_transcription,
+)
 from models.whisper_stt import compute_type_for
 from tests.conftest import make_settings
 from tests.speech_helpers import espeak, requires_speech_tools, wer
@@ -142,8 +148,9 @@ async def test_speech_progress_events(engine):
 async def test_audio_can_travel_inside_the_job(engine, tmp_path):
     """With workers on other hosts the 16 kHz WAV rides in the job (base64), not on disk."""
     import base64
-    from engine.audio import decode, wav_bytes
-    from engine.speech import TranscribeJob
+
+    from engine.media.audio import decode, wav_bytes
+    from engine.work.speech import TranscribeJob
     text = "Remember to water the plants."
     pcm = decode(espeak(text, tmp_path / "w.wav").read_bytes(), 2**25, 60, 30)
     job = TranscribeJob(model="whisper-tiny.en", audio_b64=base64.b64encode(wav_bytes(pcm)).decode())

@@ -15,8 +15,7 @@ from pathlib import Path
 
 def build_tiny_sd(folder: str | Path, safety: bool = False, sample_size: int = 32) -> Path:
     import torch
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
@@ -86,6 +85,7 @@ def tiny_sd(safety: bool = False) -> Path:
 def text_png(lines: list[str], size: tuple[int, int] = (640, 160)) -> bytes:
     """A white PNG with black printed lines of text (DejaVu Sans when installed)."""
     import io
+
     from PIL import Image, ImageDraw, ImageFont
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)

@@ -14,7 +14,8 @@ _dbs = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def redis_server():
-    from tests.scaleout.servers import RedisMissing, redis_server as serve
+    from tests.scaleout.servers import RedisMissing
+    from tests.scaleout.servers import redis_server as serve
     try:
         with serve() as url:
             yield url

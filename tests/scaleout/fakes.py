@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 
 from engine import wire
-from engine.backends import RunContext, register_executor
 from engine.jobs import ChatResult, Job, Token, Usage, register_job_type
+from engine.work.registry import RunContext, register_executor
 from models.registry import InstalledModel
 
 wire.trust("tests.scaleout.")

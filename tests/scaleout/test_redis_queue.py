@@ -7,10 +7,11 @@ import asyncio
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from engine.redis_queue import RedisQueue
-from engine.scheduler import Entry, Policy, pick_next
+from engine.runtime.scheduler import Entry, Policy, pick_next
+from engine.scaleout.redis_queue import RedisQueue
 
 pytest.importorskip("redis")
 
@@ -150,7 +151,7 @@ async def test_finish_charges_its_run_time_to_the_older_jobs_it_went_before(redi
         await queue.redis.hdel(queue.waiting, "runs")
         await queue.redis.hset(queue.inflight, "runs", raw)
         await queue.redis.hset(queue.owner, "runs", "w1|1")
-        from engine.redis_queue import Taken, entry_of
+        from engine.scaleout.redis_queue import Taken, entry_of
         taken = Taken(entry_of(raw), 1, "w1|1", "{}")
         assert await queue.finish(taken, "done", "{}", service_s=0.25)
         passed = {k: json.loads(v).get("passed") for k, v in (await queue.redis.hgetall(queue.waiting)).items()}
@@ -163,8 +164,8 @@ async def test_finish_charges_its_run_time_to_the_older_jobs_it_went_before(redi
 
 def test_lua_charging_agrees_with_scheduler_finished(redis_url):
     """What a finished job charges to the jobs it went before: Redis and Scheduler.finished."""
-    from engine.redis_queue import Taken
-    from engine.scheduler import Scheduler
+    from engine.runtime.scheduler import Scheduler
+    from engine.scaleout.redis_queue import Taken
     loop = asyncio.new_event_loop()
     queue = RedisQueue(redis_url)
 

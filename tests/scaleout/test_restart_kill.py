@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.confab_process import clean_env, open_events, reply_refs, start_confab, statuses
+from tests.confab_process import clean_env, open_events, reply_refs, start_confab, statuses, terminate
 from tests.confab_process import kill as stop
-from tests.confab_process import terminate
 from tests.conftest import free_port, requires_chat_model
 from tests.engine.test_kb import needs_kb, write_docs
 
@@ -265,10 +264,11 @@ async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake,
 async def test_an_answer_marked_done_before_its_last_edit_gets_that_edit_after_a_restart(
         fake, tmp_path, shared_models_dir):
     """The kill landed after the store said done but before the final edit reached Slack."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
     import bots.slack
     from bots.common.commands import Commands
     from engine import ChatJob, ChatMessage, Engine, Origin
-    from slack_sdk.web.async_client import AsyncWebClient
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, shared_models_dir, slack_bot_token=fake.bot_token,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import Origin, migrations
-from engine.engine import Engine
-from engine.store import Store
+from engine import Origin
+from engine.runtime.engine import Engine
+from engine.storage import migrations
+from engine.storage.store import Store
 from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, fake_load, install_fake_models
 

@@ -9,6 +9,7 @@ import pytest
 from engine import wire
 from engine.errors import JobTimeout, PromptTooLong, UnknownModel
 from engine.jobs import ChatJob, ChatMessage, ChatResult, Origin, Started, Token, Usage
+from engine.work.speech import SpeakJob
 
 
 def test_jobs_events_and_results_round_trip():
@@ -37,4 +38,11 @@ def test_types_from_elsewhere_are_refused():
     with pytest.raises(wire.WireError):
         wire.loads(json.dumps({"__error__": "subprocess:CalledProcessError", "message": "x"}))
     with pytest.raises(wire.WireError):     # a Confab module, but not a dataclass
-        wire.loads(json.dumps({"__type__": "engine.engine:Engine", "fields": {}}))
+        wire.loads(json.dumps({"__type__": "engine.runtime.engine:Engine", "fields": {}}))
+
+
+def test_a_job_queued_by_an_older_confab_is_rebuilt_after_an_upgrade():
+    job = SpeakJob(model="piper-joe", origin=Origin(platform="api", user="k"), text="hello")
+    queued_before = wire.dumps(job).replace("engine.work.speech:", "engine.speech:")
+    assert "engine.speech:SpeakJob" in queued_before
+    assert wire.loads(queued_before) == job

@@ -20,9 +20,9 @@ import pytest
 pytest.importorskip("redis")
 
 from engine import JobCancelled, Origin, Token  # noqa: E402
-from engine.engine import Engine  # noqa: E402
-from engine.redis_queue import RedisQueue  # noqa: E402
-from engine.scaleout import FrontEngine, Worker  # noqa: E402
+from engine.runtime.engine import Engine  # noqa: E402
+from engine.scaleout.hosts import FrontEngine, Worker  # noqa: E402
+from engine.scaleout.redis_queue import RedisQueue  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.scaleout.fakes import SleepJob, fake_load, install_fake_models  # noqa: E402
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from engine.audio import Pcm
+from engine.media.audio import Pcm
+from engine.media.vad import Endpointer
 from voice.devices import Recorder
 from voice.keys import PRESS, QUIT, RELEASE
 from voice.loop import FilePlayer
-from engine.vad import Endpointer
 
 BLOCK = 960          # 30 ms of 16 kHz 16-bit mono, as the real microphone delivers it
 

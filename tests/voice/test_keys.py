@@ -98,7 +98,7 @@ def xserver(monkeypatch):
 
 def keyboard(display: str, *steps: tuple[str, str]) -> None:
     """Press and release keys through XTest, as a real keyboard's events reach the server."""
-    from Xlib import X, XK
+    from Xlib import XK, X
     from Xlib import display as xdisplay
     from Xlib.ext import xtest
     d = xdisplay.Display(display)

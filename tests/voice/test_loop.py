@@ -10,13 +10,13 @@ import pytest
 import pytest_asyncio
 
 from engine import Engine
-from engine.audio import decode, levels, read_wav
-from engine.speech import SpeechChunk
+from engine.media.audio import decode, levels, read_wav
+from engine.media.vad import Endpointer
+from engine.work.speech import SpeechChunk
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, wer
 from voice.cli import run_voice
 from voice.loop import FilePlayer, VoiceLoop
-from engine.vad import Endpointer
 
 pytestmark = [requires_speech_tools, requires_chat_model, pytest.mark.asyncio(loop_scope="module")]
 

@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from engine import Engine, Origin
-from engine.audio import Pcm, decode, levels
-from engine.speech import submit_speech
+from engine.media.audio import Pcm, decode, levels
+from engine.work.speech import submit_speech
 from tests.conftest import make_settings, requires_chat_model
 from tests.speech_helpers import espeak, requires_speech_tools, wer
 from tests.voice.fakes import ClipMicrophone, ScriptedKeys, Speaker

@@ -17,7 +17,8 @@ from wyoming.handle import Handled
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize
 
-from engine import Engine, audio
+from engine import Engine
+from engine.media import audio
 from tests.conftest import chat_model_installed, make_settings
 from tests.speech_helpers import espeak, requires_speech_tools, wer
 from voice.wyoming import serve

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, Iterable
 from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
 from engine import ChatJob, ChatMessage
-from engine.engine import Engine
+from engine.runtime.engine import Engine
 from tests.conftest import make_settings
 from tests.fakes.discord_fake import DiscordFake
 

@@ -24,10 +24,9 @@ from aiohttp import web
 
 from bots.discord.access import DiscordAccess
 from bots.discord.voice import check_http_layer
+from tests.bots.discord.rig import PLACEHOLDER, T, running_rig
 from tests.conftest import requires_chat_model
 from tests.fakes.discord_fake import MessageFlags
-
-from .rig import PLACEHOLDER, T, running_rig
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
@@ -251,7 +250,7 @@ async def test_a_late_first_response_is_caught_on_confabs_own_clock(rig):
     the store before its defer, and while another writer holds the store that takes too long."""
     import sqlite3
 
-    from .rig import ACK_S
+    from tests.bots.discord.rig import ACK_S
     fake = rig.fake
     other = sqlite3.connect(rig.engine.settings.data_path / "confab.db", timeout=5)
     other.execute("BEGIN IMMEDIATE")                     # the store's write lock, held

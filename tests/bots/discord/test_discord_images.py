@@ -12,9 +12,8 @@ import pytest
 import pytest_asyncio
 
 from engine.messages import OCR_ONLY_NOTE
+from tests.bots.discord.rig import T, restart_adapter, running_rig
 from tests.conftest import CHAT_MODEL, requires_chat_model
-
-from .rig import T, restart_adapter, running_rig
 
 pytest.importorskip("diffusers")
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]

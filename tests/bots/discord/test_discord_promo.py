@@ -10,9 +10,8 @@ import pytest
 import pytest_asyncio
 
 from bots import skills
+from tests.bots.discord.rig import T, restart_adapter, running_rig
 from tests.conftest import requires_chat_model
-
-from .rig import T, restart_adapter, running_rig
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 

@@ -12,7 +12,7 @@ import pytest
 
 from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
-from engine.engine import Engine
+from engine.runtime.engine import Engine
 from tests.conftest import make_settings, requires_chat_model
 from tests.engine.test_kb import needs_kb
 from tests.fakes.discord_fake import DiscordFake

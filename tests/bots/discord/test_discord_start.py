@@ -12,10 +12,10 @@ import discord.http
 import pytest
 
 import bots.discord
-from bots.discord.adapter import INVITE_PERMISSIONS, invite_url
 from bots.common.commands import Commands
+from bots.discord.adapter import INVITE_PERMISSIONS, invite_url
 from engine import ConfigError, Settings
-from engine.engine import Engine
+from engine.runtime.engine import Engine
 from tests.engine.test_kb import needs_kb
 from tests.fakes.discord_fake import DiscordFake
 

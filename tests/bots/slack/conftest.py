@@ -11,9 +11,9 @@ import pytest_asyncio
 from aiohttp import web
 
 import bots.slack
+from bots.api.app import create_app
 from bots.common.commands import Commands
 from engine import Engine, Settings
-from engine.api.app import create_app
 from tests.fakes.slack import SlackFake
 
 # Slack's rule: an envelope or request is acknowledged within 3 s. It is checked on Confab's own

@@ -32,7 +32,7 @@ async def test_a_late_ack_is_caught_on_confabs_own_clock(fake, mode, engine):
     allows. Receipt to ack, as Confab measured it, says so."""
     import sqlite3
 
-    from .conftest import ACK_S, running_confab
+    from tests.bots.slack.conftest import ACK_S, running_confab
     async with running_confab(fake, mode, engine, check_acks=False) as confab:
         other = sqlite3.connect(engine.settings.data_path / "confab.db", timeout=5)
         other.execute("BEGIN IMMEDIATE")                 # the store's write lock, held
@@ -193,7 +193,7 @@ async def test_errors_become_short_replies(confab):
 
 
 async def test_access_lists_and_slash_outside_the_bots_channels(fake, mode, engine):
-    from .conftest import running_confab
+    from tests.bots.slack.conftest import running_confab
     async with running_confab(fake, mode, engine, slack_deny_users=("U2",)) as confab:
         mention = await confab.mention("Hello?", user="U2")
         await fake.wait_until(lambda: [e for e in fake.ephemerals if e["for_user"] == "U2"], 10, "a refusal")
@@ -398,8 +398,7 @@ async def test_a_reroll_acknowledged_before_a_stop_is_drawn_after_it(fake, engin
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bots.common.image_commands import ImagineSpec
-
-    from .conftest import running_confab
+    from tests.bots.slack.conftest import running_confab
 
     client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
     drawn = await client.chat_postMessage(channel="C1", text="🎨 “a lighthouse”, seed 42")

@@ -11,10 +11,9 @@ import pytest
 import pytest_asyncio
 
 from engine import Engine
+from tests.bots.slack.conftest import running_confab
 from tests.conftest import make_settings
 from tests.fake_runner import FakeRunnerServer
-
-from .conftest import running_confab
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 

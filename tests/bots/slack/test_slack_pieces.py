@@ -17,9 +17,7 @@ from bots.slack.adapter import SLASH_COMMANDS
 from bots.slack.events import Seen, command_name, said, strip_mention
 from bots.slack.mrkdwn import to_mrkdwn
 from engine import ConfigError, Engine, Settings
-from tests.fakes.slack import SlackFake
-
-from .conftest import running_confab
+from tests.bots.slack.conftest import running_confab
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(60)

@@ -12,9 +12,8 @@ import pytest_asyncio
 from bots.common.channels import parse_channels
 from bots.common.support import SupportDesk
 from engine import Engine
+from tests.bots.slack.conftest import engine_settings, running_confab
 from tests.engine.test_kb import needs_kb, write_docs
-
-from .conftest import engine_settings, running_confab
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(240), needs_kb]
 

@@ -1,0 +1,361 @@
+"""One front host and GPU workers, over the Redis queue.
+
+`FrontEngine` is the engine the bots and the API use on the front host: it checks and stores a
+job as usual, then queues it in Redis instead of running it, and turns the events and results
+the workers send back into the same handles. `Worker` runs on each GPU host: it takes the next
+job by the scheduler's rules for the models it has loaded, runs it on its own engine (memory
+manager, executors, timeouts, cancel), streams its events back and keeps its lease while it runs.
+
+A job whose worker dies runs again on another when its lease runs out. Its answer is delivered
+once: only the lease holder may publish, the front keeps the first result, and the text streamed
+by a second attempt continues where the first one's stopped (chat jobs get a seed from their id
+so that a second attempt says the same words).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import zlib
+from typing import Any
+
+from engine import wire
+from engine.config import ConfigError, Settings
+from engine.errors import BackendFailed, ConfabError, EngineBusy, JobCancelled, UserQueueFull
+from engine.jobs import Job, Queued, Started, Token
+from engine.runtime.engine import Engine
+from engine.runtime.handle import JobHandle
+from engine.runtime.scheduler import Entry
+from engine.scaleout.redis_queue import RedisQueue, Taken
+
+log = logging.getLogger(__name__)
+
+
+def engine_for(settings: Settings, **kw) -> Engine:
+    """The engine `confab run/serve` uses: in-process, or the front of a Redis queue."""
+    if settings.queue_url:
+        return FrontEngine(settings, RedisQueue(settings.queue_url), **kw)
+    return Engine(settings, **kw)
+
+
+class _Stream:
+    """What the front has shown of one job's text, across attempts."""
+
+    def __init__(self):
+        self.attempt = 0
+        self.shown = ""        # text pushed to the handle so far
+        self.current = ""      # text of the current attempt so far
+
+    def feed(self, attempt: int, text: str) -> str:
+        """The part of `text` (a token of `attempt`) that was not shown yet."""
+        if attempt < self.attempt:
+            return ""
+        if attempt > self.attempt:
+            self.attempt, self.current = attempt, ""
+        self.current += text
+        if len(self.current) <= len(self.shown):
+            return ""
+        if not self.current.startswith(self.shown):
+            log.warning("attempt %d of a job says something else than the one before it", attempt)
+        new = self.current[len(self.shown):]
+        self.shown += new
+        return new
+
+
+class FrontEngine(Engine):
+    """The engine on the front host: jobs are stored here and run by workers via Redis."""
+
+    def __init__(self, settings: Settings, queue: RedisQueue, **kw):
+        super().__init__(settings, **kw)
+        self.queue = queue
+        self._streams: dict[str, _Stream] = {}
+        self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self._positions: dict[str, tuple[int, float]] = {}
+        self._pushes: set[asyncio.Task] = set()
+        self._last_id = "$"
+        self._push_order = asyncio.Lock()   # jobs reach Redis in the order they were accepted
+
+    async def start(self, resume: bool = True) -> None:
+        if self._started:
+            return
+        try:
+            await self.queue.ping()
+            self._last_id = await self.queue.last_event_id()
+        except Exception as e:   # jobs are stored and wait; they are queued when Redis is back
+            self._last_id = "0-0"
+            log.warning("the queue at %s is not reachable yet (%s); accepted jobs wait for it",
+                        self.queue.url, e)
+        self._reader = asyncio.create_task(self._read_events(), name="confab-front-events")
+        self._watcher = asyncio.create_task(self._watch_queue(), name="confab-front-positions")
+        await super().start(resume)
+
+    async def close(self) -> None:
+        for task in (self._reader, self._watcher):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        for task in list(self._pushes):
+            task.cancel()
+        await asyncio.gather(*self._pushes, return_exceptions=True)
+        await super().close()
+        await self.queue.close()
+
+    # -- accepting: stored by Engine.submit, then queued in Redis ------------------------------
+
+    def _check_capacity(self, user: str) -> None:
+        policy = self.scheduler.policy
+        active = self.active_jobs()
+        if len(active) + sum(self._admitting.values()) >= policy.queue_max:
+            raise EngineBusy(f"The queue is full ({policy.queue_max} jobs waiting). Please try "
+                             "again shortly.", retry_after=5.0)
+        mine = sum(1 for h in active if h.job.origin.user_key == user) + self._admitting.get(user, 0)
+        if mine >= policy.user_queue_max:
+            raise UserQueueFull(f"You already have {mine} jobs waiting; the limit is "
+                                f"{policy.user_queue_max}. Wait for one to finish or cancel one.",
+                                retry_after=5.0)
+
+    def _enqueue(self, job: Job, prio: int, force: bool = False) -> JobHandle:
+        if getattr(job, "seed", 0) is None:     # the same words if a second worker runs it
+            job.seed = zlib.crc32(job.id.encode())
+        handle = JobHandle(job, prio, self._cancel)
+        self._handles[job.id] = handle
+        self._streams[job.id] = _Stream()
+        task = asyncio.get_running_loop().create_task(self._push(handle))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+        return handle
+
+    async def _push(self, handle: JobHandle) -> None:
+        job, delay = handle.job, 0.2
+        while True:
+            try:
+                async with self._push_order:
+                    done = await self.queue.push(job.id, handle.priority, self.base_of(job.model),
+                                                 job.origin.user_key, wire.dumps(job))
+                break
+            except ConfabError:
+                raise
+            except Exception as e:   # Redis away: the job is in the store, keep trying
+                log.warning("queueing %s in Redis failed (%s); retrying in %.1f s", job.id, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if done is not None:          # finished by a worker while this front was away
+            await self._finished(job.id, "done", done)
+        elif not handle.done:
+            handle.push(Queued(await self.queue.depth(), 0.0))
+
+    async def _cancel(self, handle: JobHandle) -> bool:
+        if handle.done:
+            return False
+        if await self.queue.cancel(handle.id) == 1:
+            await self._fail(handle, JobCancelled())
+        return True   # a running job stops at its worker's next lease renewal
+
+    def position(self, job_id: str) -> tuple[int, float] | None:
+        """Place in line across all workers (by class, then arrival; refreshed every second)."""
+        handle = self._handles.get(job_id)
+        if handle is None or handle.done or handle.status != "queued":
+            return None
+        return self._positions.get(job_id)
+
+    async def _watch_queue(self, every_s: float = 1.0) -> None:
+        while True:
+            try:
+                entries = sorted(await self.queue.waiting_entries(),
+                                 key=lambda e: (e.cls, e.arrived, e.seq))
+                eta, positions = 0.0, {}
+                for place, entry in enumerate(entries, 1):
+                    positions[entry.job_id] = (place, eta)
+                    eta += self.scheduler.service_estimate(entry.model)
+                self._positions = positions
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.debug("reading the queue's order failed: %s", e)
+            await asyncio.sleep(every_s)
+
+    # -- results from the workers --------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        while True:
+            try:
+                batch = await self.queue.read_events(self._last_id, block_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("reading results from Redis failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
+                continue
+            for stream_id, fields in batch:
+                self._last_id = stream_id
+                try:
+                    await self._on_event(fields)
+                except Exception:
+                    log.exception("a worker's event for %s could not be used", fields.get("job"))
+
+    async def _on_event(self, fields: dict) -> None:
+        job_id, kind = fields.get("job", ""), fields.get("kind", "")
+        handle = self._handles.get(job_id)
+        if handle is None or handle.done:
+            if kind in ("done", "failed") and handle is not None:
+                await self.queue.forget(job_id)
+            return
+        attempt = int(fields.get("attempt") or 0)
+        if kind == "event":
+            event = wire.loads(fields["data"])
+            if isinstance(event, Token):
+                new = self._streams[job_id].feed(attempt, event.text)
+                if new:
+                    handle.push(Token(new))
+            elif attempt >= self._streams[job_id].attempt:
+                if isinstance(event, Started):
+                    handle.status, handle.device = "running", event.device
+                    await self.store.set_status(job_id, "running")
+                handle.push(event)
+        elif kind == "requeued":
+            log.info("%s went back to the queue (its worker stopped renewing its lease)", job_id)
+            handle.status = "queued"
+        elif kind in ("done", "failed"):
+            await self._finished(job_id, kind, fields["data"])
+
+    async def _finished(self, job_id: str, kind: str, data: str) -> None:
+        handle = self._handles.get(job_id)
+        if handle is None or handle.done:
+            return
+        self._streams.pop(job_id, None)
+        value = wire.loads(data)
+        if kind == "done":
+            await self._succeed(handle, value)
+        else:
+            await self._fail(handle, value if isinstance(value, ConfabError)
+                             else BackendFailed(f"The job failed on its worker: {value}"))
+        await self.queue.forget(job_id)
+
+
+class Worker:
+    """Takes jobs from Redis and runs them on a local engine, at most `concurrency` at a time."""
+
+    def __init__(self, engine: Engine, queue: RedisQueue, name: str | None = None,
+                 lease_s: float | None = None, poll_s: float = 0.5, flush_s: float = 0.05):
+        self.engine, self.queue = engine, queue
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.lease_s = lease_s or engine.settings.lease_s
+        self.poll_s, self.flush_s = poll_s, flush_s
+        self.concurrency = engine.settings.concurrency
+        self.running: dict[str, asyncio.Task] = {}
+        self.taken: list[tuple[str, int, float]] = []       # (job id, attempt, when) for tools and tests
+        self.lost = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker %s taking jobs from %s", self.name, self.queue.url)
+        while not stop.is_set():
+            if len(self.running) >= self.concurrency:
+                await asyncio.wait([asyncio.ensure_future(stop.wait()), *self.running.values()],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                taken = await self.queue.take(self.name, self.engine.models.resident_names(),
+                                              self.engine.scheduler.policy, self.lease_s)
+            except Exception as e:
+                log.warning("taking a job from Redis failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
+                continue
+            if taken is None:
+                await self.queue.wait_for_work(self.poll_s)
+                continue
+            self.taken.append((taken.entry.job_id, taken.attempt, time.time()))
+            task = asyncio.create_task(self._run(taken), name=f"confab-worker-{taken.entry.job_id}")
+            self.running[taken.entry.job_id] = task
+            task.add_done_callback(lambda _t, jid=taken.entry.job_id: self.running.pop(jid, None))
+        if self.running:   # let what runs finish; its leases are kept meanwhile
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    async def _run(self, taken: Taken) -> None:
+        engine, entry = self.engine, taken.entry
+        try:
+            job = wire.loads(taken.job)
+        except Exception as e:
+            log.exception("job %s cannot be read", entry.job_id)
+            await self.queue.finish(taken, "failed", wire.dumps(BackendFailed(f"The job cannot be read: {e}")))
+            return
+        handle = JobHandle(job, entry.cls, engine._cancel)
+        engine._handles[job.id] = handle
+        pending: list[str] = []
+        lost = asyncio.Event()
+
+        async def pump() -> None:
+            async for event in handle:
+                if not isinstance(event, Queued):
+                    pending.append(wire.dumps(event))
+
+        async def flush() -> None:
+            while True:
+                await asyncio.sleep(self.flush_s)
+                await send()
+
+        async def send() -> None:
+            if pending:
+                batch = pending[:]
+                del pending[:len(batch)]
+                if not await self.queue.publish(taken, batch):
+                    lost.set()
+
+        async def keep_lease() -> None:
+            while True:   # at least every second: a cancel from the front is heard that soon
+                await asyncio.sleep(min(self.lease_s / 3, 1.0))
+                state = await self.queue.renew(taken, self.lease_s)
+                if state == 0:
+                    lost.set()
+                    handle.cancel_flag.set()
+                    return
+                if state == 2:
+                    handle.cancel_flag.set()
+
+        began = time.monotonic()
+        helpers = [asyncio.create_task(c) for c in (flush(), keep_lease())]
+        pumping = asyncio.create_task(pump())
+        try:
+            await engine._dispatch(Entry(job.id, entry.cls, engine.base_of(job.model), entry.user,
+                                         engine.scheduler.clock(), payload=job))
+            await asyncio.wait_for(pumping, 10)
+            await send()
+            try:
+                value, kind = await handle.result(), "done"
+            except ConfabError as e:
+                value, kind = e, "failed"
+            if lost.is_set() or not await self.queue.finish(taken, kind, wire.dumps(value),
+                                                            time.monotonic() - began):
+                self.lost += 1
+                log.warning("%s: the lease on %s ran out before it finished; its result is dropped "
+                            "(another worker runs it)", self.name, job.id)
+        finally:
+            for task in (*helpers, pumping):
+                task.cancel()
+            await asyncio.gather(*helpers, pumping, return_exceptions=True)
+            engine._handles.pop(job.id, None)
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None = None,
+                     **engine_kw: Any) -> Worker:
+    """`confab worker`: an engine on this host feeding from the Redis queue until `stop`."""
+    if not settings.queue_url:
+        raise ConfigError("confab worker needs the queue: --queue redis://HOST:6379/0 or CONFAB_QUEUE_URL.")
+    queue = RedisQueue(settings.queue_url)
+    # The front's store owns each job's record; a worker's engine keeps its scratch in SQLite.
+    try:
+        await queue.ping()
+    except Exception as e:
+        await queue.close()
+        raise ConfigError(f"Cannot reach the queue at {settings.queue_url}: {e}") from None
+    engine = Engine(settings.replace(database_url=""), **engine_kw)
+    await engine.start(resume=False)
+    worker = Worker(engine, queue, name)
+    try:
+        await worker.run(stop)
+    finally:
+        await engine.close()
+        await queue.close()
+    return worker
