@@ -86,11 +86,12 @@ async def collect(template: Template, values: dict, reply: Reply) -> dict | None
     return values
 
 
-async def cmd_translate(cmds: Commands, request: Request, arg: str, reply: Reply) -> None:
+async def cmd_translate(cmds: Commands, request: Request, arg: str, reply: Reply, languages: str = "") -> None:
+    """`languages`: given typed (a Discord option); else named before a colon in `arg`."""
     if not arg.strip():
         raise UserError("Translate what? Try: /translate fr,de: Hello, how are you?")
     template = T.get("translate")
-    values = T.split_translate_arg(arg)
+    values = {"languages": languages, "text": arg.strip()} if languages else T.split_translate_arg(arg)
     await run_parts(cmds, request, template,
                     template.render(values, cmds.engine.settings.max_prompt_chars), reply)
 

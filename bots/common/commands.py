@@ -1,14 +1,16 @@
 """The command set every adapter shares: /ask, /queue, /cancel, /models, /help and friends.
 
 An adapter turns a platform event into `Request` (who, where, which conversation, what text)
-and a `Reply` (how to answer there), then calls `Commands.handle`. Modalities add commands
-with `Commands.register`.
+and a `Reply` (how to answer there), then calls `Commands.handle` with a typed line, or
+`Commands.run` with a `Call` whose options the platform gave typed (a Discord slash command's);
+a line ends there too, parsed. Modalities add commands with `Commands.register`; a handler takes
+a command's typed options as keyword arguments.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from bots.common.channels import load_channels
 from bots.common.render import tokens_of
@@ -28,16 +30,25 @@ class Request:
     history: list[tuple[str, str]] | None = None   # given by adapters that read it from the platform
 
 
-Handler = Callable[["Commands", Request, str, Reply], Awaitable[None]]
+@dataclass(frozen=True)
+class Call:
+    """A command and its arguments: `arg`, the free text after its name; `options`, arguments
+    a platform gave typed, passed to the handler by keyword (/translate's `languages`)."""
+    name: str
+    arg: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
-def parse(text: str) -> tuple[str, str]:
-    """('/ask', 'rest') from '/ask rest'; plain text is a question."""
+Handler = Callable[..., Awaitable[None]]     # (commands, request, arg, reply, **options)
+
+
+def parse(text: str) -> Call:
+    """Call('ask', 'rest') from '/ask rest'; plain text is a question."""
     stripped = text.strip()
     if stripped.startswith("/") and len(stripped) > 1:
         name, _, rest = stripped[1:].partition(" ")
-        return name.lower(), rest.strip()
-    return "ask", stripped
+        return Call(name.lower(), rest.strip())
+    return Call("ask", stripped)
 
 
 class Commands:
@@ -54,17 +65,20 @@ class Commands:
         self.handlers[name] = handler
 
     async def handle(self, request: Request, reply: Reply) -> None:
-        name, arg = parse(request.text)
-        handler = self.handlers.get(name)
+        """The command in a typed line (`request.text`)."""
+        await self.run(request, parse(request.text), reply)
+
+    async def run(self, request: Request, call: Call, reply: Reply) -> None:
+        handler = self.handlers.get(call.name)
         if handler is None:
-            await reply.private(f"I don't know the command /{name}. Try /help.")
+            await reply.private(f"I don't know the command /{call.name}. Try /help.")
             return
         try:
-            await handler(self, request, arg, reply)
+            await handler(self, request, call.arg, reply, **call.options)
         except ConfabError as e:
             await reply.say(explain(e))
         except Exception as e:  # a bug of ours: say so, log it, keep the adapter alive
-            log.exception("command /%s failed", name)
+            log.exception("command /%s failed", call.name)
             await reply.say(explain(e))
 
     # -- shared steps -----------------------------------------------------------------------
@@ -96,6 +110,13 @@ class Commands:
 # -- the built-in commands ------------------------------------------------------------------
 
 async def cmd_ask(cmds: Commands, request: Request, arg: str, reply: Reply) -> None:
+    await cmds.answer(request, arg, reply)
+
+
+async def cmd_translate(cmds: Commands, request: Request, arg: str, reply: Reply, languages: str = "") -> None:
+    """Until the writing templates are registered (bots/skills.py): the chat model asked."""
+    if languages:
+        arg = f"Translate into {languages}, and answer with the translation only: {arg}"
     await cmds.answer(request, arg, reply)
 
 
@@ -177,5 +198,5 @@ BUILTIN: dict[str, Handler] = {
     "imagine": _not_yet("Image generation", "images", "sdxl-turbo"),
     "speak": _not_yet("Speech", "speech"),
     "transcribe": _not_yet("Transcription", "speech"),
-    "translate": cmd_ask,
+    "translate": cmd_translate,
 }
