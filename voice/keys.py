@@ -14,7 +14,6 @@ import sys
 import threading
 from typing import Callable, Protocol, TextIO
 
-from engine import messages
 from engine.errors import BadRequest
 
 PRESS, RELEASE, QUIT = "press", "release", "quit"
@@ -22,6 +21,26 @@ DEFAULT_KEY = "ctrl_r"      # types nothing into the terminal and does not auto-
 LISTENER_START_S = 5.0
 _LABELS = {"ctrl_r": "Right Ctrl", "ctrl_l": "Left Ctrl", "alt_r": "Right Alt", "alt_l": "Left Alt",
            "alt_gr": "AltGr", "shift_r": "Right Shift", "shift_l": "Left Shift", "cmd_r": "Right Cmd"}
+
+# Why holding a key cannot work here.
+PTT_NO_PYNPUT = "pynput is not installed (pip install 'confab-bot[voice]')"
+PTT_NO_DISPLAY = ("there is no X display to hear the key on (DISPLAY is not set; on Wayland "
+                  "without XWayland, PYNPUT_BACKEND=uinput needs root)")
+
+
+def ptt_no_keyboard(detail: str) -> str:
+    return f"pynput cannot listen to the keyboard ({detail})"
+
+
+def ptt_fallback(reason: str) -> str:
+    return (f"Hold-to-talk is not available: {reason}. Using Enter instead: press Enter to start "
+            "talking and Enter again to send (a pause in speech sends it too).")
+
+
+def ptt_bad_key(name: str) -> str:
+    return (f"'{name}' is not a key pynput knows; use a key name such as ctrl_r, alt_r, f8, "
+            "scroll_lock or space, or a single character.")
+
 
 
 class KeySource(Protocol):
@@ -93,14 +112,14 @@ class EnterKeys(QueuedKeys):
 
 def _pynput_keyboard():
     if importlib.util.find_spec("pynput") is None:
-        raise KeysUnavailable(messages.PTT_NO_PYNPUT)
+        raise KeysUnavailable(PTT_NO_PYNPUT)
     if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
             and not os.environ.get("PYNPUT_BACKEND") and not os.environ.get("PYNPUT_BACKEND_KEYBOARD")):
-        raise KeysUnavailable(messages.PTT_NO_DISPLAY)
+        raise KeysUnavailable(PTT_NO_DISPLAY)
     try:
         from pynput import keyboard
     except ImportError as e:      # pynput says which platform backend failed and why
-        raise KeysUnavailable(messages.ptt_no_keyboard(str(e).splitlines()[0])) from None
+        raise KeysUnavailable(ptt_no_keyboard(str(e).splitlines()[0])) from None
     return keyboard
 
 
@@ -112,7 +131,7 @@ def parse_key(keyboard, name: str):
     try:
         return keyboard.Key[name.lower()]
     except KeyError:
-        raise BadRequest(messages.ptt_bad_key(name), param="key") from None
+        raise BadRequest(ptt_bad_key(name), param="key") from None
 
 
 def key_label(name: str) -> str:
@@ -163,7 +182,7 @@ class HoldKey(QueuedKeys):
         self._listener.start()
         if not await asyncio.to_thread(self._wait_ready, LISTENER_START_S):
             self.close()
-            raise KeysUnavailable(messages.ptt_no_keyboard("its listener did not start"))
+            raise KeysUnavailable(ptt_no_keyboard("its listener did not start"))
         if self._stdin is not None:
             self._watch_stdin(self._stdin, lambda: None)
         return self
@@ -193,5 +212,5 @@ async def open_keys(key: str | None = None, toggle: bool = False, stdin: TextIO 
         try:
             return await HoldKey(key or DEFAULT_KEY, stdin).start()
         except KeysUnavailable as e:
-            say(messages.ptt_fallback(e.reason))
+            say(ptt_fallback(e.reason))
     return EnterKeys(stdin)

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
-from engine import messages
+from bots.common import words
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,12 @@ class Access:
     def check(self, user: str, channel: str, is_admin: bool = False) -> str | None:
         lists = self.lists
         if user in lists.deny_users or (lists.allow_users and user not in lists.allow_users and not is_admin):
-            return messages.NOT_ALLOWED_USER
+            return words.NOT_ALLOWED_USER
         if channel in lists.deny_channels or (lists.allow_channels and channel not in lists.allow_channels):
-            return messages.NOT_THIS_CHANNEL
+            return words.NOT_THIS_CHANNEL
         if is_admin:
             return None
         wait = self.rate.hit(user)
         if wait:
-            return messages.too_many_requests(self.rate.per_minute, wait)
+            return words.too_many_requests(self.rate.per_minute, wait)
         return None

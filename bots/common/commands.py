@@ -15,8 +15,9 @@ from typing import Awaitable, Callable, Mapping
 from bots.common.channels import load_channels
 from bots.common.render import tokens_of
 from bots.common.reply import Reply
+from bots.common.words import HELP
 from engine import ChatJob, ChatMessage, ConfabError, Engine, Origin, UserError
-from engine.messages import HELP, explain
+from engine.messages import explain
 
 log = logging.getLogger(__name__)
 

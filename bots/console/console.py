@@ -17,7 +17,11 @@ from typing import AsyncIterator, TextIO
 from bots.common.commands import Commands, Request
 from bots.common.image_commands import reroll
 from engine import ConfabError, Engine, Origin
-from engine.messages import NOTHING_TO_REROLL, explain
+from engine.messages import explain
+
+# /reroll before any picture was drawn
+NOTHING_TO_REROLL = "There is no picture to draw again yet: start with /imagine PROMPT."
+
 
 
 class ConsoleReply:
@@ -99,7 +103,7 @@ class ConsoleReply:
         return "".join(parts)
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
-                        duration_s: float = 0.0) -> object:
+                        duration_s: float = 0.0, waveform: bytes = b"") -> object:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         path = self.files_dir / filename
         await asyncio.to_thread(path.write_bytes, data)

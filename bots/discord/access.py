@@ -10,8 +10,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from bots.common import words
 from bots.common.access import RateLimit
-from engine import Origin, Settings, messages
+from engine import Origin, Settings
+
+# Who and where Discord's own rules refuse (servers and roles)
+NO_DMS = "🚫 I don't answer direct messages here. Ask me in a server channel."
+ROLES_UNSEEN_IN_DM = ("🚫 I can only answer people with an allowed role, which I can't see in a "
+                      "direct message. Ask me in the server.")
+NOT_THIS_SERVER = "🚫 I'm not set up to answer in this server."
+NOT_ALLOWED_ROLE = "🚫 Sorry, I only answer people with one of the allowed roles."
 
 
 @dataclass(frozen=True)
@@ -65,19 +73,19 @@ class DiscordAccess:
         admin = self.is_admin(who)
         if who.is_dm:
             if not self.settings.discord_allow_dms and not admin:
-                return messages.NO_DMS
+                return NO_DMS
             if self.allow_roles and not admin:
-                return messages.ROLES_UNSEEN_IN_DM
+                return ROLES_UNSEEN_IN_DM
         else:
             if self.allow_guilds and who.guild_id not in self.allow_guilds:
-                return messages.NOT_THIS_SERVER
+                return NOT_THIS_SERVER
             if self.allow_channels and not ({who.channel_id, who.parent_id} & self.allow_channels):
-                return messages.NOT_THIS_CHANNEL
+                return words.NOT_THIS_CHANNEL
             if self.allow_roles and not admin and not (who.role_ids & self.allow_roles):
-                return messages.NOT_ALLOWED_ROLE
+                return NOT_ALLOWED_ROLE
         if admin:
             return None
         wait = self.rate.hit(who.user_id)
         if wait:
-            return messages.too_many_requests(self.rate.per_minute, wait)
+            return words.too_many_requests(self.rate.per_minute, wait)
         return None

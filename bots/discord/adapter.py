@@ -33,6 +33,7 @@ from bots.common.delivery import Delivery
 from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
 from bots.common.render import tokens_of
 from bots.common.support import SupportMessage
+from bots.common.words import RESTARTED_MID_WAY
 from bots.discord import files, history
 from bots.discord.access import DiscordAccess, Who
 from bots.discord.buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
@@ -50,7 +51,7 @@ from bots.discord.support import DiscordSupport
 from bots.discord.voice import answer_voice_note
 from engine import ConfabError, Engine, Origin
 from engine.flows import templates
-from engine.messages import RESTARTED_MID_WAY, explain
+from engine.messages import explain
 from engine.work.speech import submit_speech
 
 log = logging.getLogger(__name__)

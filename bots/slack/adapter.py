@@ -28,13 +28,14 @@ from bots.common.commands import Commands, Request
 from bots.common.delivery import Delivery
 from bots.common.image_commands import answer_about_images, deliver, reroll
 from bots.common.render import tokens_of
+from bots.common.words import RESTARTED_MID_WAY
 from bots.slack.events import Said, Seen, command_name, said
 from bots.slack.files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
 from bots.slack.reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
 from bots.slack.support import SlackSupport, support_message
 from bots.slack.voice import answer_voice_clip
 from engine import ConfabError, Origin
-from engine.messages import RESTARTED_MID_WAY, explain
+from engine.messages import explain
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ import pytest_asyncio
 
 from bots.common.commands import Commands
 from bots.common.image_commands import register_commands
-from bots.console.console import Console
-from engine.messages import NOTHING_TO_REROLL
+from bots.console.console import NOTHING_TO_REROLL, Console
 from engine.runtime.engine import Engine
 from tests.conftest import make_settings
 from tests.models.tiny_diffusers import tiny_sd
