@@ -23,7 +23,7 @@ from bots.api.app import create_app
 from engine.safety.redact import MASK, RedactSecrets, redact, secret_values
 from models.registry import ModelError, Registry
 from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model
-from tests.fakes.discord_fake import DiscordFake
+from tests.fakes.discord import DiscordFake
 from tests.fakes.slack import SlackFake
 from tests.ops_helpers import FAKE_MODEL, fake_engine, serve
 

@@ -25,7 +25,8 @@ WIDE = (10**6, 1.0)
 
 def _fake_process(conn) -> None:
     from tests.bench.remote import serve
-    from tests.fakes.discord_fake import DEFAULT_BUCKETS, DiscordFake
+    from tests.fakes.discord import DiscordFake
+    from tests.fakes.discord.rest import DEFAULT_BUCKETS
     serve(conn, lambda: DiscordFake(buckets={k: WIDE for k in DEFAULT_BUCKETS}), _fake_info,
           {"wait_for_identify": _wait_for_identify, "drive": _drive})
 

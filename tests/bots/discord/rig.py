@@ -13,7 +13,7 @@ from bots.discord.adapter import DiscordAdapter
 from engine import ChatJob, ChatMessage
 from engine.runtime.engine import Engine
 from tests.conftest import make_settings
-from tests.fakes.discord_fake import DiscordFake
+from tests.fakes.discord import DiscordFake
 
 T = 60          # seconds: the bound of every wait on one short answer (CI machines are shared)
 # Discord's rule: an interaction's first response within 3 s. It is checked on Confab's own clock
@@ -68,7 +68,7 @@ class Rig:
         pause to see whether anything more is posted: asked for a heartbeat at once (op 1), it
         reports the last sequence it read, so every earlier event was parsed and its handler
         started; then no discord.py event handler, adapter task or engine job is still going."""
-        from tests.fakes.discord_fake import OP_HEARTBEAT
+        from tests.fakes.discord.gateway import OP_HEARTBEAT
         seq, start = self.fake._session.seq, len(self.fake.gateway_received)
         await self.fake.send_heartbeat_request()
         await self.fake.wait_for_gateway(OP_HEARTBEAT, lambda d: d is not None and d >= seq, timeout, start)

@@ -26,7 +26,7 @@ from bots.discord.access import DiscordAccess
 from bots.discord.voice import check_http_layer
 from tests.bots.discord.rig import PLACEHOLDER, T, running_rig
 from tests.conftest import requires_chat_model
-from tests.fakes.discord_fake import MessageFlags
+from tests.fakes.discord.protocol import MessageFlags
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 

@@ -15,7 +15,7 @@ from bots.discord.adapter import DiscordAdapter
 from engine.runtime.engine import Engine
 from tests.conftest import make_settings, requires_chat_model
 from tests.engine.test_kb import needs_kb
-from tests.fakes.discord_fake import DiscordFake
+from tests.fakes.discord import DiscordFake
 from tests.speech_helpers import requires_speech_tools
 
 pytestmark = [requires_chat_model, pytest.mark.asyncio, pytest.mark.timeout(300)]

@@ -17,7 +17,7 @@ from bots.discord.adapter import INVITE_PERMISSIONS, invite_url
 from engine import ConfigError, Settings
 from engine.runtime.engine import Engine
 from tests.engine.test_kb import needs_kb
-from tests.fakes.discord_fake import DiscordFake
+from tests.fakes.discord import DiscordFake
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 

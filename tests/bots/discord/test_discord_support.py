@@ -18,7 +18,7 @@ from bots.common.support import SupportDesk
 from tests.bots.discord.rig import T, running_rig
 from tests.conftest import requires_chat_model
 from tests.engine.test_kb import needs_kb, write_docs
-from tests.fakes.discord_fake import MessageFlags
+from tests.fakes.discord.protocol import MessageFlags
 
 pytestmark = [requires_chat_model, needs_kb, pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.timeout(240)]

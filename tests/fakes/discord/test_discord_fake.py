@@ -20,19 +20,13 @@ import pytest
 import pytest_asyncio
 from discord import app_commands
 
-from tests.fakes.discord_fake import (
-    DiscordFake,
-    ErrorCode,
-    Intents,
-    MessageFlags,
-    check_discord_py_internals,
-    point_discord_py_at,
-    shape_of,
-)
+from tests.fakes.discord import DiscordFake
+from tests.fakes.discord.pointing import check_discord_py_internals, point_discord_py_at
+from tests.fakes.discord.protocol import ErrorCode, Intents, MessageFlags, shape_of
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(25)]
 
-FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "discord"
+FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "fixtures" / "discord"
 T = 10  # seconds: the bound of every wait
 
 

@@ -18,7 +18,9 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack import FIXTURES_DIR, PUBLISHED_SIGNING_VECTOR, SlackFake, sign
+from tests.fakes.slack import SlackFake
+from tests.fakes.slack.http_mode import PUBLISHED_SIGNING_VECTOR, sign
+from tests.fakes.slack.protocol import FIXTURES_DIR
 
 pytestmark = pytest.mark.timeout(30)
 
