@@ -17,6 +17,7 @@ from bots.common.render import tokens_of
 from bots.common.reply import Reply
 from bots.common.words import HELP
 from engine import ChatJob, ChatMessage, ConfabError, Engine, Origin, UserError
+from engine.flows.voice_note import messages_with
 from engine.messages import explain
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,13 @@ class Commands:
     # -- shared steps -----------------------------------------------------------------------
 
     async def conversation_messages(self, request: Request, question: str) -> list[ChatMessage]:
+        """The one chat context of every door: the conversation's memory (what the door read
+        from the platform, else the store's) under the system prompt, then the question."""
         settings = self.engine.settings
         history = request.history
         if history is None:
             history = await self.engine.history(request.conversation, settings.history_messages)
-        messages = [ChatMessage("system", settings.system_prompt)] if settings.system_prompt else []
-        messages += [ChatMessage(role, content) for role, content in history[-settings.history_messages:]]
-        messages.append(ChatMessage("user", question))
-        return messages
+        return messages_with(settings.system_prompt, history[-settings.history_messages:])(question)
 
     async def answer(self, request: Request, question: str, reply: Reply, model: str = "") -> str:
         """Ask the chat model within the conversation, stream the answer, remember both turns."""

@@ -16,9 +16,10 @@ class Reply(Protocol):
     async def update(self, ref: object, text: str) -> None:
         """Replace the text of a message posted earlier."""
 
-    async def send_file(self, data: bytes, filename: str, title: str = "",
-                        voice: bool = False, duration_s: float = 0.0) -> object:
-        """Attach a file (an image, or audio; `voice` asks for a native voice message)."""
+    async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
+                        duration_s: float = 0.0, waveform: bytes = b"") -> object:
+        """Attach a file (an image, or audio; `voice` asks for a native voice message, which
+        shows `duration_s` and `waveform` as the engine measured them)."""
 
     async def private(self, text: str) -> object:
         """Say something only the asker sees (ephemeral where the platform has it)."""

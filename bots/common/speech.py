@@ -1,19 +1,25 @@
-"""Speech commands every adapter shares: /transcribe, /speak, and voice notes answered aloud.
+"""Speech commands every door shares: /transcribe, /speak, and voice notes answered aloud.
 
 `/transcribe` and `/voicenote` take the audio attached to the message; on the console, a
-file path (only there: a chat message must never read the server's files). Platform adapters
-call `answer_voice_note` when a voice message arrives.
+file path (only there: a chat message must never read the server's files). A voice message
+(a Slack audio clip, a Discord voice message, `/voicenote` on the console) is answered by
+`answer_voice_note`, the one voice-note handler: the engine's pipeline (transcribe -> chat ->
+speak, each stage a job at the asker's priority), one message with the transcript and the
+answer as it streams (its Cancel button cancels whichever stage runs), then the answer aloud.
+Each door gives only its own words and formats (`VoiceNoteWords`).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from bots.common.commands import Commands, Request
 from bots.common.reply import Reply
-from engine import LimitExceeded, Token, UserError
-from engine.flows.voice_note import Transcript, voice_note
+from engine import ConfabError, LimitExceeded, Token, UserError
+from engine.flows.voice_note import StageStarted, Transcript, VoiceNote, voice_note
 from engine.media.audio import EXTENSIONS as AUDIO_EXT
+from engine.messages import explain
 from engine.work.speech import submit_speech, submit_transcription
 
 log = logging.getLogger(__name__)
@@ -61,32 +67,77 @@ async def cmd_speak(cmds: Commands, request: Request, arg: str, reply: Reply) ->
         await reply.say(f"🔊 {handle.job.note}")
     result = await handle.result()
     await reply.send_file(result.audio, f"speech.{AUDIO_EXT[result.format]}", title="Speech",
-                          voice=True, duration_s=result.duration_s)
+                          voice=True, duration_s=result.duration_s, waveform=result.waveform)
 
 
-async def answer_voice_note(cmds: Commands, request: Request, data: bytes, reply: Reply) -> None:
-    """A voice note: say what was heard, stream the answer as text, then send it aloud."""
+@dataclass(frozen=True)
+class VoiceNoteWords:
+    """How a door shows a voice note; the steps are the same for every door."""
+    heard: str = "🎙️ {}\n\n"            # the transcript, at the head of the answer's message
+    format: str = VOICE_REPLY_FORMAT     # the answer aloud, in what the door plays inline
+    filename: str = "answer.ogg"
+    title: str = "Answer"
+    stopped_inline: bool = False         # a stage that failed is explained in the same message
+
+
+async def answer_voice_note(cmds: Commands, request: Request, data: bytes, reply: Reply,
+                            words: VoiceNoteWords = VoiceNoteWords(), *, asked: str = "",
+                            pipelines: dict[str, VoiceNote] | None = None) -> None:
+    """A voice note: the transcript and the answer streamed into one message, then the answer
+    aloud. `asked`: words that came with the recording, put before its transcript. `pipelines`
+    (first stage's job id -> running note) is where the door's Cancel button finds it. Raises
+    ConfabError for the door's guard to put into words (unless `words.stopped_inline`)."""
+    def messages_for(transcript: str):
+        question = f"{asked}\n\n{transcript}".strip() if asked else transcript
+        return cmds.conversation_messages(request, question)
+
     note = await voice_note(cmds.engine, data, request.origin, conversation=request.conversation,
-                            response_format=VOICE_REPLY_FORMAT)
+                            messages_for=messages_for, response_format=words.format)
+    events = note.events()
+    first = await anext(events, None)
+    if not isinstance(first, StageStarted):
+        await note.result()           # raises what stopped the pipeline before its first stage
+        return
+    key = first.job_id
+    if pipelines is not None:
+        pipelines[key] = note
 
-    async def answer_tokens():
-        async for ev in note:
-            if isinstance(ev, Transcript):
-                await reply.say(f"🎙️ {ev.text}")
-            elif isinstance(ev, Token):
-                yield ev.text
+    async def shown():
+        """The transcript, then the answer's tokens; ends when the whole pipeline has, so the
+        final edit (and the Cancel button's removal) comes after the speech too."""
+        said = False
+        async for event in events:
+            if isinstance(event, Transcript):
+                said = True
+                yield words.heard.format(event.text.strip())
+            elif isinstance(event, Token):
+                said = True
+                yield event.text
+        if words.stopped_inline:
+            try:
+                await note.result()
+            except ConfabError as e:
+                yield ("\n\n" if said else "") + explain(e)
 
     try:
-        await reply.stream(answer_tokens())
-        result = await note.result()
+        await reply.stream(shown(), status=f"queued ({key})")
+        try:
+            result = await note.result()
+        except ConfabError:
+            if words.stopped_inline:
+                return                # already said in the message
+            raise
     except BaseException:
         await note.cancel()
         raise
+    finally:
+        if pipelines is not None:
+            pipelines.pop(key, None)
     if result.note:
         await reply.say(f"🔊 {result.note}")
     if result.audio:
-        await reply.send_file(result.audio, f"answer.{AUDIO_EXT[result.format]}", title="Answer",
-                              voice=True, duration_s=result.duration_s)
+        await reply.send_file(result.audio, words.filename, title=words.title, voice=True,
+                              duration_s=result.duration_s, waveform=result.waveform)
 
 
 async def cmd_voicenote(cmds: Commands, request: Request, arg: str, reply: Reply) -> None:

@@ -32,6 +32,7 @@ from bots.common.commands import Commands, Request
 from bots.common.delivery import Delivery
 from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
 from bots.common.render import tokens_of
+from bots.common.speech import answer_voice_note
 from bots.common.support import SupportMessage
 from bots.common.words import RESTARTED_MID_WAY
 from bots.discord import files, history
@@ -48,7 +49,7 @@ from bots.discord.reply import (
 )
 from bots.discord.slash import PRIVATE, build_tree
 from bots.discord.support import DiscordSupport
-from bots.discord.voice import answer_voice_note
+from bots.discord.voice import VOICE_FILENAME, VOICE_NOTE
 from engine import ConfabError, Engine, Origin
 from engine.flows import templates
 from engine.messages import explain
@@ -314,7 +315,7 @@ class DiscordAdapter:
         images = [a for a in message.attachments if files.is_image(a)]
         if audio:
             data = await files.download(audio[0], self.settings.max_audio_bytes, self.settings.discord_api_url)
-            await answer_voice_note(self, request, data, reply)
+            await answer_voice_note(self.commands, request, data, reply, VOICE_NOTE, pipelines=self.pipelines)
         elif images and not text.startswith("/"):
             request.attachments = [files.DiscordFile(a, self.settings.max_image_bytes, self.settings.discord_api_url)
                                    for a in images]
@@ -425,8 +426,8 @@ class DiscordAdapter:
     async def _say_aloud(self, origin: Origin, text: str, reply: DiscordReply) -> None:
         handle = await submit_speech(self.engine, text, origin, response_format="ogg", check_length=False)
         speech = await asyncio.wait_for(handle.result(), self.settings.job_timeout_s)
-        await reply.send_file(speech.audio, "voice-message.ogg", title=speech.note, voice=True,
-                              duration_s=speech.duration_s)
+        await reply.send_file(speech.audio, VOICE_FILENAME, title=speech.note, voice=True,
+                              duration_s=speech.duration_s, waveform=speech.waveform)
 
     async def cancel_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
         who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)

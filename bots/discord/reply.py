@@ -161,11 +161,12 @@ class DiscordReply:
         return UNCHANGED
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
-                        duration_s: float = 0.0) -> object:
+                        duration_s: float = 0.0, waveform: bytes = b"") -> object:
         if voice:
-            duration, wave = await voice_metadata(data, self.adapter.settings)
+            if not (waveform and duration_s):
+                duration_s, waveform = await voice_metadata(data, self.adapter.settings)
             sent = await send_voice_message(self.adapter.client.http, self.channel_id, data,
-                                            duration or duration_s, wave, reply_to=self.reply_to)
+                                            duration_s, waveform, reply_to=self.reply_to)
             if title:
                 await self._post(title)
             return sent

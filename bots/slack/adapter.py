@@ -28,12 +28,12 @@ from bots.common.commands import Commands, Request
 from bots.common.delivery import Delivery
 from bots.common.image_commands import answer_about_images, deliver, reroll
 from bots.common.render import tokens_of
+from bots.common.speech import VoiceNoteWords, answer_voice_note
 from bots.common.words import RESTARTED_MID_WAY
 from bots.slack.events import Said, Seen, command_name, said
 from bots.slack.files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
 from bots.slack.reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
 from bots.slack.support import SlackSupport, support_message
-from bots.slack.voice import answer_voice_clip
 from engine import ConfabError, Origin
 from engine.messages import explain
 
@@ -44,6 +44,10 @@ ADMIN_CACHE_SIZE = 5000
 MAX_TASKS = 1000
 SLASH_COMMANDS = ("ask", "speak", "transcribe", "translate", "imagine", "queue", "cancel",
                   "models", "help", "reset")
+# A clip's container (webm from the desktop, m4a from phones) is never relied on: ffmpeg probes
+# the bytes. The answer aloud is mp3, which Slack plays inline on every client.
+VOICE_NOTE = VoiceNoteWords(heard="🎧 “{}”\n\n", format="mp3", filename="answer.mp3",
+                            title="The answer, spoken", stopped_inline=True)
 
 
 class SlackAdapter:
@@ -226,10 +230,9 @@ class SlackAdapter:
         return admin
 
     def _reply(self, q: Said) -> ThreadReply:
-        reply = ThreadReply(self.client, self.engine, q.channel, q.thread_ts, q.user,
-                            self.settings.slack_edit_interval_s)
-        reply.reply_ref = {"conversation": q.conversation}
-        return reply
+        return ThreadReply(self.client, self.engine, q.channel, q.thread_ts, q.user,
+                           self.settings.slack_edit_interval_s, conversation=q.conversation,
+                           pipelines=self.pipelines)
 
     async def _answer(self, q: Said, event_id: str) -> None:
         reply = self._reply(q)
@@ -250,7 +253,9 @@ class SlackAdapter:
         files = [SharedFile.of(f) for f in q.files]
         clips = [f for f in files if f.kind == "audio"]
         if clips:
-            await answer_voice_clip(self.commands, self.files, request, clips[0], reply, self.pipelines)
+            data = await self.files.download(clips[0], self.settings.max_audio_bytes)
+            await answer_voice_note(self.commands, request, data, reply, VOICE_NOTE, asked=request.text,
+                                    pipelines=self.pipelines)
             return
         images = [f for f in files if f.kind == "image"]
         notes, request.text = await self._read_files(files, q.text, bool(images))

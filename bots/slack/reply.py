@@ -59,17 +59,18 @@ class ThreadReply:
     """Answers in one place of one channel: a thread (thread_ts) or the top of a DM (None)."""
 
     def __init__(self, client: AsyncWebClient, engine, channel: str, thread_ts: str | None,
-                 user: str, interval: float = 1.0):
+                 user: str, interval: float = 1.0, *, conversation: str = "",
+                 pipelines: dict[str, Any] | None = None):
         self.client, self.engine = client, engine
         self.channel, self.thread_ts, self.user = channel, thread_ts, user
         self.interval = interval
-        self.reply_ref: dict = {}
+        self.reply_ref: dict = {"conversation": conversation} if conversation else {}
         # the messages this job's answer was posted in before a restart: edited, not re-posted
         self.earlier: list[str] = []
         self.delivery: Delivery | None = None
-        # (job id of its first stage, running pipeline): a voice note's message keeps its
-        # Cancel button while any stage runs
-        self.pipeline: tuple[str, Any] | None = None
+        # first stage's job id -> running voice note: its message keeps its Cancel button while
+        # any stage runs
+        self.pipelines = pipelines if pipelines is not None else {}
         self._controls: dict[str, tuple[str, str, bool]] = {}   # ts -> (job id, payload, done)
         self._texts: dict[str, str] = {}                        # ts -> text shown, for controls
 
@@ -115,7 +116,7 @@ class ThreadReply:
             return await self.say(text)
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
-                        duration_s: float = 0.0) -> object:
+                        duration_s: float = 0.0, waveform: bytes = b"") -> object:
         r = await self.client.files_upload_v2(channel=self.channel, thread_ts=self.thread_ts,
                                               content=data, filename=filename, title=title or filename)
         return (r.get("file") or {}).get("id")
@@ -138,8 +139,9 @@ class ThreadReply:
     # -- streaming pieces ----------------------------------------------------------------------
 
     def _active(self, job_id: str | None) -> bool:
-        if self.pipeline is not None and self.pipeline[0] == job_id:
-            return not self.pipeline[1].done
+        note = self.pipelines.get(job_id) if job_id else None
+        if note is not None:
+            return not note.done
         handle = self.engine.handle(job_id) if job_id else None
         return handle is not None and not handle.done
 
@@ -261,9 +263,9 @@ class SlashReply(ThreadReply):
             await super().update(ref, text)
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
-                        duration_s: float = 0.0) -> object:
+                        duration_s: float = 0.0, waveform: bytes = b"") -> object:
         if await self._thread():
-            return await super().send_file(data, filename, title, voice, duration_s)
+            return await super().send_file(data, filename, title, voice, duration_s, waveform)
         await self.respond(text=f"I made {filename}, but I can only share files in channels I'm in. "
                                 "Invite me with /invite @Confab.", response_type="ephemeral")
         return None

@@ -58,6 +58,10 @@ class VoiceNoteResult:
     duration_s: float
     note: str = ""                 # e.g. why the fast voice answered instead of Bark
     jobs: list[str] = field(default_factory=list)
+    # the same answer as samples and as a voice message's waveform: a door needs never decode
+    # `audio` again to show or play it
+    pcm: audio.Pcm = field(default_factory=lambda: audio.Pcm(b"", 16000))
+    waveform: bytes = b""
 
 
 class VoiceNote:
@@ -157,10 +161,11 @@ class VoiceNote:
             answer, pcm, note = await self._speak_whole(chat)
         self._check()
         encoded = await asyncio.to_thread(audio.encode, pcm, self.format) if pcm.data else b""
+        wave = await asyncio.to_thread(audio.waveform, pcm.data, pcm.rate) if pcm.data else b""
         if self.remember is not None:
             await self.remember(transcript.text, answer)
         return VoiceNoteResult(transcript.text, transcript.language, answer, encoded, self.format,
-                               round(pcm.duration_s, 3), note, [h.id for h in self.handles])
+                               round(pcm.duration_s, 3), note, [h.id for h in self.handles], pcm, wave)
 
     async def _transcribe(self, data) -> TranscriptResult:
         self.stage = "transcribe"

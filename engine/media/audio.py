@@ -164,6 +164,23 @@ def levels(pcm: Pcm) -> tuple[int, float]:
     return int(np.max(np.abs(x))), float(math.sqrt(float(np.mean(x * x))))
 
 
+WAVEFORM_POINTS = 256      # what a voice message's waveform holds at most (Discord's clients)
+WAVEFORM_PER_SECOND = 10
+
+
+def waveform(samples: bytes, rate: int, max_points: int = WAVEFORM_POINTS) -> bytes:
+    """The loudness of 16-bit mono PCM as a voice message shows it: one byte (0-255, RMS scaled
+    to the loudest point) per tenth of a second, at most `max_points` bytes."""
+    np = _numpy()
+    x = np.frombuffer(samples[: len(samples) - len(samples) % 2], dtype="<i2").astype(np.float32)
+    if not len(x):
+        return bytes(1)
+    points = max(1, min(max_points, math.ceil(len(x) / rate * WAVEFORM_PER_SECOND)))
+    rms = np.array([math.sqrt(float(np.mean(c * c))) if len(c) else 0.0 for c in np.array_split(x, points)])
+    top = float(rms.max()) or 1.0
+    return bytes(int(round(255 * v / top)) for v in rms)
+
+
 def is_silent(pcm: Pcm) -> bool:
     peak, rms = levels(pcm)
     return peak < SILENCE_PEAK or rms < SILENCE_RMS

@@ -137,6 +137,7 @@ class SpeechResult:
     voice: str
     sentences: int
     note: str = ""
+    waveform: bytes = b""      # its loudness as a voice message shows it (audio.waveform)
 
     @property
     def mime_type(self) -> str:
@@ -240,8 +241,10 @@ def run_speak(tts, job: SpeakJob, ctx: RunContext) -> SpeechResult:
     # the tempo is changed by ffmpeg for every voice: Piper's own length_scale is not
     # proportional (its phoneme durations are rounded up), so speed 2 came out only 1.6x faster
     encoded = audio.encode(total, fmt, speed=job.speed)
+    # at the tempo it is played at: the rate the samples pass by per second
+    wave = audio.waveform(total.data, max(1, round(rate * job.speed)))
     return SpeechResult(encoded, fmt, rate, round(total.duration_s / job.speed, 3),
-                        job.model, job.voice, len(sentences), job.note)
+                        job.model, job.voice, len(sentences), job.note, wave)
 
 
 def discard(path: str) -> None:
