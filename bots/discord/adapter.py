@@ -1,8 +1,11 @@
 """Confab on Discord: gateway events and interactions in, engine jobs out.
 
-A thin translator: it decides whether an event is addressed to Confab, who asks from where
-(access and priority in `access.py`), which conversation it belongs to (`history.py`), and
-hands the text to the shared command set with a Discord `Reply` (`reply.py`). Voice messages go
+A thin translator: what Discord sends comes in through the client (`client.py`, which wires
+messages, slash commands, forms and buttons to this adapter's listeners); `events.py` says
+whether a message is addressed to Confab, who asks from where and which conversation it belongs
+to; access and priority are `access.py`'s, the reply chain's memory `history.py`'s. The text, or
+a slash command's typed `Call`, goes to the shared command set with a Discord `Reply`
+(`reply.py`). Voice messages go
 through the voice-note path (`voice.py`), images with a question to the shared image commands.
 Every failure becomes a short reply (`explain`).
 
@@ -17,18 +20,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 from typing import Awaitable, Callable
 
-import aiohttp
 import discord
-import discord.gateway
-import discord.http
-import yarl
 
 from bots.common.acks import AckClock
-from bots.common.commands import Commands, Request
+from bots.common.commands import Call, Commands, Request
 from bots.common.delivery import Delivery
 from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
 from bots.common.render import tokens_of
@@ -37,17 +35,18 @@ from bots.common.support import SupportMessage
 from bots.common.words import RESTARTED_MID_WAY
 from bots.discord import files, history
 from bots.discord.access import DiscordAccess, Who
-from bots.discord.buttons import CancelButton, FeedbackButton, RerollButton, SpeakButton
-from bots.discord.forms import FormReply, TemplateModal
+from bots.discord.client import ConfabClient, Listeners, point_at
+from bots.discord.events import Interacted, addressed, conversation_of, heard, thread_of, who_of
 from bots.discord.reply import (
-    INTERACTION_TOKEN_S,
     ChannelReply,
+    ClickReply,
     DiscordReply,
+    FormReply,
     InteractionReply,
     MessageReply,
-    followup_webhook,
+    Replies,
 )
-from bots.discord.slash import PRIVATE, build_tree
+from bots.discord.slash import PRIVATE
 from bots.discord.support import DiscordSupport
 from bots.discord.voice import VOICE_FILENAME, VOICE_NOTE
 from engine import ConfabError, Engine, Origin
@@ -58,89 +57,6 @@ from engine.work.speech import submit_speech
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
-ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-# What Confab does in a server: read and answer (in threads too), start support threads, attach
-# audio and pictures, react, and send voice messages. README's invite link carries this number.
-INVITE_PERMISSIONS = discord.Permissions(
-    view_channel=True, send_messages=True, send_messages_in_threads=True, create_public_threads=True,
-    read_message_history=True, attach_files=True, embed_links=True, add_reactions=True,
-    use_application_commands=True, send_voice_messages=True)
-
-
-def invite_url(application_id: int | str) -> str:
-    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS,
-                                   scopes=("bot", "applications.commands"))
-
-
-def point_at(api_url: str, gateway_url: str) -> Callable[[], None]:
-    """Send discord.py's REST calls to `api_url` and its first gateway connection to
-    `gateway_url` (internals: `Route.BASE`, `DiscordWebSocket.DEFAULT_GATEWAY`); returns a
-    function that restores them."""
-    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    if api_url:
-        discord.http.Route.BASE = api_url.rstrip("/")
-    if gateway_url:
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-
-    def restore() -> None:
-        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
-    return restore
-
-
-_CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback$")
-
-
-def interaction_acks(acks: AckClock) -> aiohttp.TraceConfig:
-    """Notes each interaction's first response (defer, message or modal) as Discord answers it."""
-    async def on_request_end(session, context, params: aiohttp.TraceRequestEndParams) -> None:
-        found = _CALLBACK.search(params.url.path)
-        if found and params.response.status < 300:
-            acks.acked(found.group(1))
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(on_request_end)
-    return trace
-
-
-class ConfabClient(discord.Client):
-    def __init__(self, adapter: "DiscordAdapter", guild_ready_timeout: float, identify_delay: float):
-        intents = discord.Intents.default()
-        intents.message_content = True      # privileged: enable it in the developer portal
-        super().__init__(intents=intents, guild_ready_timeout=guild_ready_timeout,
-                         allowed_mentions=discord.AllowedMentions.none(),
-                         http_trace=interaction_acks(adapter.acks))
-        self.adapter = adapter
-        self.identify_delay = identify_delay
-        self.tree = build_tree(self, adapter)
-        self.ready = asyncio.Event()
-
-    def dispatch(self, event: str, /, *args, **kwargs) -> None:
-        # discord.py dispatches "interaction" as it parses INTERACTION_CREATE off the gateway,
-        # before any handler runs: Discord's 3 s for the first response start here for Confab
-        if event == "interaction" and args:
-            self.adapter.acks.received(str(args[0].id))
-        super().dispatch(event, *args, **kwargs)
-
-    async def setup_hook(self) -> None:
-        self.add_dynamic_items(CancelButton, SpeakButton, RerollButton, FeedbackButton)
-        await self.adapter.sync_commands()
-
-    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        # Discord allows one IDENTIFY per 5 s per bot (max_concurrency 1): discord.py's default.
-        if not initial:
-            await asyncio.sleep(self.identify_delay)
-
-    async def on_ready(self) -> None:
-        log.info("Discord: connected as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
-        if not self.ready.is_set():
-            if self.application_id:
-                log.info("Discord: add Confab to a server with %s", invite_url(self.application_id))
-            self.adapter.spawn(self.adapter.replay())
-        self.ready.set()
-
-    async def on_message(self, message: discord.Message) -> None:
-        await self.adapter.on_message(message)
-
-
 class DiscordAdapter:
     def __init__(self, engine: Engine, commands: Commands, *, guild_ready_timeout: float = 2.0,
                  identify_delay: float = 5.0, desk=None, escalate_every_s: float = 60.0):
@@ -153,7 +69,13 @@ class DiscordAdapter:
         self.settings = engine.settings
         self.access = DiscordAccess(self.settings)
         self.acks = AckClock("Discord")         # receipt to first response: Discord's 3 s
-        self.client = ConfabClient(self, guild_ready_timeout, identify_delay)
+        listeners = Listeners(message=self.on_message, first_ready=lambda: self.spawn(self.replay()),
+                              slash=self.run_slash, template=self.open_template, form=self.run_template,
+                              cancel=self.cancel_clicked, speak=self.speak_clicked,
+                              reroll=self.reroll_clicked, feedback=self.feedback_clicked)
+        self.client = ConfabClient(listeners, self.acks, self.settings.discord_guild_ids,
+                                   guild_ready_timeout=guild_ready_timeout, identify_delay=identify_delay)
+        self.replies = Replies(engine, self.settings, self.client)
         self._task: asyncio.Task | None = None
         self._restore: Callable[[], None] | None = None
         self.pipelines: dict[str, object] = {}   # first job id -> running voice note
@@ -212,57 +134,15 @@ class DiscordAdapter:
             await asyncio.to_thread(self.owned_desk.close)
             self.owned_desk = None
 
-    async def sync_commands(self) -> None:
-        tree = self.client.tree
-        try:
-            if self.settings.discord_guild_ids:
-                for gid in self.settings.discord_guild_ids:
-                    guild = discord.Object(id=int(gid))
-                    tree.copy_global_to(guild=guild)
-                    synced = await tree.sync(guild=guild)
-                    log.info("Discord: %d slash commands synced to server %s", len(synced), gid)
-            else:
-                synced = await tree.sync()
-                log.info("Discord: %d slash commands synced globally (they can take a while to "
-                         "appear; set CONFAB_DISCORD_GUILD_IDS for instant ones)", len(synced))
-        except discord.Forbidden:
-            log.error("Discord refused the slash commands: invite the bot with the "
-                      "applications.commands scope.")
-        except discord.HTTPException as e:
-            log.error("Discord refused the slash commands: %s", e)
-
-    def can_speak(self) -> bool:
-        return bool(self.engine.installed("tts"))
-
     # -- who, where ----------------------------------------------------------------------------
 
-    def who_of(self, user: discord.abc.User, channel, guild_id: int | None) -> Who:
-        roles = frozenset(str(r.id) for r in getattr(user, "roles", ()) or ())
-        parent = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
-        return Who(user_id=str(user.id), channel_id=str(getattr(channel, "id", "") or ""),
-                   guild_id=str(guild_id) if guild_id else None, parent_id=str(parent) if parent else None,
-                   role_ids=roles, is_bot=user.bot)
-
     def origin_of(self, who: Who, channel) -> Origin:
-        return self.access.origin(who, thread=str(channel.id) if isinstance(channel, discord.Thread) else "")
-
-    def addressed(self, message: discord.Message) -> bool:
-        me = self.client.user
-        if message.guild is None:
-            return True
-        if me in message.mentions:
-            return True
-        listen = set(self.settings.discord_listen_channels)
-        if {str(message.channel.id), str(getattr(message.channel, "parent_id", "") or "")} & listen:
-            return True
-        ref = message.reference
-        return bool(ref and isinstance(ref.resolved, discord.Message) and ref.resolved.author.id == me.id)
+        return self.access.origin(who, thread=thread_of(channel))
 
     # -- messages --------------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
-        me = self.client.user
-        if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
+        if not heard(message, self.client.user):
             return
         where = self.support.where(message.channel) if self.support is not None else None
         if where is not None:       # a support channel or one of its threads: the desk's alone
@@ -270,9 +150,9 @@ class DiscordAdapter:
             return
         if message.author.bot and not self.access.answers_bot(str(message.author.id)):
             return
-        if not self.addressed(message):
+        if not addressed(message, self.client.user, self.settings.discord_listen_channels):
             return
-        who = self.who_of(message.author, message.channel, message.guild.id if message.guild else None)
+        who = who_of(message.author, message.channel, message.guild.id if message.guild else None)
         key = f"discord:message:{message.id}"
         if await self.engine.accept("discord", key, {"kind": "message", "channel": str(message.channel.id),
                                                      "message": str(message.id), "who": who.to_record()}):
@@ -294,9 +174,9 @@ class DiscordAdapter:
         await self.engine.settle(key)        # not when cancelled at shutdown: replayed then
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
-        reply = MessageReply(self, message)
+        reply = MessageReply(self.replies, message)
         where = {"channel": str(message.channel.id), "reply_to": str(message.id),
-                 "conversation": self.conversation_of(message)}
+                 "conversation": conversation_of(message)}
         with self.engine.answering(key, where) as intake:
             await self._guarded(reply, self._answer_message(message, reply, who))
         await self.engine.settle(intake)     # not when cancelled at shutdown: replayed then
@@ -307,7 +187,7 @@ class DiscordAdapter:
             await reply.say(refusal)
             return
         text = history.clean(message.content, self.client.user.id)
-        request = Request(self.origin_of(who, message.channel), self.conversation_of(message), text,
+        request = Request(self.origin_of(who, message.channel), conversation_of(message), text,
                           attachments=list(message.attachments))
         reply.conversation = request.conversation
         request.history = await self.history_of(message)
@@ -328,13 +208,6 @@ class DiscordAdapter:
         else:
             await reply.say("👋 Yes? Ask me something after the mention, or try /help.")
 
-    def conversation_of(self, message: discord.Message) -> str:
-        if isinstance(message.channel, discord.Thread):
-            return f"discord:thread:{message.channel.id}"
-        if message.guild is None and message.reference is None:
-            return f"discord:dm:{message.channel.id}"
-        return f"discord:{message.channel.id}:{message.id}"
-
     async def history_of(self, message: discord.Message) -> list[tuple[str, str]] | None:
         """The reply chain (or thread) as memory; None lets the store answer (a DM)."""
         limit = self.settings.history_messages
@@ -348,46 +221,36 @@ class DiscordAdapter:
 
     # -- interactions ------------------------------------------------------------------------
 
-    async def run_slash(self, interaction: discord.Interaction, name: str, arg: str,
-                        attachment: discord.Attachment | None = None) -> None:
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+    async def run_slash(self, interaction: discord.Interaction, call: Call,
+                        attachment: discord.Attachment | None) -> None:
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
-        record = self._interaction_record(interaction, who, "slash", name=name, arg=arg,
-                                          attachment=attachment.to_dict() if attachment is not None else None)
-        key = await self._keep_then_defer(interaction, record, thinking=True, ephemeral=name in PRIVATE)
+        event = Interacted.of(interaction, who, "slash", call,
+                              attachment=attachment.to_dict() if attachment is not None else None)
+        key = await self._keep_then_defer(interaction, event, thinking=True, ephemeral=call.name in PRIVATE)
         if key is not None:
-            await self._answer_slash(key, record, InteractionReply.of(self, interaction), attachment)
+            await self._answer_slash(key, event, InteractionReply.of(self.replies, interaction), attachment)
 
-    @staticmethod
-    def _interaction_record(interaction: discord.Interaction, who: Who, kind: str, **more) -> dict:
-        """What a kept interaction needs to be answered after a restart: who, where, and its
-        follow-up webhook (application id, token, and when: the token lives 15 minutes)."""
-        return {"kind": kind, "who": who.to_record(),
-                "thread": str(interaction.channel_id) if isinstance(interaction.channel, discord.Thread) else "",
-                "channel": str(interaction.channel_id), "app": str(interaction.application_id),
-                "token": interaction.token, "at": interaction.created_at.timestamp(), **more}
-
-    async def _keep_then_defer(self, interaction: discord.Interaction, record: dict, **defer) -> str | None:
+    async def _keep_then_defer(self, interaction: discord.Interaction, event: Interacted, **defer) -> str | None:
         """Keep the interaction, then defer it; its key, or None when it was kept before."""
         key = f"discord:interaction:{interaction.id}"
-        kept = await self.engine.accept("discord", key, record)
+        kept = await self.engine.accept("discord", key, event.to_record())
         await interaction.response.defer(**defer)
         return key if kept else None
 
-    async def _answer_slash(self, key: str, record: dict, reply: DiscordReply, attachment) -> None:
-        await self._answer_interaction(key, record, reply, lambda request: self._slash(request, attachment, reply))
+    async def _answer_slash(self, key: str, event: Interacted, reply: DiscordReply, attachment) -> None:
+        await self._answer_interaction(key, event, reply,
+                                       lambda request: self._slash(request, event.call, attachment, reply))
 
-    async def _answer_interaction(self, key: str, record: dict, reply: DiscordReply,
+    async def _answer_interaction(self, key: str, event: Interacted, reply: DiscordReply,
                                   work: Callable[[Request], Awaitable[None]]) -> None:
-        who = Who.from_record(record["who"])
-        request = Request(self.access.origin(who, thread=record["thread"]),
-                          f"discord:{record['channel']}:{who.user_id}",
-                          f"/{record['name']} {record.get('arg', '')}".strip(), attachments=[])
+        request = Request(self.access.origin(event.who, thread=event.thread),
+                          f"discord:{event.channel}:{event.who.user_id}", attachments=[])
         reply.conversation = request.conversation
-        where = {"channel": record["channel"], "reply_to": "", "conversation": request.conversation,
+        where = {"channel": event.channel, "reply_to": "", "conversation": request.conversation,
                  **reply.where_extra}
         with self.engine.answering(key, where) as intake:
             await self._guarded(reply, work(request))
@@ -396,7 +259,7 @@ class DiscordAdapter:
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did
         not give (as the first response: Discord allows no modal after a defer), else straight on."""
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
@@ -404,24 +267,26 @@ class DiscordAdapter:
         template = templates.get(name)
         given = {k: v for k, v in given.items() if v is not None and str(v).strip()}
         if template.missing(given):
-            await interaction.response.send_modal(TemplateModal(self, template, given, str(interaction.id)))
+            await interaction.response.send_modal(self.client.modal(template, given, interaction))
             return
         await self.run_template(interaction, template, given)
 
     async def run_template(self, interaction: discord.Interaction, template, values: dict) -> None:
         """The template's command with its slots filled in, answered in follow-ups."""
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
-        record = self._interaction_record(interaction, who, "template", name=template.name, values=values)
-        key = await self._keep_then_defer(interaction, record, thinking=True)
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
+        event = Interacted.of(interaction, who, "template", Call(template.name), values=values)
+        key = await self._keep_then_defer(interaction, event, thinking=True)
         if key is not None:
-            reply = FormReply.of(self, interaction, values)
-            await self._answer_interaction(key, record, reply, lambda request: self.commands.handle(request, reply))
+            reply = FormReply.of(self.replies, interaction, values)
+            await self._answer_interaction(key, event, reply,
+                                           lambda request: self.commands.run(request, event.call, reply))
 
-    async def _slash(self, request: Request, attachment: discord.Attachment | None, reply: DiscordReply) -> None:
+    async def _slash(self, request: Request, call: Call, attachment: discord.Attachment | None,
+                     reply: DiscordReply) -> None:
         if attachment is not None:        # fetched here, from Discord's hosts only
             request.attachments = [await files.download(attachment, self.settings.max_audio_bytes,
                                                         self.settings.discord_api_url)]
-        await self.commands.handle(request, reply)
+        await self.commands.run(request, call, reply)
 
     async def _say_aloud(self, origin: Origin, text: str, reply: DiscordReply) -> None:
         handle = await submit_speech(self.engine, text, origin, response_format="ogg", check_length=False)
@@ -430,7 +295,7 @@ class DiscordAdapter:
                               duration_s=speech.duration_s, waveform=speech.waveform)
 
     async def cancel_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
         handle = self.engine.handle(job_id)
         note = self.pipelines.get(job_id)
         if handle is None or (handle.done and note is None):
@@ -446,16 +311,16 @@ class DiscordAdapter:
         """The same picture request as job `job_id` (from its stored record), with a new seed,
         drawn by and for the person who clicked, in a message of its own. The click is kept
         before its defer, as a slash command is."""
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
-        record = self._interaction_record(interaction, who, "reroll", name="reroll", job=job_id)
-        key = await self._keep_then_defer(interaction, record, thinking=True)    # the picture's own message
+        event = Interacted.of(interaction, who, "reroll", Call("reroll"), job=job_id)
+        key = await self._keep_then_defer(interaction, event, thinking=True)    # the picture's own message
         if key is not None:
-            reply = InteractionReply.of(self, interaction)
-            await self._answer_interaction(key, record, reply, lambda request: self._reroll(request, reply, job_id))
+            reply = InteractionReply.of(self.replies, interaction)
+            await self._answer_interaction(key, event, reply, lambda request: self._reroll(request, reply, job_id))
 
     async def _reroll(self, request: Request, reply: DiscordReply, job_id: str) -> None:
         record = await self.engine.store.get_job(job_id)
@@ -469,20 +334,23 @@ class DiscordAdapter:
 
     async def speak_clicked(self, interaction: discord.Interaction) -> None:
         message = interaction.message
-        reply = DiscordReply(self, interaction.channel_id, reply_to=message.id if message else None)
-
-        async def whisper(text: str) -> None:
-            await interaction.followup.send(text, ephemeral=True)
-        reply._post = lambda text, view=None: whisper(text)      # words go only to the clicker
-        who = self.who_of(interaction.user, interaction.channel, interaction.guild_id)
+        reply = ClickReply(self.replies, interaction)      # words go only to the clicker
+        who = who_of(interaction.user, interaction.channel, interaction.guild_id)
         refusal = self.access.check(who)
         if refusal:
-            await whisper(refusal)
+            await reply.say(refusal)
             return
         text = history.clean(message.content if message else "", self.client.user.id)
         if text.startswith("🎙️"):
             text = text.split("\n\n", 1)[-1]           # not the transcript, only the answer
         await self._guarded(reply, self._say_aloud(self.origin_of(who, interaction.channel), text, reply))
+
+    async def feedback_clicked(self, interaction: discord.Interaction, helpful: bool, outcome_id: int | None,
+                               channel: str) -> None:
+        if self.support is None:
+            await interaction.followup.send("Support answers are not set up here any more.", ephemeral=True)
+            return
+        await self.support.feedback(interaction, helpful, outcome_id, channel)
 
     # -- after a restart ----------------------------------------------------------------------
 
@@ -499,21 +367,22 @@ class DiscordAdapter:
         try:
             kind = record.get("kind")
             if kind in ("slash", "reroll", "template"):
-                reply = self._reply_to_interaction(record["channel"], record.get("app", ""),
-                                                   record.get("token", ""), float(record.get("at") or 0))
+                event = Interacted.of_record(record)
+                reply = self.replies.of_token(event.channel, event.app, event.token, event.at)
             if kind == "slash":
-                attachment = files.KeptAttachment.of(record["attachment"]) if record.get("attachment") else None
-                await self._answer_slash(key, record, reply, attachment)
+                attachment = files.KeptAttachment.of(event.attachment) if event.attachment else None
+                await self._answer_slash(key, event, reply, attachment)
             elif kind == "reroll":
-                await self._answer_interaction(key, record, reply,
-                                               lambda request: self._reroll(request, reply, record["job"]))
+                await self._answer_interaction(key, event, reply,
+                                               lambda request: self._reroll(request, reply, event.job))
             elif kind == "template":
                 if not isinstance(reply, InteractionReply):   # the form's values go only with its token
                     log.info("not answering %s after the restart: its interaction's token expired", key)
                     await self.engine.settle(key)
                     return
-                form = FormReply(self, reply.channel_id, reply.followup, float(record["at"]), record["values"])
-                await self._answer_interaction(key, record, form, lambda request: self.commands.handle(request, form))
+                form = FormReply(self.replies, reply.channel_id, reply.followup, event.at, event.values)
+                await self._answer_interaction(key, event, form,
+                                               lambda request: self.commands.run(request, event.call, form))
             elif kind == "support":
                 msg = SupportMessage.of(record["question"])
                 if self.support is None or not self.support.takes(msg):     # no longer a support channel
@@ -533,12 +402,6 @@ class DiscordAdapter:
         except discord.HTTPException as e:
             log.warning("could not answer %s after the restart yet: %s", key, e)
 
-    def _reply_to_interaction(self, channel: str, app: str, token: str, at: float) -> DiscordReply:
-        """Follow-ups of an interaction while its token lives; after that, the channel."""
-        if token and time.time() - at < INTERACTION_TOKEN_S:
-            return InteractionReply(self, int(channel), followup_webhook(self.client, app, token), at)
-        return ChannelReply(self, int(channel))
-
     async def _resume(self, handle, ref: dict) -> None:
         """A job accepted before a restart runs again: its answer goes where it would have,
         into the message posted for it then (never a second answer)."""
@@ -554,10 +417,10 @@ class DiscordAdapter:
         channel = int(where["channel"])
         interaction = where.get("interaction")
         if isinstance(interaction, dict):
-            reply = self._reply_to_interaction(where["channel"], interaction.get("app", ""),
-                                               interaction.get("token", ""), float(interaction.get("at") or 0))
+            reply = self.replies.of_token(where["channel"], interaction.get("app", ""),
+                                          interaction.get("token", ""), float(interaction.get("at") or 0))
         else:
-            reply = ChannelReply(self, channel, int(where["reply_to"]) if where.get("reply_to") else None)
+            reply = ChannelReply(self.replies, channel, int(where["reply_to"]) if where.get("reply_to") else None)
         reply.conversation = where.get("conversation", "")
         if kind in ("transcribe", "speak", "ocr"):
             # a voice note's or an image question's first stage: what chained the stages is gone

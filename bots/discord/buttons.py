@@ -3,7 +3,9 @@ picture again with another seed.
 
 They are `DynamicItem`s: the state lives in the custom_id, so a click is understood after a
 restart too, and no view is kept in memory per message. A click is acknowledged at once
-(deferred), then answered by the adapter; a Re-roll is kept in the store before its defer.
+(deferred), then answered by its listener; a Re-roll is kept in the store before its defer.
+discord.py makes a button anew from each click's custom_id, so the button finds its listener on
+the client that received the click (`ConfabClient.listeners`, wired in client.py).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await interaction.client.adapter.cancel_clicked(interaction, self.job_id)
+        await interaction.client.listeners.cancel(interaction, self.job_id)
 
 
 class SpeakButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:speak"):
@@ -42,7 +44,7 @@ class SpeakButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:s
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer()      # a deferred update: no message of its own yet
-        await interaction.client.adapter.speak_clicked(interaction)
+        await interaction.client.listeners.speak(interaction)
 
 
 class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:reroll:(?P<job>job_[0-9a-f]{20})"):
@@ -61,7 +63,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"confab:
 
     async def callback(self, interaction: discord.Interaction) -> None:
         # kept in the store, then deferred (thinking: the new picture gets a message of its own)
-        await interaction.client.adapter.reroll_clicked(interaction, self.job_id)
+        await interaction.client.listeners.reroll(interaction, self.job_id)
 
 
 def view_of(*items: discord.ui.Item) -> discord.ui.View:
@@ -99,8 +101,4 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        support = interaction.client.adapter.support
-        if support is None:
-            await interaction.followup.send("Support answers are not set up here any more.", ephemeral=True)
-            return
-        await support.feedback(interaction, self.helpful, self.outcome_id, self.channel)
+        await interaction.client.listeners.feedback(interaction, self.helpful, self.outcome_id, self.channel)

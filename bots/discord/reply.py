@@ -1,16 +1,20 @@
 """How Confab answers on Discord: the shared `Reply` protocol for a message (a mention, a DM, a
-voice message) and for an interaction (a slash command, deferred at once).
+voice message), for an interaction (a slash command, deferred at once) and for a click.
 
 Streaming is a placeholder message edited at most once per `CONFAB_DISCORD_EDIT_INTERVAL`
 (discord.py waits out Discord's rate-limit buckets and 429s), moving on to a new message at
 2,000 characters. While a job runs its message carries a Cancel button; a finished text answer
 carries "Speak this"; a finished /imagine picture's status message carries "Re-roll".
+
+Every reply is given a `Replies`: what it needs from the rest of Confab (the engine, the
+settings, discord.py's client), and the maker of the replies that no live event makes.
 """
 from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING, AsyncIterator
+import time
+from typing import AsyncIterator
 
 import discord
 
@@ -18,11 +22,10 @@ from bots.common.delivery import Delivery
 from bots.common.render import ThrottledStream, split_message
 from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
 from bots.discord.voice import send_voice_message, voice_metadata
+from engine import Engine, Settings
+from engine.flows.templates import Template
 
 UNCHANGED = object()    # a message's buttons stay as they are (None would remove them)
-
-if TYPE_CHECKING:
-    from bots.discord.adapter import DiscordAdapter
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,28 @@ def followup_webhook(client: discord.Client, application_id: int | str, token: s
                                       client._connection)
 
 
-class DiscordReply:
-    """What both kinds of reply share: streaming with buttons, files and voice messages."""
+class Replies:
+    """What a reply needs: the engine (its jobs, the store where an answer's messages are
+    noted, whether it can speak), the settings, and discord.py's client to post with."""
 
-    def __init__(self, adapter: "DiscordAdapter", channel_id: int, reply_to: int | None = None):
-        self.adapter, self.channel_id, self.reply_to = adapter, channel_id, reply_to
+    def __init__(self, engine: Engine, settings: Settings, client: discord.Client):
+        self.engine, self.settings, self.client = engine, settings, client
+
+    def can_speak(self) -> bool:
+        return bool(self.engine.installed("tts"))
+
+    def of_token(self, channel: str, app: str, token: str, at: float) -> "DiscordReply":
+        """Follow-ups of an interaction while its token lives; after that, the channel."""
+        if token and time.time() - at < INTERACTION_TOKEN_S:
+            return InteractionReply(self, int(channel), followup_webhook(self.client, app, token), at)
+        return ChannelReply(self, int(channel))
+
+
+class DiscordReply:
+    """What every kind of reply shares: streaming with buttons, files and voice messages."""
+
+    def __init__(self, replies: Replies, channel_id: int, reply_to: int | None = None):
+        self.replies, self.channel_id, self.reply_to = replies, channel_id, reply_to
         self.conversation = ""
         self.earlier: list = []     # messages posted for this job before a restart, to edit
         self.where_extra: dict = {}   # more of where the answer goes, kept with the job
@@ -86,7 +106,7 @@ class DiscordReply:
     def _image_view(self, message_id: int, job_id: str, done: bool) -> discord.ui.View | None:
         if done:
             return view_of(RerollButton(job_id))
-        handle = self.adapter.engine.handle(job_id)
+        handle = self.replies.engine.handle(job_id)
         if handle is None or handle.done:          # failed or cancelled: no button left
             self._controls.pop(message_id, None)
             return None
@@ -104,7 +124,7 @@ class DiscordReply:
         posted: list[discord.Message] = list(self.earlier)
         delivery = None
         if job_id:      # where the answer goes, kept with the job so a restart can finish it
-            delivery = Delivery(self.adapter.engine.store, job_id,
+            delivery = Delivery(self.replies.engine.store, job_id,
                                 {"channel": str(self.channel_id), "reply_to": str(self.reply_to or ""),
                                  "conversation": self.conversation, **self.where_extra},
                                 [str(m.id) for m in self.earlier])
@@ -137,7 +157,7 @@ class DiscordReply:
             buttons_done.add(msg.id)
             await self._edit_with_view(msg, view, content=text)
 
-        stream = ThrottledStream(post, edit, LIMIT, interval=self.adapter.settings.discord_edit_interval_s,
+        stream = ThrottledStream(post, edit, LIMIT, interval=self.replies.settings.discord_edit_interval_s,
                                  placeholder=PLACEHOLDER)
         stream.refs, stream.shown = list(self.earlier), [""] * len(self.earlier)
         text = await stream.run(until_end())
@@ -152,8 +172,8 @@ class DiscordReply:
                     text: str) -> object:
         """The buttons an answer's message ends with: "Speak this" on the last message of a
         finished answer, none on the first (its Cancel button goes); UNCHANGED for the others."""
-        if posted and msg is posted[-1] and text.strip() and self.adapter.can_speak():
-            handle = self.adapter.engine.handle(job_id) if job_id else None
+        if posted and msg is posted[-1] and text.strip() and self.replies.can_speak():
+            handle = self.replies.engine.handle(job_id) if job_id else None
             if handle is None or handle.status == "done":
                 return view_of(SpeakButton())
         if job_id and posted and msg is posted[0]:
@@ -164,8 +184,8 @@ class DiscordReply:
                         duration_s: float = 0.0, waveform: bytes = b"") -> object:
         if voice:
             if not (waveform and duration_s):
-                duration_s, waveform = await voice_metadata(data, self.adapter.settings)
-            sent = await send_voice_message(self.adapter.client.http, self.channel_id, data,
+                duration_s, waveform = await voice_metadata(data, self.replies.settings)
+            sent = await send_voice_message(self.replies.client.http, self.channel_id, data,
                                             duration_s, waveform, reply_to=self.reply_to)
             if title:
                 await self._post(title)
@@ -176,8 +196,8 @@ class DiscordReply:
 class MessageReply(DiscordReply):
     """Answers to a message: replies to it (without pinging), then plain messages."""
 
-    def __init__(self, adapter: "DiscordAdapter", message: discord.Message):
-        super().__init__(adapter, message.channel.id, message.id)
+    def __init__(self, replies: Replies, message: discord.Message):
+        super().__init__(replies, message.channel.id, message.id)
         self.message = message
         self._replied = False
 
@@ -203,16 +223,16 @@ class InteractionReply(DiscordReply):
     "thinking…" message; private answers are ephemeral. Made from the interaction, or after a
     restart from its application id and token (`followup_webhook`) while the token lives."""
 
-    def __init__(self, adapter: "DiscordAdapter", channel_id: int, followup: discord.Webhook,
+    def __init__(self, replies: Replies, channel_id: int, followup: discord.Webhook,
                  created_at: float):
-        super().__init__(adapter, channel_id)
+        super().__init__(replies, channel_id)
         self.followup = followup
         self.where_extra = {"interaction": {"app": str(followup.id), "token": followup.token,
                                             "at": created_at}}
 
     @classmethod
-    def of(cls, adapter: "DiscordAdapter", interaction: discord.Interaction) -> "InteractionReply":
-        return cls(adapter, interaction.channel_id, interaction.followup,
+    def of(cls, replies: Replies, interaction: discord.Interaction) -> "InteractionReply":
+        return cls(replies, interaction.channel_id, interaction.followup,
                    interaction.created_at.timestamp())
 
     async def _post(self, text: str, view: discord.ui.View | None = None,
@@ -236,12 +256,48 @@ class InteractionReply(DiscordReply):
         return await self.followup.send(text or discord.utils.MISSING, file=file, wait=True)
 
 
+class FormReply(InteractionReply):
+    """An interaction's reply whose template form is already filled in (by the modal or the
+    options): the shared command asks `form` for the slots (bots/skills.py)."""
+
+    def __init__(self, replies: Replies, channel_id: int, followup: discord.Webhook,
+                 created_at: float, values: dict):
+        super().__init__(replies, channel_id, followup, created_at)
+        self.values = values
+
+    @classmethod
+    def of(cls, replies: Replies, interaction: discord.Interaction, values: dict) -> "FormReply":
+        return cls(replies, interaction.channel_id, interaction.followup, interaction.created_at.timestamp(),
+                   values)
+
+    async def form(self, template: Template, values: dict) -> dict:
+        return dict(self.values)
+
+
+class ClickReply(DiscordReply):
+    """Answers to a click on one of Confab's messages (deferred as an update): words go to the
+    person who clicked alone, ephemeral; files and voice messages to the channel, in reply to
+    the message."""
+
+    def __init__(self, replies: Replies, interaction: discord.Interaction):
+        message = interaction.message
+        super().__init__(replies, interaction.channel_id, reply_to=message.id if message else None)
+        self.followup = interaction.followup
+
+    async def _post(self, text: str, view: discord.ui.View | None = None) -> object:
+        return await self.followup.send(text, ephemeral=True)
+
+    async def _post_file(self, file: discord.File, text: str) -> object:
+        channel = self.replies.client.get_partial_messageable(self.channel_id)
+        return await channel.send(text or None, file=file, allowed_mentions=NO_MENTIONS)
+
+
 class ChannelReply(DiscordReply):
     """Answers posted straight to a channel by id (a job resumed after a restart)."""
 
-    def __init__(self, adapter: "DiscordAdapter", channel_id: int, reply_to: int | None = None):
-        super().__init__(adapter, channel_id, reply_to)
-        self.channel = adapter.client.get_partial_messageable(channel_id)
+    def __init__(self, replies: Replies, channel_id: int, reply_to: int | None = None):
+        super().__init__(replies, channel_id, reply_to)
+        self.channel = replies.client.get_partial_messageable(channel_id)
         self._replied = False
 
     async def _post(self, text: str, view: discord.ui.View | None = None) -> discord.Message:

@@ -48,7 +48,7 @@ async def rig(tmp_path_factory, shared_models_dir):
 # -- start-up, internals -----------------------------------------------------------------------
 
 async def test_discord_py_internals_still_where_the_adapter_expects(rig):
-    """If this fails after a discord.py upgrade, fix bots/discord/adapter.point_at and
+    """If this fails after a discord.py upgrade, fix bots/discord/client.point_at and
     bots/discord/voice.send_voice_message."""
     check_http_layer()
     assert discord.http.Route.BASE == rig.fake.api_base

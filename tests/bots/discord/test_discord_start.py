@@ -13,7 +13,7 @@ import pytest
 
 import bots.discord
 from bots.common.commands import Commands
-from bots.discord.adapter import INVITE_PERMISSIONS, invite_url
+from bots.discord.client import INVITE_PERMISSIONS, invite_url
 from engine import ConfigError, Settings
 from engine.runtime.engine import Engine
 from tests.engine.test_kb import needs_kb
@@ -60,7 +60,7 @@ async def test_the_readme_invite_link_asks_for_what_confab_uses():
 
 
 async def test_start_logs_the_invite_link_with_the_application_id(tmp_path, caplog):
-    caplog.set_level("INFO", logger="bots.discord.adapter")
+    caplog.set_level("INFO", logger="bots.discord.client")
     async with DiscordFake() as fake:
         engine = Engine(env_settings(tmp_path, fake, fake.token), gpu_total=None)
         try:
