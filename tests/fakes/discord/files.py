@@ -73,6 +73,12 @@ class _Upload:
 class Files:
     """Attachments, uploads and the CDN of DiscordFake."""
 
+    _PATHS = [
+        ("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", "_cdn_entry"),
+        ("GET", "/media/attachments/{channel_id}/{attachment_id}/{filename}", "_cdn_entry"),
+        ("PUT", "/upload/{upload_filename:.+}", "_upload_entry"),
+    ]
+
     def _cdn_urls(self, channel_id: str, attachment_id: str, filename: str) -> Tuple[str, str]:
         now = int(time.time())
         ex, is_ = format(now + 86400, "x"), format(now, "x")

@@ -109,6 +109,8 @@ class _Session:
 class Gateway:
     """The gateway side of DiscordFake."""
 
+    _PATHS = [("GET", "/gw", "_gateway_entry"), ("GET", "/gw-resume", "_gateway_entry")]
+
     @property
     def connected(self) -> bool:
         """A client is identified (or resumed) on a live gateway connection."""
@@ -327,18 +329,25 @@ class Gateway:
         else:
             await conn.close(CLOSE_UNKNOWN_OPCODE, "Unknown opcode.")
 
-    async def _on_identify(self, conn: _GatewayConn, d: Any) -> None:
+    async def _authenticated(self, conn: _GatewayConn, d: Any, *, identify: bool) -> bool:
+        """The checks IDENTIFY and RESUME share (a fresh connection, a payload, the bot's token);
+        False once the connection is closed for failing one."""
         if conn.session is not None:
             await conn.close(CLOSE_ALREADY_AUTHENTICATED, "Already authenticated.")
-            return
-        if not isinstance(d, dict) or not isinstance(d.get("properties"), dict):
+            return False
+        if not isinstance(d, dict) or (identify and not isinstance(d.get("properties"), dict)):
             await conn.close(CLOSE_DECODE_ERROR, "Error while decoding payload.")
-            return
+            return False
         token = d.get("token")
         if isinstance(token, str) and token.startswith("Bot "):
             token = token[4:]
         if token != self.token:
             await conn.close(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+            return False
+        return True
+
+    async def _on_identify(self, conn: _GatewayConn, d: Any) -> None:
+        if not await self._authenticated(conn, d, identify=True):
             return
         intents = d.get("intents")
         if not isinstance(intents, int) or intents < 0 or intents & ~Intents.ALL:
@@ -383,17 +392,7 @@ class Gateway:
         self._touch()
 
     async def _on_resume(self, conn: _GatewayConn, d: Any) -> None:
-        if conn.session is not None:
-            await conn.close(CLOSE_ALREADY_AUTHENTICATED, "Already authenticated.")
-            return
-        if not isinstance(d, dict):
-            await conn.close(CLOSE_DECODE_ERROR, "Error while decoding payload.")
-            return
-        token = d.get("token")
-        if isinstance(token, str) and token.startswith("Bot "):
-            token = token[4:]
-        if token != self.token:
-            await conn.close(CLOSE_AUTHENTICATION_FAILED, "Authentication failed.")
+        if not await self._authenticated(conn, d, identify=False):
             return
         session = self._sessions.get(str(d.get("session_id")))
         seq = d.get("seq")

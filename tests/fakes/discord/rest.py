@@ -5,7 +5,6 @@ the routes for users, members, DMs, the application and the gateway URL."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -62,6 +61,8 @@ class _Bucket:
 class Rest:
     """The REST plumbing of DiscordFake."""
 
+    _PATHS = [("*", "/api/v{version}/{tail:.*}", "_api_entry")]
+
     def rate_limit(self, route_substring: str, times: int = 1, retry_after: float = 0.5, *,
                    method: Optional[str] = None, global_: bool = False, scope: str = "user") -> None:
         """Answer the next ``times`` requests whose path contains ``route_substring`` with 429."""
@@ -72,20 +73,16 @@ class Rest:
         """Requests whose path starts with ``path`` (as the client sends it, e.g.
         "/api/v10/channels/1/messages", or an attachment's CDN path) wait unanswered until
         :meth:`release`: a client stuck mid-work, for a kill to land at a known point."""
-        self._holds.setdefault((method.upper(), path), asyncio.Event())
+        self._holds.hold((method.upper(), path))
 
     def release(self, path: str, method: str = "GET") -> None:
-        held = self._holds.pop((method.upper(), path), None)
-        if held is not None:
-            held.set()
+        self._holds.release((method.upper(), path))
 
     def release_all(self) -> None:
-        for method, path in list(self._holds):
-            self.release(path, method)
+        self._holds.release_all()
 
     async def _wait_if_held(self, request: web.Request) -> None:
-        held = next((ev for (method, path), ev in self._holds.items()
-                     if method == request.method and request.path.startswith(path)), None)
+        held = self._holds.find(lambda key: key[0] == request.method and request.path.startswith(key[1]))
         if held is not None:
             self.held.append(f"{request.method} {request.path}")
             self._touch()

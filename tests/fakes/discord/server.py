@@ -4,12 +4,11 @@ CDN, uploads), the state every surface shares, ids, and the bounded wait on what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
 from tests.fakes.discord.commands import Commands
 from tests.fakes.discord.files import Files, _StoredAttachment, _Upload
@@ -26,9 +25,10 @@ from tests.fakes.discord.protocol import (
 )
 from tests.fakes.discord.rest import DEFAULT_BUCKETS, Rest, _Bucket, _Rule
 from tests.fakes.discord.world import World
+from tests.fakes.shared import Changes, Holds, LoopbackServer, Url
 
 
-class DiscordFake(World, Messages, Files, Interactions, Commands, Gateway, Rest):
+class DiscordFake(World, Messages, Files, Interactions, Commands, Gateway, Rest, LoopbackServer):
     """Discord on 127.0.0.1: REST under ``api_base``, gateway at ``gateway_url``, CDN."""
 
     def __init__(
@@ -98,48 +98,24 @@ class DiscordFake(World, Messages, Files, Interactions, Commands, Gateway, Rest)
 
         # Runtime -----------------------------------------------------------------------
         self.port: Optional[int] = None
-        self._runner: Optional[web.AppRunner] = None
         self._session: Optional[_Session] = None
         self._sessions: Dict[str, _Session] = {}
         self._consumed: set = set()
-        self._changed: Optional[asyncio.Event] = None
+        self._changes = Changes()
         self._rate_rules: List[_Rule] = []
         self._faults: List[_Rule] = []
-        self._holds: Dict[tuple, asyncio.Event] = {}
+        self._holds = Holds()  # (METHOD, path prefix) of requests held unanswered
         self.held: List[str] = []     # "METHOD path" of each request that arrived while held
         self._buckets: Dict[str, _Bucket] = {}
         self._conn_counter = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def api_base(self) -> str:
-        return f"{self.base_url}/api/v{API_VERSION}"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/gw"
-
-    @property
-    def resume_gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/gw-resume"
+    base_url = Url("http", "")
+    api_base = Url("http", f"/api/v{API_VERSION}")
+    gateway_url = Url("ws", "/gw")
+    resume_gateway_url = Url("ws", "/gw-resume")
 
     async def start(self) -> "DiscordFake":
-        self._changed = asyncio.Event()
-        app = web.Application(client_max_size=self.upload_limit + 8 * 1024 * 1024)
-        app.router.add_route("*", "/api/v{version}/{tail:.*}", self._api_entry)
-        app.router.add_get("/gw", self._gateway_entry)
-        app.router.add_get("/gw-resume", self._gateway_entry)
-        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn_entry)
-        app.router.add_get("/media/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn_entry)
-        app.router.add_put("/upload/{upload_filename:.+}", self._upload_entry)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self.port = await self._serve(client_max_size=self.upload_limit + 8 * 1024 * 1024)
         return self
 
     async def stop(self) -> None:
@@ -147,15 +123,7 @@ class DiscordFake(World, Messages, Files, Interactions, Commands, Gateway, Rest)
         for conn in list(self.gateway_connections):
             if conn.open:
                 await conn.close(WSCloseCode.GOING_AWAY, "fake stopping")
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "DiscordFake":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
+        await self._unserve()
 
     def _snowflake(self, ms: Optional[int] = None) -> str:
         ms = int(time.time() * 1000) if ms is None else ms
@@ -165,24 +133,14 @@ class DiscordFake(World, Messages, Files, Interactions, Commands, Gateway, Rest)
         return str(value)
 
     def _touch(self) -> None:
-        if self._changed is not None:
-            ev, self._changed = self._changed, asyncio.Event()
-            ev.set()
+        self._changes.notify()
 
     async def _wait_until(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            ev = self._changed
-            assert ev is not None, "fake not started"
-            result = check()
-            if result:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                recent = ", ".join(repr(r) for r in self.requests[-8:])
-                raise DiscordFakeTimeout(f"timed out after {timeout}s waiting for {what}; "
-                                         f"identifies={self.identify_count} resumes={self.resume_count} "
-                                         f"recent requests: [{recent}]")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(ev.wait(), remaining)
+        assert self.port is not None, "fake not started"
+        try:
+            return await self._changes.until(check, timeout)
+        except asyncio.TimeoutError:
+            recent = ", ".join(repr(r) for r in self.requests[-8:])
+            raise DiscordFakeTimeout(f"timed out after {timeout}s waiting for {what}; "
+                                     f"identifies={self.identify_count} resumes={self.resume_count} "
+                                     f"recent requests: [{recent}]") from None

@@ -94,12 +94,8 @@ def from_user(message: discord.Message) -> bool:
 
 @pytest_asyncio.fixture
 async def fake():
-    f = DiscordFake()
-    await f.start()
-    try:
+    async with DiscordFake() as f:
         yield f
-    finally:
-        await f.stop()
 
 
 @contextlib.asynccontextmanager

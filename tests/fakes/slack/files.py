@@ -29,6 +29,12 @@ _LOGIN_PAGE = """<!DOCTYPE html>
 class Files:
     """File hosting, uploads and downloads of SlackFake."""
 
+    _PATHS = [
+        ("POST", "/upload/v1/{key}", "_handle_upload"),
+        ("GET", "/files/{tf}/download/{name}", "_handle_file_download"),
+        ("GET", "/files/{tf}/{name}", "_handle_file_download"),
+    ]
+
     def redirect_download(self, file_id: str, location: str) -> None:
         """The next authenticated download of `file_id` answers 302 to `location`, as Slack does
         for some files (files.slack.com -> files-origin.slack.com on Enterprise Grid, a PDF's

@@ -25,6 +25,9 @@ RESPONSE_URL_MAX_USES = 5
 class Interactions:
     """Slash commands, block actions, views and response URLs of SlackFake."""
 
+    _PATHS = [("POST", "/commands/{team}/{n}/{secret}", "_handle_response_url"),
+              ("POST", "/actions/{team}/{n}/{secret}", "_handle_response_url")]
+
     def _new_trigger(self, user: str) -> str:
         trig = f"{secrets.randbelow(10**12)}.{secrets.randbelow(10**11)}.{secrets.token_hex(16)}"
         self._triggers[trig] = {"created": time.monotonic(), "used": False, "user": user}

@@ -7,8 +7,7 @@ import asyncio
 import time
 from typing import Any, Callable, Optional
 
-from aiohttp import web
-
+from tests.fakes.shared import Changes, Holds, LoopbackServer, Url
 from tests.fakes.slack.events import Events
 from tests.fakes.slack.files import Files
 from tests.fakes.slack.http_mode import PUBLISHED_SIGNING_VECTOR, HttpMode
@@ -19,7 +18,7 @@ from tests.fakes.slack.web_api import WebApi
 from tests.fakes.slack.workspace import Workspace
 
 
-class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, SocketMode):
+class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, SocketMode, LoopbackServer):
     """Loopback Slack; see the package docstring."""
 
     def __init__(
@@ -95,18 +94,17 @@ class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, Socket
         self._tickets: dict[str, float] = {}
         self._rate_limits: dict[str, list] = {}
         self._failures: dict[str, list] = {}
-        self._holds: dict[str, asyncio.Event] = {}
+        self._holds = Holds()  # Web API methods held unanswered
         self._download_redirects: dict[str, list] = {}
         self._conns: list[_Conn] = []
         self._ack_futures: dict[str, asyncio.Future] = {}
         self._envelope_sent_at: dict[str, float] = {}
-        self._waiters: list[asyncio.Future] = []
+        self._changes = Changes()
         self._returned_calls: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
         self._last_ts_us = 0
         self._counter = 0
 
-        self._runner: Optional[web.AppRunner] = None
         self._port: Optional[int] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -116,25 +114,11 @@ class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, Socket
         if self._runner is not None:
             return self
         self._loop = asyncio.get_running_loop()
-        app = web.Application(client_max_size=1024 ** 3)
-        app.router.add_route("*", "/api/{method}", self._handle_api)
-        app.router.add_post("/upload/v1/{key}", self._handle_upload)
-        app.router.add_get("/files/{tf}/download/{name}", self._handle_file_download)
-        app.router.add_get("/files/{tf}/{name}", self._handle_file_download)
-        app.router.add_get("/link/", self._handle_ws)
-        app.router.add_get("/link", self._handle_ws)
-        app.router.add_post("/commands/{team}/{n}/{secret}", self._handle_response_url)
-        app.router.add_post("/actions/{team}/{n}/{secret}", self._handle_response_url)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._port = await self._serve(client_max_size=1024 ** 3, shutdown_timeout=1.0)
         return self
 
     async def stop(self) -> None:
-        for method in list(self._holds):
-            self.release(method)
+        self._holds.release_all()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -150,15 +134,7 @@ class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, Socket
         for fut in self._ack_futures.values():
             if not fut.done():
                 fut.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "SlackFake":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.stop()
+        await self._unserve()
 
     @property
     def port(self) -> int:
@@ -166,13 +142,8 @@ class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, Socket
             raise RuntimeError("SlackFake is not started")
         return self._port
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/"
+    base_url = Url("http", "/")
+    api_url = Url("http", "/api/")
 
     def new_ts(self) -> str:
         us = int(time.time() * 1_000_000)
@@ -186,24 +157,12 @@ class SlackFake(Workspace, Events, WebApi, Files, Interactions, HttpMode, Socket
         return self._counter
 
     def _notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        self._changes.notify()
 
     async def wait_until(self, predicate: Callable[[], Any], timeout: float = 10, what: str = "a condition") -> Any:
         """Waits (bounded) until predicate() is truthy; re-checked whenever the fake records something."""
-        async def loop() -> Any:
-            while True:
-                result = predicate()
-                if result:
-                    return result
-                fut = asyncio.get_running_loop().create_future()
-                self._waiters.append(fut)
-                await fut
-
         try:
-            return await asyncio.wait_for(loop(), timeout)
+            return await self._changes.until(predicate, timeout)
         except asyncio.TimeoutError:
             raise asyncio.TimeoutError(f"SlackFake: timed out after {timeout}s waiting for {what}") from None
 

@@ -36,6 +36,8 @@ class _Conn:
 class SocketMode:
     """The Socket Mode side of SlackFake."""
 
+    _PATHS = [("GET", "/link/", "_handle_ws"), ("GET", "/link", "_handle_ws")]
+
     @property
     def connection_count(self) -> int:
         """Socket Mode connections open now."""

@@ -29,12 +29,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 @pytest_asyncio.fixture
 async def fake():
-    f = SlackFake()
-    await f.start()
-    try:
+    async with SlackFake() as f:
         yield f
-    finally:
-        await f.stop()
 
 
 def client_for(fake: SlackFake, token=None, **kw) -> AsyncWebClient:

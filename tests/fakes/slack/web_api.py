@@ -37,6 +37,8 @@ _EMOJI_RE = re.compile(r"^[a-z0-9_+\-']+(::skin-tone-[2-6])?$")
 class WebApi:
     """The Web API plumbing and methods of SlackFake."""
 
+    _PATHS = [("*", "/api/{method}", "_handle_api")]
+
     def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
         """The next `times` calls to `method` answer HTTP 429 with Retry-After, as Slack does."""
         self._rate_limits.setdefault(method, []).extend([int(retry_after)] * times)
@@ -44,12 +46,10 @@ class WebApi:
     def hold(self, method: str) -> None:
         """Calls to `method` wait, unanswered, until `release(method)` (or stop()): a client
         stuck mid-work, for a kill to land at a known point."""
-        self._holds.setdefault(method, asyncio.Event())
+        self._holds.hold(method)
 
     def release(self, method: str) -> None:
-        held = self._holds.pop(method, None)
-        if held is not None:
-            held.set()
+        self._holds.release(method)
 
     def fail_next(self, method: str, error: str, times: int = 1, **extra: Any) -> None:
         """The next `times` calls to `method` answer {"ok": false, "error": error, **extra}."""
@@ -162,9 +162,10 @@ class WebApi:
                 wanted = "app" if method == "apps.connections.open" else "bot"
                 if tk != wanted:
                     raise SlackApiFailure("not_allowed_token_type")
-                if method in self._holds:
+                held = self._holds.find(lambda key: key == method)
+                if held is not None:
                     self._notify()
-                    await self._holds[method].wait()
+                    await held.wait()
                 if method in self._failures and self._failures[method]:
                     error, extra = self._failures[method].pop(0)
                     raise SlackApiFailure(error, **extra)
@@ -231,6 +232,13 @@ class WebApi:
                 if ch["name"] == name:
                     return ch
         raise SlackApiFailure("channel_not_found")
+
+    def _channel_id(self, params: dict) -> str:
+        """The channel a method names by its id (no names, no user ids): channel_not_found otherwise."""
+        channel = params.get("channel")
+        if not channel or channel not in self.channels:
+            raise SlackApiFailure("channel_not_found")
+        return channel
 
     def _check_postable(self, ch: dict) -> None:
         if ch["is_archived"]:
@@ -338,9 +346,7 @@ class WebApi:
         return {"channel": ch["id"], "ts": msg["ts"], "message": self._public(msg)}
 
     def _api_chat_update(self, params: dict, request: web.Request) -> dict:
-        channel = params.get("channel")
-        if not channel or channel not in self.channels:
-            raise SlackApiFailure("channel_not_found")
+        channel = self._channel_id(params)
         ts = params.get("ts")
         if not ts:
             raise SlackApiFailure("message_not_found")
@@ -391,9 +397,7 @@ class WebApi:
         return {"message_ts": ts}
 
     def _api_chat_delete(self, params: dict, request: web.Request) -> dict:
-        channel = params.get("channel")
-        if not channel or channel not in self.channels:
-            raise SlackApiFailure("channel_not_found")
+        channel = self._channel_id(params)
         ts = str(params.get("ts") or "")
         msg = self._find_message(channel, ts)
         if msg is None:
@@ -441,9 +445,7 @@ class WebApi:
         return [m for m in msgs if oldest < float(m["ts"]) < latest]
 
     def _api_conversations_replies(self, params: dict, request: web.Request) -> dict:
-        channel = params.get("channel")
-        if not channel or channel not in self.channels:
-            raise SlackApiFailure("channel_not_found")
+        channel = self._channel_id(params)
         ts = params.get("ts")
         if not ts:
             raise SlackApiFailure("invalid_arguments", "[ERROR] missing required field: ts")
@@ -457,9 +459,7 @@ class WebApi:
         return {"messages": page, **meta}
 
     def _api_conversations_history(self, params: dict, request: web.Request) -> dict:
-        channel = params.get("channel")
-        if not channel or channel not in self.channels:
-            raise SlackApiFailure("channel_not_found")
+        channel = self._channel_id(params)
         if self.bot_user_id not in self.channels[channel]["members"]:
             raise SlackApiFailure("not_in_channel")
         msgs = list(reversed(self.messages(channel, top_level_only=True)))
@@ -469,9 +469,7 @@ class WebApi:
         return {"messages": page, "pin_count": 0, "channel_actions_ts": None, "channel_actions_count": 0, **meta}
 
     def _api_conversations_info(self, params: dict, request: web.Request) -> dict:
-        channel = params.get("channel")
-        if not channel or channel not in self.channels:
-            raise SlackApiFailure("channel_not_found")
+        channel = self._channel_id(params)
         ch = self.channels[channel]
         info = {k: v for k, v in ch.items() if k != "members"}
         info["is_member"] = self.bot_user_id in ch["members"]
