@@ -233,6 +233,19 @@ async def test_slash_ask_deferred_then_followed_up(rig):
     assert original["content"] == (await rig.jobs()[-1].result()).text.strip() and not original["flags"] & MessageFlags.LOADING
 
 
+async def test_slash_translate_gives_its_language_typed(rig):
+    """Without the writing templates (bots/skills.py) /translate asks the chat model, in the
+    language its option names."""
+    fake = rig.fake
+    payload = fake.interaction_command("translate", {"text": "Good morning", "language": "French"})
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    await rig.acked(payload)
+    await fake.wait_for("POST", f"/webhooks/{fake.application_id}/{payload['token']}", timeout=T)
+    await rig.answered(fake.interaction_state(payload).original_message_id)
+    assert rig.jobs()[-1].job.messages[-1].content == \
+        "Translate into French, and answer with the translation only: Good morning"
+
+
 async def test_slash_queue_is_ephemeral(rig):
     fake = rig.fake
     payload = fake.interaction_command("queue")

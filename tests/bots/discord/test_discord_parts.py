@@ -1,13 +1,17 @@
 """The Discord adapter's pure parts: access and priority rules, the download allow-list, the
-voice-message waveform, and discord.py's HTTP layer the voice messages are built on."""
+voice-message waveform, the record an interaction is kept as, and discord.py's HTTP layer the
+voice messages are built on."""
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
 
+from bots.common.commands import Call
 from bots.discord.access import DiscordAccess, Who
 from bots.discord.buttons import job_id_in
+from bots.discord.events import Interacted
 from bots.discord.files import may_download
 from bots.discord.history import clean
 from bots.discord.voice import MAX_WAVEFORM, check_http_layer, waveform
@@ -96,3 +100,20 @@ def test_button_ids_fit_discord_custom_id_limit():
     job = "job_0123456789abcdef0123"
     for button in (CancelButton(job), RerollButton(job)):
         assert len(button.item.custom_id) <= 100 and button.item.custom_id.endswith(job)
+
+
+def test_a_kept_interaction_comes_back_as_it_was_kept():
+    """Its typed call (a slash command's options too) survives the store; records kept before
+    the calls were typed (the command's text in `arg`, no `options`) still read."""
+    who = Who("1", "c", "g", role_ids=frozenset({"r"}))
+    slash = Interacted("slash", who, "c", "", "app", "token", 12.5, Call("translate", "Hello", {"languages": "fr"}))
+    template = Interacted("template", who, "c", "t", "app", "token", 12.5, Call("promo"), values={"product": "Tea"})
+    reroll = Interacted("reroll", who, "c", "", "app", "token", 12.5, Call("reroll"), job="job_0123456789abcdef0123")
+    for event in (slash, template, reroll):
+        assert Interacted.of_record(event.to_record()) == event
+    kept = {"kind": "slash", "who": who.to_record(), "thread": "", "channel": "c", "app": "app", "token": "token",
+            "at": 12.5, "name": "cancel", "arg": "job_0123456789abcdef0123", "attachment": None}
+    assert Interacted.of_record(kept).call == Call("cancel", "job_0123456789abcdef0123")
+    kept = {**kept, "kind": "template", "name": "promo", "values": {"product": "Tea"}}
+    del kept["arg"], kept["attachment"]
+    assert Interacted.of_record(kept) == dataclasses.replace(template, thread="")

@@ -1,7 +1,8 @@
-"""/promo on Discord: the slots the options leave out are asked in a real Discord modal (the
-interaction's first response, type 9), its submission is deferred and answered with the
-promotional text written by SmolLM2 from exactly those facts. The fake checks the modal as
-Discord does, and builds the submission only from what the modal offered."""
+"""The writing templates on Discord. /promo: the slots the options leave out are asked in a real
+Discord modal (the interaction's first response, type 9), its submission is deferred and
+answered with the promotional text written by SmolLM2 from exactly those facts. The fake checks
+the modal as Discord does, and builds the submission only from what the modal offered.
+/translate: its language option reaches the template typed."""
 from __future__ import annotations
 
 import time
@@ -21,6 +22,20 @@ async def rig(tmp_path_factory, shared_models_dir):
     async with running_rig(tmp_path_factory.mktemp("discord-promo"), shared_models_dir,
                            register=(skills.register_commands,)) as rig:
         yield rig
+
+
+async def test_translate_into_each_language_of_its_option(rig):
+    fake = rig.fake
+    before = len(rig.jobs("chat"))
+    payload = fake.interaction_command("translate", {"text": "Good morning", "language": "fr, de"})
+    await fake.dispatch("INTERACTION_CREATE", payload)
+    await rig.acked(payload)
+    jobs = await rig.until(lambda: rig.jobs("chat")[before:] if len(rig.jobs("chat")) >= before + 2
+                           and rig.jobs("chat")[-1].done else None, "both translations")
+    prompts = [h.job.messages[-1].content for h in jobs]
+    assert "into French" in prompts[0] and "into German" in prompts[1]
+    assert all(p.endswith("\n\nGood morning") for p in prompts)
+    await rig.handled()
 
 
 async def test_promo_asks_its_missing_slots_in_a_modal_and_writes_from_them(rig):
