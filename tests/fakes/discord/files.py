@@ -42,13 +42,11 @@ def _image_size(data: bytes) -> Optional[Tuple[int, int]]:
     return None
 
 
-
 def _guess_content_type(filename: str) -> str:
     ctype, _ = mimetypes.guess_type(filename)
     if filename.lower().endswith(".ogg"):
         ctype = "audio/ogg"
     return ctype or "application/octet-stream"
-
 
 
 @dataclasses.dataclass
@@ -60,14 +58,12 @@ class _StoredAttachment:
     data: bytes
 
 
-
 @dataclasses.dataclass
 class _Upload:
     upload_filename: str
     filename: str
     file_size: int
     data: Optional[bytes] = None
-
 
 
 class Files:

@@ -21,20 +21,14 @@ MAX_GATEWAY_PAYLOAD = 4096
 
 # Gateway opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes#gateway)
 OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_PRESENCE = 0, 1, 2, 3
-
 OP_VOICE_STATE, OP_RESUME, OP_RECONNECT, OP_REQUEST_MEMBERS = 4, 6, 7, 8
-
 OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK, OP_REQUEST_SOUNDBOARD = 9, 10, 11, 31
 
 # Gateway close codes.
 CLOSE_UNKNOWN_ERROR, CLOSE_UNKNOWN_OPCODE, CLOSE_DECODE_ERROR = 4000, 4001, 4002
-
 CLOSE_NOT_AUTHENTICATED, CLOSE_AUTHENTICATION_FAILED, CLOSE_ALREADY_AUTHENTICATED = 4003, 4004, 4005
-
 CLOSE_INVALID_SEQ, CLOSE_INVALID_API_VERSION = 4007, 4012
-
 CLOSE_INVALID_INTENTS, CLOSE_DISALLOWED_INTENTS = 4013, 4014
-
 
 
 class _GatewayConn:
@@ -75,7 +69,6 @@ class _GatewayConn:
             await self.ws.close(code=code, message=reason.encode())
 
 
-
 def _zstd_compressobj() -> Callable[[bytes], bytes]:
     try:
         import zstandard  # type: ignore
@@ -93,7 +86,6 @@ def _zstd_compressobj() -> Callable[[bytes], bytes]:
         raise RuntimeError("zstd-stream requested but neither zstandard nor compression.zstd is available") from exc
 
 
-
 @dataclasses.dataclass
 class _Session:
     id: str
@@ -103,7 +95,6 @@ class _Session:
     resumable: bool = True
     conn: Optional[_GatewayConn] = None
     buffer: List[dict] = dataclasses.field(default_factory=list)
-
 
 
 class Gateway:

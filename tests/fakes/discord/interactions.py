@@ -33,7 +33,6 @@ class _Interaction:
     modal: Optional[dict] = None  # the modal shown in answer (response type 9)
 
 
-
 class Interactions:
     """Interaction payloads, callbacks and follow-ups of DiscordFake."""
 

@@ -30,7 +30,6 @@ from tests.fakes.discord.protocol import (
 MAX_CONTENT = 2000
 
 
-
 class Messages:
     """Messages, their checks, builders and routes (mixed into DiscordFake)."""
 

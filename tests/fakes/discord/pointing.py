@@ -71,7 +71,6 @@ def check_discord_py_internals() -> None:
         )
 
 
-
 @contextlib.contextmanager
 def point_discord_py_at(fake: "DiscordFake") -> Iterator["DiscordFake"]:
     """Point discord.py's REST base and default gateway at ``fake``; restore on exit.

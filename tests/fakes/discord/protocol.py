@@ -13,11 +13,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 from aiohttp import web
 
 DISCORD_EPOCH_MS = 1420070400000
-
 API_VERSION = 10
-
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # bytes; Discord's default for bots since 2024
-
 
 
 class Intents:
@@ -48,7 +45,6 @@ class Intents:
     ALL = (1 << 26) - 1 - (1 << 17) - (1 << 18) - (1 << 19) - (1 << 22) - (1 << 23)
 
 
-
 class MessageFlags:
     """https://discord.com/developers/docs/resources/message#message-object-message-flags"""
 
@@ -59,7 +55,6 @@ class MessageFlags:
     SUPPRESS_NOTIFICATIONS = 1 << 12
     IS_VOICE_MESSAGE = 1 << 13
     IS_COMPONENTS_V2 = 1 << 15
-
 
 
 class ErrorCode:
@@ -93,30 +88,18 @@ class ErrorCode:
     THREAD_ALREADY_CREATED = 160004
 
 
-
 # Permission bits used for the bot's role and app_permissions.
 _P_ADD_REACTIONS = 1 << 6
-
 _P_ADMINISTRATOR = 1 << 3
-
 _P_MENTION_EVERYONE = 1 << 17
-
 _P_VIEW_CHANNEL = 1 << 10
-
 _P_SEND_MESSAGES = 1 << 11
-
 _P_EMBED_LINKS = 1 << 14
-
 _P_ATTACH_FILES = 1 << 15
-
 _P_READ_HISTORY = 1 << 16
-
 _P_USE_APP_COMMANDS = 1 << 31
-
 _P_CREATE_PUBLIC_THREADS = 1 << 35
-
 _P_SEND_IN_THREADS = 1 << 38
-
 _P_SEND_VOICE_MESSAGES = 1 << 46
 
 BOT_PERMISSIONS = (
@@ -132,10 +115,8 @@ EVERYONE_PERMISSIONS = (
 )
 
 
-
 class DiscordFakeTimeout(AssertionError):
     """A bounded wait on the fake ran out of time."""
-
 
 
 @dataclasses.dataclass
@@ -144,7 +125,6 @@ class RecordedFile:
     filename: Optional[str]
     content_type: Optional[str]  # as sent by the client (discord.py sends application/octet-stream)
     data: bytes
-
 
 
 @dataclasses.dataclass
@@ -165,12 +145,10 @@ class RecordedRequest:
         return f"<{self.method} {self.path} -> {self.status}>"
 
 
-
 class _HTTPError(Exception):
     def __init__(self, status: int, body: Any, headers: Optional[Dict[str, str]] = None) -> None:
         super().__init__(status, body)
         self.status, self.body, self.headers = status, body, headers or {}
-
 
 
 def _error(status: int, code: int, message: str, errors: Optional[dict] = None) -> _HTTPError:
@@ -178,7 +156,6 @@ def _error(status: int, code: int, message: str, errors: Optional[dict] = None) 
     if errors is not None:
         body["errors"] = errors
     return _HTTPError(status, body)
-
 
 
 def _form_error(path: List[Union[str, int]], code: str, message: str) -> _HTTPError:
@@ -189,7 +166,6 @@ def _form_error(path: List[Union[str, int]], code: str, message: str) -> _HTTPEr
     return _error(400, ErrorCode.INVALID_FORM_BODY, "Invalid Form Body", errors)
 
 
-
 def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str]] = None) -> web.Response:
     # Content-Type exactly "application/json": discord.py's json_or_text() compares the whole
     # header, and aiohttp's json_response() would append "; charset=utf-8".
@@ -198,15 +174,12 @@ def _json_response(data: Any, status: int = 200, headers: Optional[Dict[str, str
     return web.Response(status=status, body=json.dumps(data, separators=(",", ":")).encode(), headers=h)
 
 
-
 def _iso(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
-
 def _snowflake_ms(snowflake: Union[int, str]) -> int:
     return (int(snowflake) >> 22) + DISCORD_EPOCH_MS
-
 
 
 def _shape(value: Any) -> Any:
@@ -218,7 +191,6 @@ def _shape(value: Any) -> Any:
     return type(value).__name__ if value is not None else None
 
 
-
 def _walk_components(components: Any) -> Iterator[dict]:
     for comp in components or []:
         if isinstance(comp, dict):
@@ -226,7 +198,6 @@ def _walk_components(components: Any) -> Iterator[dict]:
             yield from _walk_components(comp.get("components"))
             if isinstance(comp.get("accessory"), dict):
                 yield comp["accessory"]
-
 
 
 def shape_of(value: Any) -> Any:

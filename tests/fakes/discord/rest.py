@@ -39,7 +39,6 @@ DEFAULT_BUCKETS: Dict[str, Tuple[int, float]] = {
 }
 
 
-
 class _Rule:
     def __init__(self, pattern: str, method: Optional[str], times: int, **kw: Any) -> None:
         self.pattern, self.method, self.times, self.kw = pattern, (method.upper() if method else None), times, kw
@@ -48,14 +47,12 @@ class _Rule:
         return self.times > 0 and (self.method is None or self.method == method) and self.pattern in path
 
 
-
 class _Bucket:
     def __init__(self, name: str, limit: int, per: float) -> None:
         self.hash = hashlib.sha1(name.encode()).hexdigest()[:32]
         self.limit, self.per = limit, per
         self.remaining = limit
         self.reset_at = 0.0
-
 
 
 class Rest:

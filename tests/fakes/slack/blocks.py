@@ -9,20 +9,15 @@ from typing import Any
 from tests.fakes.slack.protocol import SlackApiFailure
 
 MAX_BLOCKS_MESSAGE = 50
-
 MAX_BLOCKS_VIEW = 100
-
 MAX_SECTION_TEXT = 3000
-
 MAX_HEADER_TEXT = 150
-
 MAX_BUTTON_TEXT = 75
 
 KNOWN_BLOCK_TYPES = {
     "actions", "context", "divider", "file", "header", "image", "input", "markdown",
     "rich_text", "section", "video", "table", "context_actions",
 }
-
 
 
 def _validate_text_obj(obj: Any, ptr: str, errs: list, *, max_len: int, plain_only: bool = False) -> None:
@@ -38,7 +33,6 @@ def _validate_text_obj(obj: Any, ptr: str, errs: list, *, max_len: int, plain_on
         errs.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
     elif len(text) > max_len:
         errs.append(f"[ERROR] must be less than {max_len + 1} characters [json-pointer:{ptr}/text]")
-
 
 
 def validate_blocks(blocks: Any, *, max_blocks: int, error: str = "invalid_blocks") -> list:

@@ -19,7 +19,6 @@ from tests.fakes.slack.protocol import _rand_id, load_fixture
 _MENTION_RE = re.compile(r"<@([UWB][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
-
 def _rich_text_blocks(text: str) -> list:
     """The rich_text block a Slack client attaches to a typed message (user mentions become user elements)."""
     elements: list = []
@@ -39,7 +38,6 @@ def _rich_text_blocks(text: str) -> list:
         "block_id": block_id,
         "elements": [{"type": "rich_text_section", "elements": elements}],
     }]
-
 
 
 class Events:

@@ -25,7 +25,6 @@ _LOGIN_PAGE = """<!DOCTYPE html>
 """
 
 
-
 class Files:
     """File hosting, uploads and downloads of SlackFake."""
 

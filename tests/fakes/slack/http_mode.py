@@ -29,14 +29,12 @@ PUBLISHED_SIGNING_VECTOR = {
 }
 
 
-
 def sign(secret: str, timestamp: str | int, body: bytes | str) -> str:
     """Slack's v0 request signature: v0=HMAC-SHA256(secret, "v0:{timestamp}:{body}")."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     base = b"v0:" + str(timestamp).encode("ascii") + b":" + body
     return "v0=" + hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
-
 
 
 class HttpMode:

@@ -15,11 +15,8 @@ from tests.fakes.slack.blocks import MAX_BLOCKS_VIEW, validate_blocks
 from tests.fakes.slack.protocol import Call, SlackApiFailure, _rand_id, load_fixture
 
 MAX_VIEW_TITLE = 24
-
 TRIGGER_TTL_S = 3.0
-
 RESPONSE_URL_MAX_USES = 5
-
 
 
 class Interactions:

@@ -13,7 +13,6 @@ from typing import Any, Optional
 FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "slack"
 
 
-
 def load_fixture(name: str) -> dict:
     """Loads tests/fixtures/slack/<name>.json without its "_source" note (and any other "_" key)."""
     if not name.endswith(".json"):
@@ -22,11 +21,9 @@ def load_fixture(name: str) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-
 def _rand_id(prefix: str, n: int = 10) -> str:
     alphabet = string.ascii_uppercase + string.digits
     return prefix + "".join(secrets.choice(alphabet) for _ in range(n))
-
 
 
 def _truthy(value: Any) -> bool:
@@ -35,7 +32,6 @@ def _truthy(value: Any) -> bool:
     if value is None:
         return False
     return str(value).strip().lower() in ("1", "true", "yes")
-
 
 
 class SlackApiFailure(Exception):
@@ -47,7 +43,6 @@ class SlackApiFailure(Exception):
         self.messages = list(messages)
         self.status = status
         self.extra = extra
-
 
 
 @dataclass
@@ -76,7 +71,6 @@ class Call:
         if isinstance(self.response, dict):
             return self.response.get("error")
         return None
-
 
 
 def _parse_multipart(content_type: str, raw: bytes) -> list[tuple[str, Optional[str], bytes]]:

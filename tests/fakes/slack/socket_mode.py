@@ -21,7 +21,6 @@ from tests.fakes.slack.protocol import SlackApiFailure, load_fixture
 ACK_DEADLINE_S = 3.0
 
 
-
 @dataclass
 class _Conn:
     ws: web.WebSocketResponse
@@ -30,7 +29,6 @@ class _Conn:
     ticket: str
     closed: bool = False
     received: list = field(default_factory=list)
-
 
 
 class SocketMode:

@@ -27,11 +27,8 @@ FORM_ONLY_METHODS = {"conversations.history", "conversations.replies", "conversa
                      "files.info", "usergroups.users.list"}
 
 _TS_RE = re.compile(r"^\d+\.\d+$")
-
 _METHOD_RE = re.compile(r"^[a-zA-Z]+(\.[a-zA-Z]+)+$")
-
 _EMOJI_RE = re.compile(r"^[a-z0-9_+\-']+(::skin-tone-[2-6])?$")
-
 
 
 class WebApi:
