@@ -5,9 +5,8 @@ messages, slash commands, forms and buttons to this adapter's listeners); `event
 whether a message is addressed to Confab, who asks from where and which conversation it belongs
 to; access and priority are `access.py`'s, the reply chain's memory `history.py`'s. The text, or
 a slash command's typed `Call`, goes to the shared command set with a Discord `Reply`
-(`reply.py`). Voice messages go
-through the voice-note path (`voice.py`), images with a question to the shared image commands.
-Every failure becomes a short reply (`explain`).
+(`reply.py`). Voice messages go through the voice-note path (`voice.py`), images with a question
+to the shared image commands. Every failure becomes a short reply (`explain`).
 
 A message, a slash command, a template's form and a Re-roll click are kept in the store before
 anything else is done with them (before the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
@@ -57,6 +56,8 @@ from engine.work.speech import submit_speech
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+
+
 class DiscordAdapter:
     def __init__(self, engine: Engine, commands: Commands, *, guild_ready_timeout: float = 2.0,
                  identify_delay: float = 5.0, desk=None, escalate_every_s: float = 60.0):
