@@ -3,22 +3,21 @@
 Every event, command and action is acknowledged before any work starts (Slack wants an ack
 within 3 s, and a model may take longer than that just to load); then a question becomes a
 `Request` for the shared command set, answered through a `ThreadReply` or `SlashReply`.
-A question or a command is kept in the store before its ack (engine/intake.py): a listener
-middleware for events, which bolt runs before its automatic ack, and the command listener before
-it calls ack(), a Re-roll click likewise. After a restart, `replay` answers those that no job had
-taken up yet. A support channel's question is kept the same way, open until the desk has done
+A question or a command is kept in the store before its ack, as its typed record (events.py),
+through the intake every door shares (bots/common/intake.py): a listener middleware for events,
+which bolt runs before its automatic ack, and the command listener before it calls ack(), a
+Re-roll click likewise. After a restart, `replay` answers those that no job had taken up yet. A support channel's question is kept the same way, open until the desk has done
 with it (its answer is several jobs and a decision); the desk answers it again after a restart,
 unless its thread shows an answer already.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from typing import Any, Awaitable
 
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,12 +25,26 @@ from bots.common.access import Access, Lists, RateLimit
 from bots.common.acks import AckClock
 from bots.common.commands import Commands, Request
 from bots.common.delivery import Delivery
-from bots.common.image_commands import answer_about_images, deliver, reroll
-from bots.common.render import tokens_of
+from bots.common.image_commands import answer_about_images, reroll
+from bots.common.intake import Cancelled, Intake, Where, kept_of
 from bots.common.speech import VoiceNoteWords, answer_voice_note
-from bots.common.words import RESTARTED_MID_WAY
-from bots.slack.events import Said, Seen, command_name, said
-from bots.slack.files import MAX_TEXT_FILE_BYTES, SharedFile, SlackAttachment, SlackFiles
+from bots.slack.events import (
+    KEPT,
+    KeptCommand,
+    KeptMessage,
+    KeptReroll,
+    KeptSupport,
+    Said,
+    Seen,
+    command_name,
+    said,
+)
+from bots.slack.files import (
+    MAX_TEXT_FILE_BYTES,
+    SharedFile,
+    SlackAttachment,
+    SlackFiles,
+)
 from bots.slack.reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
 from bots.slack.support import SlackSupport, support_message
 from engine import ConfabError, Origin
@@ -41,13 +54,14 @@ log = logging.getLogger(__name__)
 
 ADMIN_CACHE_S = 600.0
 ADMIN_CACHE_SIZE = 5000
-MAX_TASKS = 1000
 SLASH_COMMANDS = ("ask", "speak", "transcribe", "translate", "imagine", "queue", "cancel",
                   "models", "help", "reset")
 # A clip's container (webm from the desktop, m4a from phones) is never relied on: ffmpeg probes
 # the bytes. The answer aloud is mp3, which Slack plays inline on every client.
 VOICE_NOTE = VoiceNoteWords(heard="🎧 “{}”\n\n", format="mp3", filename="answer.mp3",
                             title="The answer, spoken", stopped_inline=True)
+CANCEL_REFUSED = {Cancelled.FINISHED: "That job has already finished.",
+                  Cancelled.NOT_YOURS: "Only the person who asked (or an admin) can cancel that."}
 
 
 class SlackAdapter:
@@ -66,14 +80,14 @@ class SlackAdapter:
         self.seen = Seen()
         self.acks = AckClock("Slack")           # receipt to ack, as Slack counts its 3 s
         self._admins: dict[str, tuple[bool, float]] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self.pipelines: dict[str, Any] = {}     # first stage's job id -> running voice note
-        self.listening_since = time.time()      # events kept before this came from an earlier run
+        self.intake = Intake(engine, "slack", self)
+        self._tasks = self.intake.tasks            # the work after acks, that stop() waits for
+        self.pipelines = self.intake.pipelines     # first stage's job id -> running voice note
         self.support = None
         if desk is not None:
             self.support = SlackSupport(desk, client)
         self.app = self._build_app()
-        engine.on_resume("slack", self._resume)
+        engine.on_resume("slack", self.intake.resume)
 
     # -- the bolt app ------------------------------------------------------------------------
 
@@ -95,27 +109,10 @@ class SlackAdapter:
         app.error(self._on_bolt_error)
         return app
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        """Run work after the ack; kept so that stop() can wait for it."""
-        if len(self._tasks) >= MAX_TASKS:
-            log.warning("%d Slack tasks in flight; still accepting, the engine's queue limits apply",
-                        len(self._tasks))
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a Slack task failed", exc_info=task.exception())
-
     async def stop(self, grace_s: float = 5.0) -> None:
         if self.support is not None:
             await self.support.stop()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in list(self._tasks):
-            task.cancel()
+        await self.intake.stop(grace_s)
         await self.files.close()
 
     # -- listeners: each returns at once ------------------------------------------------------
@@ -138,13 +135,12 @@ class SlackAdapter:
         team = body.get("team_id", self.team)
         if self._in_support(event):
             msg = self._support_message(event)
-            kept = (f"slack:{msg.channel}:{msg.id}", {"kind": "support", "event": event}) \
+            kept = (f"slack:{msg.channel}:{msg.id}", KeptSupport(event)) \
                 if msg is not None and self.support.takes(msg) else None
         else:
             q = self._question(event, team)
-            kept = (f"slack:{q.channel}:{q.ts}", {"kind": "message", "event": event, "team": team}) \
-                if q is not None else None
-        if kept is not None and await self.engine.accept("slack", *kept):
+            kept = (f"slack:{q.channel}:{q.ts}", KeptMessage(event, team)) if q is not None else None
+        if kept is not None and await self.intake.keep(*kept):
             context["confab_event"] = kept[0]
         await next()
 
@@ -156,7 +152,7 @@ class SlackAdapter:
         question = self._question(event, body.get("team_id", self.team))
         if key is None or question is None:
             return
-        self._spawn(self._answer(question, key))
+        self.intake.spawn(self._answer(question, key))
 
     def _on_support_message(self, event: dict, key: str | None) -> None:
         """A support channel: every message goes to the desk (its app_mention twin is skipped);
@@ -166,41 +162,32 @@ class SlackAdapter:
             return
         if self.support.takes(msg):
             if key is not None:
-                self._spawn(self._answer_support(key, self.support.on_message(msg)))
+                self.intake.spawn(self.intake.answer_quietly(key, self.support.on_message(msg)))
             return
         if self.seen.first(f"{msg.channel}:{msg.id}"):
-            self._spawn(self._guard(_Quiet(), self.support.on_message(msg)))
-
-    async def _answer_support(self, key: str, work: Awaitable[None]) -> None:
-        # no reply record for the desk's jobs: after a restart it asks again from the kept question
-        await self._guard(_Quiet(), work)
-        await self.engine.settle(key)        # not when cancelled at shutdown: replayed then
+            self.intake.spawn(self.intake.quietly(self.support.on_message(msg)))
 
     async def _on_feedback(self, ack, body: dict, respond) -> None:
         await ack()
         if self.support is not None:
-            self._spawn(self._guard(_Quiet(), self.support.on_feedback(body, respond)))
+            self.intake.spawn(self.intake.quietly(self.support.on_feedback(body, respond)))
 
     async def _on_other_event(self, event: dict) -> None:
         log.debug("ignoring a %s event", event.get("type"))
 
     async def _on_command(self, ack, command: dict, respond) -> None:
         key = f"slack:cmd:{command.get('trigger_id') or command.get('channel_id', '')}"
-        kept = await self.engine.accept("slack", key, {"kind": "command", "command": command})
-        await ack()
-        if kept:
-            self._spawn(self._command(command, respond, key))
+        if await self.intake.keep_then_ack(key, KeptCommand(command), ack):
+            self.intake.spawn(self._command(command, respond, key))
 
     async def _on_cancel(self, ack, body: dict, respond) -> None:
         await ack()
-        self._spawn(self._cancel(body, respond))
+        self.intake.spawn(self._cancel(body, respond))
 
     async def _on_reroll(self, ack, body: dict, respond) -> None:
         key = f"slack:action:{body.get('trigger_id') or (body.get('actions') or [{}])[0].get('action_ts', '')}"
-        kept = await self.engine.accept("slack", key, {"kind": "reroll", "body": body})
-        await ack()
-        if kept:
-            self._spawn(self._reroll(body, respond, key))
+        if await self.intake.keep_then_ack(key, KeptReroll(body), ack):
+            self.intake.spawn(self._reroll(body, respond, key))
 
     async def _on_other_action(self, ack, body: dict) -> None:
         await ack()
@@ -236,10 +223,8 @@ class SlackAdapter:
 
     async def _answer(self, q: Said, event_id: str) -> None:
         reply = self._reply(q)
-        where = dict(reply.reply_ref, channel=q.channel, thread_ts=q.thread_ts, user=q.user)
-        with self.engine.answering(event_id, where) as intake:
-            await self._guard(reply, self._answer_unguarded(q, reply))
-        await self.engine.settle(intake)     # not when cancelled at shutdown: replayed then
+        where = Where(q.channel, q.conversation, q.thread_ts, q.user)
+        await self.intake.answer(event_id, where, reply, self._answer_unguarded(q, reply))
 
     async def _answer_unguarded(self, q: Said, reply: ThreadReply) -> None:
         admin = await self.is_admin(q.user)
@@ -314,10 +299,8 @@ class SlackAdapter:
 
         reply = SlashReply(self.client, self.engine, channel, user, f"/{name} {text}".strip(), respond,
                            on_thread, self.settings.slack_edit_interval_s)
-        where = {"conversation": request.conversation, "channel": channel, "thread_ts": None, "user": user}
-        with self.engine.answering(event_id, where) as intake:
-            await self._guard(reply, self._command_unguarded(request, reply))
-        await self.engine.settle(intake)
+        where = Where(channel, request.conversation, user=user)
+        await self.intake.answer(event_id, where, reply, self._command_unguarded(request, reply))
 
     async def _command_unguarded(self, request: Request, reply: SlashReply) -> None:
         origin = request.origin
@@ -333,23 +316,10 @@ class SlackAdapter:
     async def _cancel(self, body: dict, respond) -> None:
         user = (body.get("user") or {}).get("id", "")
         job_id = (body.get("actions") or [{}])[0].get("value", "")
-        handle = self.engine.handle(job_id)
-        note = self.pipelines.get(job_id)       # a voice note: cancel whichever stage runs
         try:
-            if note is not None and not note.done:
-                if note.origin.user != user and not await self.is_admin(user):
-                    await respond(text="Only the person who asked (or an admin) can cancel that.",
-                                  response_type="ephemeral", replace_original=False)
-                else:
-                    await note.cancel()
-            elif handle is None or handle.done:
-                await respond(text="That job has already finished.", response_type="ephemeral",
-                              replace_original=False)
-            elif handle.job.origin.user != user and not await self.is_admin(user):
-                await respond(text="Only the person who asked (or an admin) can cancel that.",
-                              response_type="ephemeral", replace_original=False)
-            else:
-                await handle.cancel()
+            outcome = await self.intake.cancel(job_id, f"slack:{user}", lambda: self.is_admin(user))
+            if outcome in CANCEL_REFUSED:
+                await respond(text=CANCEL_REFUSED[outcome], response_type="ephemeral", replace_original=False)
         except Exception:
             log.exception("cancelling %s from a button failed", job_id)
 
@@ -374,110 +344,45 @@ class SlackAdapter:
             request = Request(origin, f"slack:{self.team}:{channel}:{thread_ts or 'dm'}")
             await reroll(self.commands, request, reply, payload)
 
-        where = {"channel": channel, "thread_ts": thread_ts, "user": user}
-        with self.engine.answering(event_id, where) as intake:
-            await self._guard(reply, run())
-        await self.engine.settle(intake)
+        await self.intake.answer(event_id, Where(channel, thread_ts=thread_ts, user=user), reply, run())
 
-    async def _guard(self, reply, work: Awaitable[None]) -> None:
-        """The one place where a failure becomes words in the thread."""
-        try:
-            await work
-        except ConfabError as e:
-            await self._say_safely(reply, explain(e))
-        except SlackApiError as e:
-            log.warning("Slack refused a call: %s", e.response.get("error"))
-            await self._say_safely(reply, explain(e))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            log.exception("answering on Slack failed")
-            await self._say_safely(reply, explain(e))
-
-    @staticmethod
-    async def _say_safely(reply, text: str) -> None:
-        try:
-            await reply.say(text)
-        except Exception as e:
-            log.warning("could not tell the person about an error either: %s", e)
+    def refused(self, error: Exception) -> str | None:
+        """Slack's own failures in words (the intake's guard asks)."""
+        if isinstance(error, SlackApiError):
+            log.warning("Slack refused a call: %s", error.response.get("error"))
+            return explain(error)
+        return None
 
     # -- after a restart ------------------------------------------------------------------------
 
     async def replay(self) -> int:
         """Answer the questions and commands acknowledged before a restart that no job had taken
         up yet (Slack never sends an acknowledged event again); returns how many."""
-        events = await self.engine.open_events("slack", before=self.listening_since)
-        for key, payload in events:
-            if payload.get("kind") == "support":
-                msg = self._support_message(payload.get("event") or {}) if self.support is not None else None
-                if msg is None or not self.support.takes(msg):     # no longer a support channel
-                    await self.engine.settle(key)
-                    continue
-                self._spawn(self._answer_support(key, self.support.answer_again(msg, self.bot_user_id,
-                                                                                self.bot_id)))
-                continue
-            if payload.get("kind") in ("command", "reroll"):
-                from slack_bolt.context.respond.async_respond import AsyncRespond
-                body = payload.get("command") or payload.get("body") or {}
-                respond = AsyncRespond(response_url=body.get("response_url"))
-                self._spawn(self._command(body, respond, key) if payload["kind"] == "command"
-                            else self._reroll(body, respond, key))
-                continue
-            q = self._question(payload.get("event") or {}, payload.get("team", self.team))
+        return await self.intake.replay(self._answer_again)
+
+    async def _answer_again(self, key: str, record: dict) -> None:
+        kept = kept_of(record, KEPT)
+        if isinstance(kept, KeptSupport):
+            msg = self._support_message(kept.event) if self.support is not None else None
+            if msg is None or not self.support.takes(msg):     # no longer a support channel
+                await self.engine.settle(key)
+                return
+            await self.intake.answer_quietly(key, self.support.answer_again(msg, self.bot_user_id, self.bot_id))
+        elif isinstance(kept, KeptCommand):
+            await self._command(kept.command, AsyncRespond(response_url=kept.command.get("response_url")), key)
+        elif isinstance(kept, KeptReroll):
+            await self._reroll(kept.body, AsyncRespond(response_url=kept.body.get("response_url")), key)
+        else:
+            q = self._question(kept.event, kept.team or self.team) if isinstance(kept, KeptMessage) else None
             if q is None:
                 await self.engine.settle(key)
-                continue
-            self._spawn(self._answer(q, key))
-        if events:
-            log.info("Slack: answering %d questions acknowledged before the restart", len(events))
-        return len(events)
+                return
+            await self._answer(q, key)
 
-    async def _resume(self, handle, ref: dict) -> None:
-        """A job accepted before a restart runs again: its answer goes where it would have."""
-        delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
-        where = delivery.where
-        if not where.get("channel"):
-            # its answer goes nowhere (a support desk's job: the desk asks again from its kept
-            # question); running it would only keep the model busy
-            if not handle.done:
-                await handle.cancel()
-            return
-        reply = ThreadReply(self.client, self.engine, where["channel"], where.get("thread_ts"),
-                            where.get("user", ""), self.settings.slack_edit_interval_s)
-        kind = handle.job.kind
-        if kind in ("transcribe", "speak", "ocr"):
-            # a voice note's or an image question's first stage: what chained the stages is gone
-            await handle.cancel()
-            self._spawn(self._say_safely(reply, RESTARTED_MID_WAY))
-            return
-        if kind == "image":
-            self._spawn(self._guard(reply, self._draw_again(handle, reply)))
-            return
-        if kind not in ("chat", "vision"):
-            return
-        # edit what was posted before the restart, never post a second answer
-        reply.earlier = delivery.messages or await reply.find_posted(handle.id)
-        reply.reply_ref = {"conversation": where.get("conversation", "")}
+    def reply_for(self, where: Where) -> ThreadReply:
+        """Where a job accepted before a restart answers (the intake's resume asks)."""
+        return ThreadReply(self.client, self.engine, where.channel, where.thread_ts, where.user,
+                           self.settings.slack_edit_interval_s, conversation=where.conversation)
 
-        async def run() -> None:
-            text = await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
-            result = await handle.result()
-            conversation = where.get("conversation")
-            messages = getattr(handle.job, "messages", None)
-            if conversation and messages:
-                await self.engine.remember_exchange(conversation, messages[-1].content,
-                                                    getattr(result, "text", text))
-
-        self._spawn(self._guard(reply, run()))
-
-    async def _draw_again(self, handle, reply: ThreadReply) -> None:
-        result = await handle.result()
-        ref = await reply.say(f"🎨 “{result.prompt}” ({handle.id})")
-        await deliver(reply, ref, result)
-
-
-class _Quiet:
-    """Where a support-channel failure goes: the log only (the desk never speaks unasked)."""
-
-    async def say(self, text: str) -> None:
-        log.warning("support channel: %s", text)
+    async def earlier(self, reply: ThreadReply, delivery: Delivery) -> list[str]:
+        return delivery.messages or await reply.find_posted(delivery.job_id)

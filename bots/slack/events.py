@@ -1,11 +1,15 @@
-"""Slack payloads to Confab's terms: which events are questions, where the answer goes, and
-which conversation they belong to. Pure functions and one bounded set; no I/O.
+"""Slack payloads to Confab's terms: which events are questions, where the answer goes, which
+conversation they belong to, and the typed record each kind of event is kept as until it is
+answered. Pure functions and one bounded set; no I/O.
 """
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from bots.common.intake import Kept
 
 # Message subtypes that are a person (or an allowed bot) saying something.
 # Slack marks a clip by its file's subtype (slack_audio) under a file_share message; a message
@@ -98,3 +102,37 @@ def command_name(command: str) -> str:
     """'/ask' -> 'ask'; a workspace's renamed '/confab-ask' too."""
     name = command.lstrip("/").lower()
     return name[len("confab-"):] if name.startswith("confab-") else name
+
+
+# -- kept events: what a restart needs to answer them ---------------------------------------
+
+@dataclass(frozen=True)
+class KeptMessage(Kept):
+    """A question in a message or mention."""
+    kind: ClassVar[str] = "message"
+    event: dict
+    team: str = ""
+
+
+@dataclass(frozen=True)
+class KeptSupport(Kept):
+    """A support channel's question, open until the desk has done with it."""
+    kind: ClassVar[str] = "support"
+    event: dict
+
+
+@dataclass(frozen=True)
+class KeptCommand(Kept):
+    """A slash command (its response_url answers it after a restart)."""
+    kind: ClassVar[str] = "command"
+    command: dict
+
+
+@dataclass(frozen=True)
+class KeptReroll(Kept):
+    """A Re-roll click."""
+    kind: ClassVar[str] = "reroll"
+    body: dict
+
+
+KEPT = (KeptMessage, KeptSupport, KeptCommand, KeptReroll)
