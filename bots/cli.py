@@ -7,7 +7,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 
@@ -17,8 +16,8 @@ from bots import adapters, worker_cli
 from bots.api.app import create_app
 from bots.common.commands import Commands
 from bots.console.console import Console
-from bots.entry import configure_logging, settings_from
 from engine import ConfigError
+from engine.entry import configure_logging, settings_from, stop_on_signals
 from engine.safety.exposure import open_to_network
 from engine.safety.redact import install as install_redaction
 from engine.scaleout.hosts import engine_for
@@ -28,10 +27,6 @@ from models.pull import PullError, pull
 from models.registry import ModelError, Registry
 
 log = logging.getLogger("confab")
-
-
-_settings = settings_from
-_logging = configure_logging
 
 
 # -- run / serve ------------------------------------------------------------------------------
@@ -63,13 +58,7 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
              ", ".join(chat) or "none installed")
     if warning := open_to_network(settings):
         log.warning("OPEN TO THE NETWORK: %s", warning)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:
-            pass
+    stop = stop_on_signals()
     tasks = []
     if with_adapters and console is not False and not started and (console or sys.stdin.isatty()):
         print(f"Confab API on http://{settings.host}:{settings.port}/v1", flush=True)
@@ -84,15 +73,15 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
 
 
 def cmd_run(args) -> None:
-    settings = _settings(args)
-    _logging(settings.log_level)
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
     install_redaction(settings)
     asyncio.run(_serve(settings, with_adapters=True, console=args.console))
 
 
 def cmd_serve(args) -> None:
-    settings = _settings(args)
-    _logging(settings.log_level)
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
     install_redaction(settings)
     asyncio.run(_serve(settings, with_adapters=False, console=False))
 
@@ -104,7 +93,7 @@ def _registry(settings):
 
 
 def cmd_models_list(args) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     installed = _registry(settings).installed()
     print(f"{'name':<28} {'kind':<10} {'size':>9}  {'status':<10} source")
     for entry in CATALOG:
@@ -121,7 +110,7 @@ def cmd_models_list(args) -> None:
 
 
 def cmd_models_pull(args) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     try:
         model = pull(args.name, settings.models_path, endpoint=args.endpoint)
     except PullError as e:
@@ -130,7 +119,7 @@ def cmd_models_pull(args) -> None:
 
 
 def cmd_models_add(args) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     try:
         model = _registry(settings).add(args.path, name=args.name, kind=args.kind,
                                         base=args.base, scale=args.scale)
@@ -145,7 +134,7 @@ def cmd_models_add(args) -> None:
 
 
 def cmd_models_verify(args) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     registry = _registry(settings)
     installed = registry.installed()
     names = args.names or sorted(installed)
@@ -171,7 +160,7 @@ def cmd_models_verify(args) -> None:
 # -- doctor ---------------------------------------------------------------------------------
 
 def cmd_doctor(args) -> None:
-    settings = _settings(args)
+    settings = settings_from(args)
     ok = True
 
     def line(good: bool, what: str, detail: str) -> None:

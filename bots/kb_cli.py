@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from bots.entry import settings_from
 from engine import ConfabError, Engine, Origin
+from engine.entry import settings_from
 from engine.kb import Policy, SupportDeskAnswerer, open_kb
 from engine.kb.calibrate import Observation, calibrate
 from engine.messages import explain

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
-from bots.entry import configure_logging
 from engine.config import ConfigError, Settings
+from engine.entry import configure_logging, stop_on_signals
 from engine.scaleout.hosts import run_worker
 from engine.storage.migrations import status, upgrade
 
@@ -50,13 +49,7 @@ def cmd_worker(args) -> None:
 
 
 async def _worker(settings, name: str | None, **engine_kw) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:
-            pass
+    stop = stop_on_signals()
     try:
         await run_worker(settings, stop, name, **engine_kw)
     except ConfigError as e:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from engine import ConfabError, Engine
-from engine.config import ConfigError, Settings
+from engine.entry import configure_logging, settings_from
 from engine.media import audio
 from engine.messages import explain
 from voice.devices import Microphone, SpeakerPlayer
@@ -51,12 +51,8 @@ def register_cli(sub, common) -> None:
 
 
 def cmd_voice(args) -> None:
-    try:
-        settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
-    except ConfigError as e:
-        sys.exit(f"confab: {e}")
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
     if args.input and not args.output:
         sys.exit("confab voice: --input needs --output (where to write the answer)")
     if args.input_dir and not args.output_dir:
@@ -69,12 +65,8 @@ def cmd_voice(args) -> None:
 
 
 def cmd_wyoming(args) -> None:
-    try:
-        settings = Settings.from_env(data_dir=getattr(args, "data_dir", None))
-    except ConfigError as e:
-        sys.exit(f"confab: {e}")
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
     host, _, port = args.uri.removeprefix("tcp://").rpartition(":")
     if not args.uri.startswith("tcp://") or not port.isdigit():
         sys.exit("confab wyoming: --uri must look like tcp://HOST:PORT")

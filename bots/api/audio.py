@@ -12,6 +12,7 @@ from aiohttp import web
 from bots.api.app_util import caller_id, result_of
 from bots.api.errors import error_body
 from bots.api.keys import ENGINE, SETTINGS, STREAMED_UPLOADS
+from bots.api.sse import stream_job
 from bots.api.validate import number, read_json, string
 from engine.errors import BadMedia, BadRequest, ConfabError, LimitExceeded
 from engine.jobs import Origin
@@ -213,32 +214,19 @@ async def _transcribe(request: web.Request, task: str) -> web.StreamResponse:
 
 async def _stream_transcript(request: web.Request, handle, headers: dict) -> web.StreamResponse:
     """OpenAI's streamed transcription: transcript.text.delta events, then transcript.text.done."""
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-    await response.prepare(request)
+    first = True
 
-    def event(data: dict) -> bytes:
-        return b"data: " + json.dumps(data).encode() + b"\n\n"
+    def on_event(ev):
+        nonlocal first
+        if isinstance(ev, TranscriptSegment) and ev.text:
+            yield {"type": "transcript.text.delta", "delta": ("" if first else " ") + ev.text}
+            first = False
 
-    try:
-        first = True
-        async for ev in handle:
-            if isinstance(ev, TranscriptSegment) and ev.text:
-                await response.write(event({"type": "transcript.text.delta",
-                                            "delta": ("" if first else " ") + ev.text}))
-                first = False
-        try:
-            result = await handle.result()
-        except ConfabError as e:
-            await response.write(event(error_body(e.message, e.kind, e.code)))
-            return response
-        await response.write(event({"type": "transcript.text.done", "text": result.text}))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        await handle.cancel()
-        raise
-    return response
+    def on_result(result: TranscriptResult):
+        yield {"type": "transcript.text.done", "text": result.text}
+
+    return await stream_job(request, handle, headers, on_event=on_event, on_result=on_result,
+                            done_after_error=False)
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:

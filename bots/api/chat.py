@@ -1,19 +1,15 @@
 """POST /v1/chat/completions and GET /v1/models."""
 from __future__ import annotations
 
-import asyncio
-import json
-
 from aiohttp import web
 
 from bots.api.app_util import api_origin, result_of
-from bots.api.chat_request import completion_id, parse_chat, parse_stream, usage_dict
-from bots.api.errors import error_body
+from bots.api.chat_request import completion_id, parse_chat, parse_stream, stream_chat, usage_dict
 from bots.api.keys import ENGINE
 from bots.api.validate import number, read_json
-from bots.api.vision import answer_prefix, has_image_parts, image_headers, start_vision, stream_with_images
-from engine.errors import BadRequest, ConfabError, UnknownModel
-from engine.jobs import ChatResult, Token
+from bots.api.vision import answer_prefix, has_image_parts, image_headers, start_vision
+from engine.errors import BadRequest, UnknownModel
+from engine.jobs import ChatResult
 
 
 async def start_chat(request: web.Request, body: dict, meta: dict):
@@ -99,53 +95,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     handle = await start_chat(request, body, {})
     if not stream:
         return await chat_response(request, handle.job, await result_of(handle))
-    if has_image_parts(body.get("messages")):
-        return await stream_with_images(request, body, handle)
     job = handle.job
-    headers = {"X-Confab-Job-Id": handle.id}
-    created = int(job.created_at)
-    cid = completion_id(handle.id)
-
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-    await response.prepare(request)
-
-    def chunk(delta: dict, finish=None, logprobs=None) -> bytes:
-        data = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                "model": job.model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta,
-                             "logprobs": {"content": logprobs} if logprobs else None,
-                             "finish_reason": finish}]}
-        if options.get("include_usage"):
-            data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
-        return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-    try:
-        await response.write(chunk({"role": "assistant", "content": ""}))
-        async for event in handle:
-            if isinstance(event, Token):
-                delta: dict = {"content": event.text} if event.text or not event.tool_calls else {}
-                if event.tool_calls:
-                    delta["tool_calls"] = event.tool_calls
-                await response.write(chunk(delta, logprobs=event.logprobs))
-        try:
-            result = await handle.result()
-        except ConfabError as e:
-            await response.write(b"data: " + json.dumps(error_body(e.message, e.kind, e.code)).encode() + b"\n\n")
-            await response.write(b"data: [DONE]\n\n")
-            return response
-        await response.write(chunk({}, result.finish_reason))
-        if options.get("include_usage"):
-            data = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                    "model": job.model, "system_fingerprint": None, "choices": [],
-                    "usage": usage_dict(result)}
-            await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        await handle.cancel()   # the caller went away: stop generating for nobody
-        raise
-    return response
+    return await stream_chat(request, handle, {"X-Confab-Job-Id": handle.id, **image_headers(job)},
+                             bool(options.get("include_usage")), prefix=answer_prefix(job))
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -1,10 +1,13 @@
-"""Reading a chat request in OpenAI's shape (messages, tools, sampling, stream), and the pieces
-every chat answer shares (its id, its usage), for the text and the image routes alike."""
+"""Reading a chat request in OpenAI's shape (messages, tools, sampling, stream), and what every
+chat answer shares (its id, its usage, its stream of chunks), for the text and the image routes."""
 from __future__ import annotations
 
+from aiohttp import web
+
+from bots.api.sse import stream_job
 from bots.api.validate import limited_int, number, string
 from engine.errors import BadRequest, PromptTooLong
-from engine.jobs import ChatJob, ChatMessage, ChatResult, Origin
+from engine.jobs import ChatJob, ChatMessage, ChatResult, Origin, Token
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -148,17 +151,22 @@ def parse_stream(body: dict) -> tuple[bool, dict]:
     return bool(stream), options or {}
 
 
-def parse_chat(body: dict, settings, origin: Origin) -> ChatJob:
-    messages = parse_messages(body.get("messages"), settings.max_prompt_chars)
-    for name, why in REFUSED.items():
-        if body.get(name) is not None and not (name == "n" and body[name] == 1):
-            raise BadRequest(why, param=name)
+def parse_stop(body: dict) -> list[str] | None:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
     if stop is not None and (not isinstance(stop, list) or len(stop) > 4
                              or not all(isinstance(s, str) for s in stop)):
         raise BadRequest("'stop' must be a string or a list of up to 4 strings.", param="stop")
+    return stop
+
+
+def parse_chat(body: dict, settings, origin: Origin) -> ChatJob:
+    messages = parse_messages(body.get("messages"), settings.max_prompt_chars)
+    for name, why in REFUSED.items():
+        if body.get(name) is not None and not (name == "n" and body[name] == 1):
+            raise BadRequest(why, param=name)
+    stop = parse_stop(body)
     priority = body.get("priority")
     if priority is not None and (isinstance(priority, bool) or priority not in (0, 1, 2)):
         raise BadRequest("'priority' must be 0, 1 or 2.", param="priority")
@@ -193,3 +201,35 @@ def usage_dict(result: ChatResult) -> dict:
     u = result.usage
     return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
             "total_tokens": u.total_tokens}
+
+
+async def stream_chat(request: web.Request, handle, headers: dict, include_usage: bool,
+                      prefix: str = "") -> web.StreamResponse:
+    """A chat answer as chat.completion.chunk events, `prefix` first (what an image answer says
+    before the model's words); with `include_usage`, a last chunk carries the usage."""
+    job = handle.job
+    base = {"id": completion_id(handle.id), "object": "chat.completion.chunk",
+            "created": int(job.created_at), "model": job.model, "system_fingerprint": None}
+
+    def chunk(delta: dict, finish=None, logprobs=None) -> dict:
+        data = {**base, "choices": [{"index": 0, "delta": delta,
+                                     "logprobs": {"content": logprobs} if logprobs else None,
+                                     "finish_reason": finish}]}
+        if include_usage:
+            data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
+        return data
+
+    def on_event(event):
+        if isinstance(event, Token):
+            delta: dict = {"content": event.text} if event.text or not event.tool_calls else {}
+            if event.tool_calls:
+                delta["tool_calls"] = event.tool_calls
+            yield chunk(delta, logprobs=event.logprobs)
+
+    def on_result(result: ChatResult):
+        yield chunk({}, result.finish_reason)
+        if include_usage:
+            yield {**base, "choices": [], "usage": usage_dict(result)}
+
+    first = [chunk({"role": "assistant", "content": ""})] + ([chunk({"content": prefix})] if prefix else [])
+    return await stream_job(request, handle, headers, on_event=on_event, on_result=on_result, first=first)

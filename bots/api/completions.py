@@ -2,17 +2,14 @@
 completion uses it: `prompt`, `suffix` (fill in the middle), `echo`, `logprobs`, streamed or not."""
 from __future__ import annotations
 
-import asyncio
-import json
-
 from aiohttp import web
 
 from bots.api.app_util import api_origin, result_of
-from bots.api.chat_request import usage_dict
-from bots.api.errors import error_body
+from bots.api.chat_request import parse_stop, parse_stream, usage_dict
 from bots.api.keys import ENGINE
+from bots.api.sse import stream_job
 from bots.api.validate import limited_int, number, read_json, string
-from engine.errors import BadRequest, ConfabError, PromptTooLong
+from engine.errors import BadRequest, PromptTooLong
 from engine.jobs import ChatResult, CompletionJob, Origin, Token
 
 REFUSED = {"n": "Confab returns one choice per request; 'n' must be 1.",
@@ -34,12 +31,7 @@ def parse_completion(body: dict, settings, origin: Origin) -> CompletionJob:
     echo = body.get("echo")
     if echo is not None and not isinstance(echo, bool):
         raise BadRequest("'echo' must be true or false.", param="echo")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or len(stop) > 4
-                             or not all(isinstance(s, str) for s in stop)):
-        raise BadRequest("'stop' must be a string or a list of up to 4 strings.", param="stop")
+    stop = parse_stop(body)
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("'seed' must be an integer.", param="seed")
@@ -97,56 +89,37 @@ async def completion_response(request: web.Request, job: CompletionJob, result: 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request)
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequest("'stream' must be true or false.", param="stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise BadRequest("'stream_options' must be an object.", param="stream_options")
+    stream, options = parse_stream(body)
     handle = await start_completion(request, body, {})
     job: CompletionJob = handle.job
     if not stream:
         return await completion_response(request, job, await result_of(handle))
     cid, created = completion_id(handle.id), int(job.created_at)
-    response = web.StreamResponse(headers={"X-Confab-Job-Id": handle.id, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-    await response.prepare(request)
+    offset = len(job.prompt) if job.echo else 0
 
-    def chunk(text: str, finish=None, logprobs=None) -> bytes:
+    def chunk(text: str, finish=None, logprobs=None) -> dict:
         data = {"id": cid, "object": "text_completion", "created": created, "model": job.model,
                 "system_fingerprint": None,
                 "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}]}
         if options.get("include_usage"):
             data["usage"] = None
-        return b"data: " + json.dumps(data).encode() + b"\n\n"
+        return data
 
-    try:
-        offset = 0
-        if job.echo:
-            await response.write(chunk(job.prompt))
-            offset = len(job.prompt)
-        async for event in handle:
-            if isinstance(event, Token):
-                lp = legacy_logprobs(event.logprobs, offset) if job.logprobs is not None else None
-                offset += len(event.text)
-                await response.write(chunk(event.text, logprobs=lp))
-        try:
-            result = await handle.result()
-        except ConfabError as e:
-            await response.write(b"data: " + json.dumps(error_body(e.message, e.kind, e.code)).encode() + b"\n\n")
-            await response.write(b"data: [DONE]\n\n")
-            return response
-        await response.write(chunk("", result.finish_reason))
+    def on_event(event):
+        nonlocal offset
+        if isinstance(event, Token):
+            lp = legacy_logprobs(event.logprobs, offset) if job.logprobs is not None else None
+            offset += len(event.text)
+            yield chunk(event.text, logprobs=lp)
+
+    def on_result(result: ChatResult):
+        yield chunk("", result.finish_reason)
         if options.get("include_usage"):
-            data = {"id": cid, "object": "text_completion", "created": created, "model": job.model,
-                    "choices": [], "usage": usage_dict(result)}
-            await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        await handle.cancel()
-        raise
-    return response
+            yield {"id": cid, "object": "text_completion", "created": created, "model": job.model,
+                   "choices": [], "usage": usage_dict(result)}
+
+    return await stream_job(request, handle, {"X-Confab-Job-Id": handle.id}, on_event=on_event,
+                            on_result=on_result, first=[chunk(job.prompt)] if job.echo else [])
 
 
 def setup(app: web.Application) -> None:

@@ -8,18 +8,16 @@ images' text for the chat model and the answer starts by saying so.
 from __future__ import annotations
 
 import asyncio
-import json
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from bots.api.app_util import caller_id
-from bots.api.chat_request import ROLES, completion_id, parse_chat, usage_dict
-from bots.api.errors import error_body
+from bots.api.chat_request import ROLES, parse_chat
 from bots.api.keys import ENGINE
 from bots.api.validate import string
-from engine.errors import BadImage, BadRequest, ConfabError, LimitExceeded
-from engine.jobs import Origin, Token
+from engine.errors import BadImage, BadRequest, LimitExceeded
+from engine.jobs import Origin
 from engine.media import imaging
 from engine.messages import OCR_ONLY_NOTE
 from engine.work.images import VisionMessage, ask_about_images
@@ -147,49 +145,3 @@ def answer_prefix(job) -> str:
 def image_headers(job) -> dict:
     via = image_path(job)
     return {"X-Confab-Image-Path": via} if via else {}
-
-
-async def stream_with_images(request: web.Request, body: dict, handle) -> web.StreamResponse:
-    prefix = answer_prefix(handle.job)
-    headers = {"X-Confab-Job-Id": handle.id, **image_headers(handle.job)}
-    created, cid = int(handle.job.created_at), completion_id(handle.id)
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    model = handle.job.model
-
-    def line(data: dict) -> bytes:
-        return b"data: " + json.dumps(data).encode() + b"\n\n"
-
-    def chunk(delta: dict, finish=None) -> bytes:
-        data = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                "model": model, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-        if (body.get("stream_options") or {}).get("include_usage"):
-            data["usage"] = None   # as OpenAI: null on every chunk but the last, usage-only one
-        return line(data)
-    try:
-        await response.write(chunk({"role": "assistant", "content": ""}))
-        if prefix:
-            await response.write(chunk({"content": prefix}))
-        async for event in handle:
-            if isinstance(event, Token):
-                await response.write(chunk({"content": event.text}))
-        try:
-            result = await handle.result()
-        except ConfabError as e:
-            await response.write(line(error_body(e.message, e.kind, e.code)))
-            await response.write(b"data: [DONE]\n\n")
-            return response
-        await response.write(chunk({}, result.finish_reason))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(line({"id": cid, "object": "chat.completion.chunk",
-                                       "created": created, "model": model,
-                                       "system_fingerprint": None, "choices": [],
-                                       "usage": usage_dict(result)}))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-    except (ConnectionResetError, asyncio.CancelledError):
-        await handle.cancel()
-        raise
-    return response

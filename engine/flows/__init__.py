@@ -1,1 +1,1 @@
-
+"""Work of several jobs: the voice note (transcribe -> chat -> speak) and the writing templates."""

@@ -1,1 +1,2 @@
-
+"""Running jobs: the engine (submit, dispatch, cancel), the scheduler's order, the memory manager,
+per-person limits and metrics."""

@@ -1,4 +1,5 @@
-"""The engine: one queue, one owner of models, worker threads for inference."""
+"""The engine: one queue, one owner of models, one thread for in-process models' native calls (chat
+runs in its runner processes)."""
 from __future__ import annotations
 
 import asyncio

@@ -1,1 +1,1 @@
-
+"""One front host and GPU workers over a Redis queue."""
