@@ -28,7 +28,7 @@ class CatalogEntry:
     files: tuple[CatalogFile, ...]
     size: int                    # bytes of memory it needs loaded and at its peak in use (measured
                                  # for the offline defaults by tests/bench/bench_memory.py), its
-                                 # library's own cost apart (engine/memory.py RUNTIME_COSTS)
+                                 # library's own cost apart (engine/runtime/memory.py RUNTIME_COSTS)
     license: str
     quantization: str = ""
     description: str = ""
@@ -54,7 +54,7 @@ def _gguf(name, repo, filename, size_gb, licence, quant="Q4_K_M", desc="", *, sa
           context=8192, tools=False, seed_choice=False, draft=""):
     """A chat GGUF to pull. `sampling`: the generation defaults its model card recommends;
     `context`: its trained context; `tools`: whether its chat template calls tools itself
-    (otherwise Confab emulates them, see engine/chat_tools.py); `draft`: a small model of the
+    (otherwise Confab emulates them, see engine/work/chat_tools.py); `draft`: a small model of the
     same family for speculative decoding (off by default)."""
     options = {"sampling": sampling, "context": context, "tools": tools}
     if seed_choice:

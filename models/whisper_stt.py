@@ -84,7 +84,7 @@ class WhisperSTT:
         if self.device == "cuda":
             # CTranslate2's caching allocator keeps freed GPU blocks for reuse, and keeps them
             # after the model is gone; its ceiling (bin_growth,min_bin,max_bin,max_cached_bytes)
-            # is what the memory plan counts (engine/memory.py RUNTIME_COSTS).
+            # is what the memory plan counts (engine/runtime/memory.py RUNTIME_COSTS).
             os.environ.setdefault("CT2_CUDA_CACHING_ALLOCATOR_CONFIG", CT2_CUDA_CACHE_CONFIG)
         fw = _faster_whisper()
         self.compute_type = compute_type or compute_type_for(self.device)

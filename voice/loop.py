@@ -6,7 +6,7 @@ stops playback at once and cancels the remaining jobs. The conversation's memory
 engine's store, so later turns see the earlier ones.
 
 With `keep_turns` (the live loop), a turn is kept in the store from its recording until its
-answer has been heard (engine/intake.py), and once the answer is complete, the answer too. After a
+answer has been heard (engine/storage/intake.py), and once the answer is complete, the answer too. After a
 crash, `resume()` answers the turn that was cut off, once: it says the kept answer again, or asks
 again from the kept recording, and drops the jobs the dead process left behind.
 """

@@ -13,7 +13,7 @@ from engine.jobs import ChatResult
 
 
 async def start_chat(request: web.Request, body: dict, meta: dict):
-    """Check the request and queue its job, with `meta` (see engine/api/jobs.py); images go to
+    """Check the request and queue its job, with `meta` (see bots/api/jobs.py); images go to
     the vision model (or OCR)."""
     if has_image_parts(body.get("messages")):
         return await start_vision(request, body, meta)
@@ -25,7 +25,7 @@ async def start_chat(request: web.Request, body: dict, meta: dict):
 
 
 async def chat_response(request: web.Request, job, result: ChatResult) -> web.Response:
-    """The chat.completion for a finished job (a vision job's too: see engine/api/vision.py)."""
+    """The chat.completion for a finished job (a vision job's too: see bots/api/vision.py)."""
     return web.json_response({
         "id": completion_id(job.id), "object": "chat.completion", "created": int(job.created_at),
         "model": result.model, "system_fingerprint": None,

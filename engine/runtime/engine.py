@@ -262,7 +262,7 @@ class Engine:
                 del self._admitting[user]
         return self._enqueue(job, prio)
 
-    # -- platform events (engine/intake.py) ------------------------------------------------------
+    # -- platform events (engine/storage/intake.py) ------------------------------------------------------
 
     async def accept(self, platform: str, event_id: str, payload: dict) -> bool:
         """Keep an event before acknowledging it; False when it was kept before (answer it once)."""
@@ -462,7 +462,7 @@ class Engine:
         record = _jsonable(record)
         if handle.job.meta.get("endpoint") and isinstance(record, dict):
             # an asynchronous API job: its response is rendered later from the whole result,
-            # bytes too (speech audio, embeddings); see engine/api/jobs.py
+            # bytes too (speech audio, embeddings); see bots/api/jobs.py
             record[WHOLE_RESULT] = to_wire(result)
         try:
             await self.store.set_status(handle.id, "done", result=record)

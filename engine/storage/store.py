@@ -1,5 +1,6 @@
 """Jobs, conversations and the audit log, in SQLite (WAL) in the data folder, or in PostgreSQL
-when CONFAB_DATABASE_URL says so (engine/store_pg.py); the schema comes from engine/migrations.py.
+when CONFAB_DATABASE_URL says so (engine/storage/postgres.py); the schema comes from
+engine/storage/migrations.py.
 
 All database work runs on one dedicated thread, so the event loop never waits on the disk and
 SQLite sees one writer.
@@ -22,7 +23,7 @@ from engine.storage.postgres import PgConnection
 
 log = logging.getLogger(__name__)
 
-# The schema: engine/migrations.py (add a numbered migration there, for SQLite and PostgreSQL).
+# The schema: engine/storage/migrations.py (add a numbered migration there, for SQLite and PostgreSQL).
 
 
 class Store:

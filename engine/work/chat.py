@@ -152,7 +152,7 @@ def conversation_key(job: ChatJob) -> str:
 def _tool_options(runner: ChatRunner, job: ChatJob,
                   messages: list[dict]) -> tuple[dict, chat_tools.Emulated | None]:
     """The OpenAI options as the runner gets them, with tools emulated where the model's
-    template has none (see engine/chat_tools.py)."""
+    template has none (see engine/work/chat_tools.py)."""
     options = dict(job.options)
     tools = options.get("tools")
     choice = options.get("tool_choice")

@@ -37,7 +37,7 @@ LOADERS: dict[str, Loader] = {}
 # Formats whose loader also takes `room`: the bytes the memory manager's budget leaves on the
 # device, from which it chooses memory-saving settings (diffusers).
 BUDGET_AWARE: set[str] = set()
-# The runtime each format's models run in, for the memory plan's runtime costs (engine/memory.py).
+# The runtime each format's models run in, for the memory plan's runtime costs (engine/runtime/memory.py).
 LIBRARIES: dict[str, str] = {}
 EXECUTORS: dict[str, Executor] = {}
 JOB_KIND_TO_MODEL_KIND: dict[str, str] = {"chat": "chat", "completion": "chat"}

@@ -1,4 +1,4 @@
-"""engine/safe_json.py: the nesting it measures in a JSON text is the nesting Python's parser
+"""engine/safety/safe_json.py: the nesting it measures in a JSON text is the nesting Python's parser
 finds, whatever the strings hold; too deep is refused before parsing, at any depth."""
 from __future__ import annotations
 

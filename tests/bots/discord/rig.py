@@ -117,7 +117,7 @@ class Rig:
 async def restart_adapter(rig: Rig, meanwhile: Callable[[], None] = lambda: None) -> None:
     """Stop the rig's adapter, cutting off what it was doing (as a kill would, for what is in
     the store), call `meanwhile`, and start another on the same engine; once ready it answers
-    what was kept before (engine/intake.py)."""
+    what was kept before (engine/storage/intake.py)."""
     old = rig.adapter
     await old.stop()
     meanwhile()

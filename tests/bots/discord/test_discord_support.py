@@ -113,7 +113,7 @@ async def decided(rig, key: str, before: dict) -> dict:
 
 
 def settled(rig, message_id: str) -> bool:
-    """Whether the desk has done with a question it kept (engine/intake.py)."""
+    """Whether the desk has done with a question it kept (engine/storage/intake.py)."""
     db = sqlite3.connect(rig.engine.settings.data_path / "confab.db")
     try:
         return db.execute("SELECT status FROM events WHERE id=?",
