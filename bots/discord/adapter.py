@@ -5,12 +5,15 @@ messages, slash commands, forms and buttons to this adapter's listeners); `event
 whether a message is addressed to Confab, who asks from where and which conversation it belongs
 to; access and priority are `access.py`'s, the reply chain's memory `history.py`'s. The text, or
 a slash command's typed `Call`, goes to the shared command set with a Discord `Reply`
-(`reply.py`). Voice messages go through the voice-note path (`voice.py`), images with a question
-to the shared image commands. Every failure becomes a short reply (`explain`).
+(`reply.py`). Voice messages go through the shared voice-note handler (bots/common/speech.py;
+how they look here is `voice.py`'s), images with a question to the shared image commands.
 
-A message, a slash command, a template's form and a Re-roll click are kept in the store before
-anything else is done with them (before the defer, for an interaction; engine/intake.py); once connected after a restart, `replay`
-answers the ones no job had taken up yet, as Discord never sends an event again. So is a support
+A message, a slash command, a template's form and a Re-roll click are kept in the store, as the
+typed record of its kind (`events.py`), before anything else is done with them (before the
+defer, for an interaction), through the intake every door shares (bots/common/intake.py: it
+also guards every answer, so that a failure becomes a short reply, and sends the jobs running
+before a restart to where their answers went); once connected after a restart, `replay` answers
+the ones no job had taken up yet, as Discord never sends an event again. So is a support
 channel's question, open until the desk has done with it; after a restart the desk answers it
 unless its thread shows an answer already.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from typing import Awaitable, Callable
 
 import discord
@@ -27,15 +29,27 @@ import discord
 from bots.common.acks import AckClock
 from bots.common.commands import Call, Commands, Request
 from bots.common.delivery import Delivery
-from bots.common.image_commands import ImagineSpec, answer_about_images, deliver, run_imagine
-from bots.common.render import tokens_of
+from bots.common.image_commands import (
+    ImagineSpec,
+    answer_about_images,
+    run_imagine,
+)
+from bots.common.intake import Cancelled, Intake, Where, kept_of
 from bots.common.speech import answer_voice_note
 from bots.common.support import SupportMessage
-from bots.common.words import RESTARTED_MID_WAY
 from bots.discord import files, history
 from bots.discord.access import DiscordAccess, Who
 from bots.discord.client import ConfabClient, Listeners, point_at
-from bots.discord.events import Interacted, addressed, conversation_of, heard, thread_of, who_of
+from bots.discord.events import (
+    Interacted,
+    KeptMessage,
+    KeptQuestion,
+    addressed,
+    conversation_of,
+    heard,
+    thread_of,
+    who_of,
+)
 from bots.discord.reply import (
     ChannelReply,
     ClickReply,
@@ -48,14 +62,15 @@ from bots.discord.reply import (
 from bots.discord.slash import PRIVATE
 from bots.discord.support import DiscordSupport
 from bots.discord.voice import VOICE_FILENAME, VOICE_NOTE
-from engine import ConfabError, Engine, Origin
+from engine import Engine, Origin
 from engine.flows import templates
-from engine.messages import explain
 from engine.work.speech import submit_speech
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+CANCEL_WORDS = {Cancelled.FINISHED: "That job has already finished.",
+                Cancelled.NOT_YOURS: "That job is not yours to cancel."}
 
 
 class DiscordAdapter:
@@ -70,7 +85,8 @@ class DiscordAdapter:
         self.settings = engine.settings
         self.access = DiscordAccess(self.settings)
         self.acks = AckClock("Discord")         # receipt to first response: Discord's 3 s
-        listeners = Listeners(message=self.on_message, first_ready=lambda: self.spawn(self.replay()),
+        self.intake = Intake(engine, "discord", self)
+        listeners = Listeners(message=self.on_message, first_ready=lambda: self.intake.spawn(self.replay()),
                               slash=self.run_slash, template=self.open_template, form=self.run_template,
                               cancel=self.cancel_clicked, speak=self.speak_clicked,
                               reroll=self.reroll_clicked, feedback=self.feedback_clicked)
@@ -79,14 +95,13 @@ class DiscordAdapter:
         self.replies = Replies(engine, self.settings, self.client)
         self._task: asyncio.Task | None = None
         self._restore: Callable[[], None] | None = None
-        self.pipelines: dict[str, object] = {}   # first job id -> running voice note
-        self._tasks: set[asyncio.Task] = set()
-        self.listening_since = time.time()      # events kept before this came from an earlier run
+        self.pipelines = self.intake.pipelines   # first job id -> running voice note
+        self._tasks = self.intake.tasks          # the work after acks, that stop() cancels
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.engine.on_resume("discord", self._resume)
+        self.engine.on_resume("discord", self.intake.resume)
         self._restore = point_at(self.settings.discord_api_url, self.settings.discord_gateway_url)
         try:
             await self.client.login(self.settings.discord_bot_token)
@@ -109,19 +124,13 @@ class DiscordAdapter:
         except Exception:
             log.exception("the Discord gateway connection ended")
 
-    def spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def wait_until_ready(self, timeout: float) -> None:
         await asyncio.wait_for(self.client.ready.wait(), timeout)
 
     async def stop(self) -> None:
         if self.support is not None:
             await self.support.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self.intake.stop()
         await self.client.close()
         if self._task is not None:
             try:
@@ -155,32 +164,23 @@ class DiscordAdapter:
             return
         who = who_of(message.author, message.channel, message.guild.id if message.guild else None)
         key = f"discord:message:{message.id}"
-        if await self.engine.accept("discord", key, {"kind": "message", "channel": str(message.channel.id),
-                                                     "message": str(message.id), "who": who.to_record()}):
+        if await self.intake.keep(key, KeptMessage(str(message.channel.id), str(message.id), who)):
             await self._answer(key, message, who)
 
     async def _on_support_message(self, message: discord.Message, where: tuple[str, str]) -> None:
         msg = self.support.message_of(message, where)
         if not self.support.takes(msg):             # not a question the desk answers: kept nowhere
-            await self._quietly(self.support.on_message(msg))
+            await self.intake.quietly(self.support.on_message(msg))
             return
         key = f"discord:message:{message.id}"
-        if await self.engine.accept("discord", key, {"kind": "support", "question": dataclasses.asdict(msg),
-                                                     "guild": str(message.guild.id) if message.guild else ""}):
-            await self._answer_support(key, self.support.on_message(msg))
-
-    async def _answer_support(self, key: str, work: Awaitable[None]) -> None:
-        # no reply record for the desk's jobs: after a restart it asks again from the kept question
-        await self._quietly(work)
-        await self.engine.settle(key)        # not when cancelled at shutdown: replayed then
+        guild = str(message.guild.id) if message.guild else ""
+        if await self.intake.keep(key, KeptQuestion(dataclasses.asdict(msg), guild)):
+            await self.intake.answer_quietly(key, self.support.on_message(msg))
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
         reply = MessageReply(self.replies, message)
-        where = {"channel": str(message.channel.id), "reply_to": str(message.id),
-                 "conversation": conversation_of(message)}
-        with self.engine.answering(key, where) as intake:
-            await self._guarded(reply, self._answer_message(message, reply, who))
-        await self.engine.settle(intake)     # not when cancelled at shutdown: replayed then
+        where = Where(str(message.channel.id), conversation_of(message), reply_to=str(message.id))
+        await self.intake.answer(key, where, reply, self._answer_message(message, reply, who))
 
     async def _answer_message(self, message: discord.Message, reply: MessageReply, who: Who) -> None:
         refusal = self.access.check(who)
@@ -238,8 +238,7 @@ class DiscordAdapter:
     async def _keep_then_defer(self, interaction: discord.Interaction, event: Interacted, **defer) -> str | None:
         """Keep the interaction, then defer it; its key, or None when it was kept before."""
         key = f"discord:interaction:{interaction.id}"
-        kept = await self.engine.accept("discord", key, event.to_record())
-        await interaction.response.defer(**defer)
+        kept = await self.intake.keep_then_ack(key, event, lambda: interaction.response.defer(**defer))
         return key if kept else None
 
     async def _answer_slash(self, key: str, event: Interacted, reply: DiscordReply, attachment) -> None:
@@ -251,11 +250,8 @@ class DiscordAdapter:
         request = Request(self.access.origin(event.who, thread=event.thread),
                           f"discord:{event.channel}:{event.who.user_id}", attachments=[])
         reply.conversation = request.conversation
-        where = {"channel": event.channel, "reply_to": "", "conversation": request.conversation,
-                 **reply.where_extra}
-        with self.engine.answering(key, where) as intake:
-            await self._guarded(reply, work(request))
-        await self.engine.settle(intake)
+        where = Where.of({"channel": event.channel, "conversation": request.conversation, **reply.where_extra})
+        await self.intake.answer(key, where, reply, work(request))
 
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did
@@ -297,16 +293,11 @@ class DiscordAdapter:
 
     async def cancel_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
         who = who_of(interaction.user, interaction.channel, interaction.guild_id)
-        handle = self.engine.handle(job_id)
-        note = self.pipelines.get(job_id)
-        if handle is None or (handle.done and note is None):
-            text = "That job has already finished."
-        elif handle.job.origin.user_key != f"discord:{who.user_id}" and not self.access.is_admin(who):
-            text = "That job is not yours to cancel."
-        else:
-            await (note.cancel() if note is not None else handle.cancel())
-            text = f"🛑 Cancelled {job_id}."
-        await interaction.followup.send(text, ephemeral=True)
+
+        async def is_admin() -> bool:
+            return self.access.is_admin(who)
+        outcome = await self.intake.cancel(job_id, f"discord:{who.user_id}", is_admin)
+        await interaction.followup.send(CANCEL_WORDS.get(outcome) or f"🛑 Cancelled {job_id}.", ephemeral=True)
 
     async def reroll_clicked(self, interaction: discord.Interaction, job_id: str) -> None:
         """The same picture request as job `job_id` (from its stored record), with a new seed,
@@ -344,7 +335,7 @@ class DiscordAdapter:
         text = history.clean(message.content if message else "", self.client.user.id)
         if text.startswith("🎙️"):
             text = text.split("\n\n", 1)[-1]           # not the transcript, only the answer
-        await self._guarded(reply, self._say_aloud(self.origin_of(who, interaction.channel), text, reply))
+        await self.intake.guard(reply, self._say_aloud(self.origin_of(who, interaction.channel), text, reply))
 
     async def feedback_clicked(self, interaction: discord.Interaction, helpful: bool, outcome_id: int | None,
                                channel: str) -> None:
@@ -358,15 +349,12 @@ class DiscordAdapter:
     async def replay(self) -> int:
         """Answer the messages and slash commands kept before a restart that no job had taken up
         yet; returns how many."""
-        events = await self.engine.open_events("discord", before=self.listening_since)
-        for key, record in events:
-            self.spawn(self._replay(key, record))
-        log.info("Discord: answering %d requests received before the restart", len(events))
-        return len(events)
+        return await self.intake.replay(self._replay)
 
     async def _replay(self, key: str, record: dict) -> None:
         try:
             kind = record.get("kind")
+            kept = kept_of(record, (KeptMessage, KeptQuestion))
             if kind in ("slash", "reroll", "template"):
                 event = Interacted.of_record(record)
                 reply = self.replies.of_token(event.channel, event.app, event.token, event.at)
@@ -384,17 +372,17 @@ class DiscordAdapter:
                 form = FormReply(self.replies, reply.channel_id, reply.followup, event.at, event.values)
                 await self._answer_interaction(key, event, form,
                                                lambda request: self.commands.run(request, event.call, form))
-            elif kind == "support":
-                msg = SupportMessage.of(record["question"])
+            elif isinstance(kept, KeptQuestion):
+                msg = SupportMessage.of(kept.question)
                 if self.support is None or not self.support.takes(msg):     # no longer a support channel
                     await self.engine.settle(key)
                     return
-                await self._answer_support(key, self.support.answer_again(msg, record.get("guild", "")))
-            elif kind == "message":
-                channel_id = int(record["channel"])
+                await self.intake.answer_quietly(key, self.support.answer_again(msg, kept.guild))
+            elif isinstance(kept, KeptMessage):
+                channel_id = int(kept.channel)
                 channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
-                message = await channel.fetch_message(int(record["message"]))
-                await self._answer(key, message, Who.from_record(record["who"]))
+                message = await channel.fetch_message(int(kept.message))
+                await self._answer(key, message, kept.who)
             else:
                 await self.engine.settle(key)
         except (discord.NotFound, discord.Forbidden) as e:    # deleted, or no longer ours to read
@@ -403,79 +391,28 @@ class DiscordAdapter:
         except discord.HTTPException as e:
             log.warning("could not answer %s after the restart yet: %s", key, e)
 
-    async def _resume(self, handle, ref: dict) -> None:
-        """A job accepted before a restart runs again: its answer goes where it would have,
-        into the message posted for it then (never a second answer)."""
-        delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
-        where = delivery.where
-        kind = handle.job.kind
-        if not where.get("channel") and not handle.done:
-            # its answer goes nowhere (a support desk's job: the desk asks again from its kept
-            # question); running it would only keep the model busy
-            await handle.cancel()
-        if not where.get("channel") or kind not in ("chat", "vision", "transcribe", "speak", "ocr", "image"):
-            return
-        channel = int(where["channel"])
-        interaction = where.get("interaction")
-        if isinstance(interaction, dict):
-            reply = self.replies.of_token(where["channel"], interaction.get("app", ""),
-                                          interaction.get("token", ""), float(interaction.get("at") or 0))
+    def reply_for(self, where: Where) -> DiscordReply:
+        """Where a job accepted before a restart answers (the intake's resume asks): the
+        interaction's follow-ups while its token lives, else the channel."""
+        if isinstance(where.interaction, dict):
+            i = where.interaction
+            reply = self.replies.of_token(where.channel, i.get("app", ""), i.get("token", ""), float(i.get("at") or 0))
         else:
-            reply = ChannelReply(self.replies, channel, int(where["reply_to"]) if where.get("reply_to") else None)
-        reply.conversation = where.get("conversation", "")
-        if kind in ("transcribe", "speak", "ocr"):
-            # a voice note's or an image question's first stage: what chained the stages is gone
-            await handle.cancel()
-            await self._say_error(reply, RESTARTED_MID_WAY)
-            return
+            reply = ChannelReply(self.replies, int(where.channel), int(where.reply_to) if where.reply_to else None)
+        reply.conversation = where.conversation
+        return reply
 
-        async def earlier() -> list:
-            if isinstance(reply, InteractionReply):    # follow-ups are edited through the webhook
-                return [await reply.followup.fetch_message(int(m)) for m in delivery.messages]
-            partial = self.client.get_partial_messageable(channel)
-            return [partial.get_partial_message(int(m)) for m in delivery.messages]
+    async def earlier(self, reply: DiscordReply, delivery: Delivery) -> list:
+        if isinstance(reply, InteractionReply):    # follow-ups are edited through the webhook
+            return [await reply.followup.fetch_message(int(m)) for m in delivery.messages]
+        partial = self.client.get_partial_messageable(reply.channel_id)
+        return [partial.get_partial_message(int(m)) for m in delivery.messages]
 
-        async def run() -> None:
-            reply.earlier = await earlier()
-            if kind == "image":
-                result = await handle.result()
-                await deliver(reply, await reply.say(f"🎨 “{result.prompt}” ({handle.id})"), result)
-                return
-            await reply.stream(tokens_of(handle), status=f"queued ({handle.id})")
-            result = await handle.result()
-            if reply.conversation and handle.job.messages:
-                await self.engine.remember_exchange(reply.conversation, handle.job.messages[-1].content,
-                                                    result.text)
-
-        await self._guarded(reply, run())
-
-    # -- errors -------------------------------------------------------------------------------
-
-    async def _guarded(self, reply: DiscordReply, work: Awaitable[None]) -> None:
-        """Run `work`; any failure becomes a short reply, and never kills the adapter."""
-        try:
-            await work
-        except ConfabError as e:
-            await self._say_error(reply, explain(e))
-        except asyncio.TimeoutError:
-            await self._say_error(reply, "⌛ That took too long and was stopped. Please try again.")
-        except discord.HTTPException as e:
-            log.warning("Discord refused a reply: %s", e)
-            await self._say_error(reply, "💥 Discord refused my answer. An admin can check the logs.")
-        except Exception as e:
-            log.exception("answering on Discord failed")
-            await self._say_error(reply, explain(e))
-
-    @staticmethod
-    async def _quietly(work: Awaitable[None]) -> None:
-        """Support-channel work: a failure goes to the log only (the desk never speaks unasked)."""
-        try:
-            await work
-        except Exception:
-            log.exception("support channel on Discord")
-
-    async def _say_error(self, reply: DiscordReply, text: str) -> None:
-        try:
-            await reply.say(text)
-        except Exception:
-            log.exception("could not even say that something went wrong")
+    def refused(self, error: Exception) -> str | None:
+        """Discord's own failures in words (the intake's guard asks)."""
+        if isinstance(error, asyncio.TimeoutError):
+            return "⌛ That took too long and was stopped. Please try again."
+        if isinstance(error, discord.HTTPException):
+            log.warning("Discord refused a reply: %s", error)
+            return "💥 Discord refused my answer. An admin can check the logs."
+        return None

@@ -1,14 +1,17 @@
 """Discord's events in Confab's terms: who asks from where, which messages are addressed to
-Confab, which conversation a message belongs to, and an interaction as the typed record kept
-for it until it is answered. Pure functions of discord.py's objects; no I/O.
+Confab, which conversation a message belongs to, and the typed record each kind of event (a
+message, a support question, an interaction) is kept as until it is answered. Pure functions
+of discord.py's objects; no I/O.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import discord
 
 from bots.common.commands import Call
+from bots.common.intake import Kept
 from bots.discord.access import Who
 
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
@@ -51,6 +54,30 @@ def conversation_of(message: discord.Message) -> str:
     if message.guild is None and message.reference is None:
         return f"discord:dm:{message.channel.id}"
     return f"discord:{message.channel.id}:{message.id}"
+
+
+@dataclass(frozen=True)
+class KeptMessage(Kept):
+    """A message addressed to Confab: fetched again to be answered after a restart."""
+    kind: ClassVar[str] = "message"
+    channel: str
+    message: str
+    who: Who
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "channel": self.channel, "message": self.message, "who": self.who.to_record()}
+
+    @classmethod
+    def of(cls, record: dict) -> KeptMessage:
+        return cls(record["channel"], record["message"], Who.from_record(record["who"]))
+
+
+@dataclass(frozen=True)
+class KeptQuestion(Kept):
+    """A support channel's question (a SupportMessage's fields), open until the desk is done."""
+    kind: ClassVar[str] = "support"
+    question: dict
+    guild: str = ""
 
 
 @dataclass(frozen=True)
