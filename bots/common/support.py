@@ -20,6 +20,7 @@ anything else, and one still open after a restart goes to `answer_again` with it
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -31,6 +32,9 @@ from engine import ConfabError, Origin
 from engine.kb import Outcome, SupportDeskAnswerer, is_question, open_kb
 
 log = logging.getLogger(__name__)
+
+FEEDBACK_THANKS = "Thanks, noted."
+FEEDBACK_SORRY = "Sorry about that; I've asked the support team."
 
 MAX_THREADS = 10_000
 
@@ -189,7 +193,6 @@ def build_support_desk(engine, clock: Callable[[], float] = time.time,
 async def run_escalations(desk: SupportDesk, post: Callable[[SupportAction], Awaitable[object]],
                           every_s: float = 60.0) -> None:
     """Post due escalation pings every `every_s` seconds until cancelled (an adapter's task)."""
-    import asyncio
     while True:
         await asyncio.sleep(every_s)
         for action in desk.due_escalations():
@@ -197,3 +200,35 @@ async def run_escalations(desk: SupportDesk, post: Callable[[SupportAction], Awa
                 await post(action)
             except Exception:
                 log.exception("posting an escalation in %s failed", action.channel)
+
+
+class DoorDesk:
+    """The desk on one door: what every door does alike (the escalation loop, feedback on an
+    answer); the door gives how to post an action (`post`) and how to read its events."""
+    platform: str
+
+    def __init__(self, desk: SupportDesk, escalate_every_s: float = 60.0):
+        self.desk = desk
+        self._escalations = asyncio.ensure_future(run_escalations(desk, self.post, escalate_every_s))
+
+    def takes(self, msg: SupportMessage) -> bool:
+        return self.desk.takes(msg)
+
+    async def post(self, action: SupportAction) -> object:
+        raise NotImplementedError
+
+    async def record_feedback(self, channel: str, thread: str, outcome_id: int | None, helpful: bool,
+                              tell: Callable[[str], Awaitable[object]]) -> None:
+        """A Helpful / Not helpful press (acknowledged already): recorded, the presser thanked
+        (`tell`: to them alone); "not helpful" pings the support group in the thread."""
+        ping = await self.desk.feedback(self.platform, channel, thread, outcome_id, helpful)
+        await tell(FEEDBACK_THANKS if helpful else FEEDBACK_SORRY)
+        if ping is not None:
+            await self.post(ping)
+
+    async def stop(self) -> None:
+        self._escalations.cancel()
+        try:
+            await self._escalations
+        except (asyncio.CancelledError, Exception):
+            pass

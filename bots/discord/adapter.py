@@ -20,7 +20,6 @@ unless its thread shows an answer already.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from typing import Awaitable, Callable
 
@@ -36,7 +35,6 @@ from bots.common.image_commands import (
 )
 from bots.common.intake import Cancelled, Intake, Where, kept_of
 from bots.common.speech import answer_voice_note
-from bots.common.support import SupportMessage
 from bots.discord import files, history
 from bots.discord.access import DiscordAccess, Who
 from bots.discord.client import ConfabClient, Listeners, point_at
@@ -174,7 +172,7 @@ class DiscordAdapter:
             return
         key = f"discord:message:{message.id}"
         guild = str(message.guild.id) if message.guild else ""
-        if await self.intake.keep(key, KeptQuestion(dataclasses.asdict(msg), guild)):
+        if await self.intake.keep(key, KeptQuestion(guild, msg)):
             await self.intake.answer_quietly(key, self.support.on_message(msg))
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
@@ -373,11 +371,10 @@ class DiscordAdapter:
                 await self._answer_interaction(key, event, form,
                                                lambda request: self.commands.run(request, event.call, form))
             elif isinstance(kept, KeptQuestion):
-                msg = SupportMessage.of(kept.question)
-                if self.support is None or not self.support.takes(msg):     # no longer a support channel
+                if self.support is None or not self.support.takes(kept.question):   # no longer a support channel
                     await self.engine.settle(key)
                     return
-                await self.intake.answer_quietly(key, self.support.answer_again(msg, kept.guild))
+                await self.intake.answer_quietly(key, self.support.answer_again(kept.question, kept.guild))
             elif isinstance(kept, KeptMessage):
                 channel_id = int(kept.channel)
                 channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)

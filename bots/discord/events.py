@@ -5,6 +5,7 @@ of discord.py's objects; no I/O.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -12,6 +13,7 @@ import discord
 
 from bots.common.commands import Call
 from bots.common.intake import Kept
+from bots.common.support import SupportMessage
 from bots.discord.access import Who
 
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
@@ -74,10 +76,17 @@ class KeptMessage(Kept):
 
 @dataclass(frozen=True)
 class KeptQuestion(Kept):
-    """A support channel's question (a SupportMessage's fields), open until the desk is done."""
+    """A support channel's question, open until the desk has done with it."""
     kind: ClassVar[str] = "support"
-    question: dict
-    guild: str = ""
+    guild: str
+    question: SupportMessage
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "question": dataclasses.asdict(self.question), "guild": self.guild}
+
+    @classmethod
+    def of(cls, record: dict) -> KeptQuestion:
+        return cls(record.get("guild", ""), SupportMessage.of(record["question"]))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ unanswered ping the support role in the thread, with allowed_mentions naming onl
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections import OrderedDict
@@ -17,7 +16,7 @@ from collections import OrderedDict
 import discord
 
 from bots.common.render import split_message
-from bots.common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
+from bots.common.support import DoorDesk, SupportAction, SupportDesk, SupportMessage
 from bots.discord import history
 from bots.discord.buttons import FeedbackButton, view_of
 
@@ -47,13 +46,15 @@ def ping_mentions(text: str) -> discord.AllowedMentions:
                                    replied_user=False)
 
 
-class DiscordSupport:
+class DiscordSupport(DoorDesk):
+    platform = "discord"
+
     def __init__(self, desk: SupportDesk, client: discord.Client, escalate_every_s: float = 60.0):
-        self.desk, self.client = desk, client
+        self.client = client
         # question id (= its thread's id) -> support channel id: replies in a thread Discord's
         # cache does not know (no THREAD_CREATE seen) still find their channel
         self._questions: OrderedDict[int, int] = OrderedDict()
-        self._escalations = asyncio.ensure_future(run_escalations(desk, self.post, escalate_every_s))
+        super().__init__(desk, escalate_every_s)
 
     def where(self, channel) -> tuple[str, str] | None:
         """(support channel id, thread id or "") when `channel` is a support channel or a thread
@@ -81,9 +82,6 @@ class DiscordSupport:
         return SupportMessage("discord", channel, str(author.id), history.clean(message.content, me.id),
                               str(message.id), thread, is_bot=author.bot or author.id == me.id,
                               memberships=roles, mine=author.id == me.id)
-
-    def takes(self, msg: SupportMessage) -> bool:
-        return self.desk.takes(msg)
 
     async def on_message(self, msg: SupportMessage) -> None:
         if not msg.thread:
@@ -153,18 +151,7 @@ class DiscordSupport:
 
     async def feedback(self, interaction: discord.Interaction, helpful: bool, outcome_id: int | None,
                        channel: str) -> None:
-        """A Helpful / Not helpful press (acknowledged already): recorded; "not helpful" pings
-        the support role in the thread."""
-        thread = str(interaction.channel_id)
-        ping = await self.desk.feedback("discord", channel, thread, outcome_id, helpful)
-        await interaction.followup.send(
-            "Thanks, noted." if helpful else "Sorry about that; I've asked the support team.", ephemeral=True)
-        if ping is not None:
-            await self.post(ping)
-
-    async def stop(self) -> None:
-        self._escalations.cancel()
-        try:
-            await self._escalations
-        except (asyncio.CancelledError, Exception):
-            pass
+        """A Helpful / Not helpful press (acknowledged already), in the question's thread."""
+        async def tell(text: str) -> None:
+            await interaction.followup.send(text, ephemeral=True)
+        await self.record_feedback(channel, str(interaction.channel_id), outcome_id, helpful, tell)

@@ -7,7 +7,6 @@ and a hand-over left unanswered ping the group in the thread.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -16,7 +15,7 @@ import time
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.common.support import SupportAction, SupportDesk, SupportMessage, run_escalations
+from bots.common.support import DoorDesk, SupportAction, SupportDesk, SupportMessage
 from bots.slack.events import SPOKEN_SUBTYPES, is_from_bot, strip_mention
 from bots.slack.mrkdwn import to_mrkdwn
 from bots.slack.reply import SECTION_LIMIT
@@ -54,17 +53,16 @@ def support_message(event: dict, bot_user_id: str, bot_id: str) -> SupportMessag
                           mine=bool(mine))
 
 
-class SlackSupport:
+class SlackSupport(DoorDesk):
+    platform = "slack"
+
     def __init__(self, desk: SupportDesk, client: AsyncWebClient, escalate_every_s: float = 60.0):
-        self.desk, self.client = desk, client
+        self.client = client
         self._usergroups: dict[str, tuple[float, frozenset[str]]] = {}
-        self._escalations = asyncio.ensure_future(run_escalations(desk, self.post, escalate_every_s))
+        super().__init__(desk, escalate_every_s)
 
     def is_support_channel(self, channel: str) -> bool:
         return self.desk.is_support_channel("slack", channel)
-
-    def takes(self, msg: SupportMessage) -> bool:
-        return self.desk.takes(msg)
 
     async def with_memberships(self, msg: SupportMessage) -> SupportMessage:
         """`msg` with the channel's support user group among its author's memberships when the
@@ -134,15 +132,7 @@ class SlackSupport:
             outcome_id = json.loads(action.get("value") or "{}").get("outcome")
         except ValueError:
             outcome_id = None
-        ping = await self.desk.feedback("slack", channel, thread, outcome_id, helpful)
-        await respond(text="Thanks, noted." if helpful else "Sorry about that; I've asked the support team.",
-                      response_type="ephemeral", replace_original=False)
-        if ping is not None:
-            await self.post(ping)
 
-    async def stop(self) -> None:
-        self._escalations.cancel()
-        try:
-            await self._escalations
-        except (asyncio.CancelledError, Exception):
-            pass
+        async def tell(text: str) -> None:
+            await respond(text=text, response_type="ephemeral", replace_original=False)
+        await self.record_feedback(channel, thread, outcome_id, helpful, tell)
