@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from types import ModuleType
+
+from engine import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,16 @@ EXTENSIONS: list[str] = [
     "bots.kb_cli",
     "bots.skills",
 ]
+
+
+def door_modules(token_name: str, library: str, extra: str, *names: str) -> list[ModuleType]:
+    """A configured door's modules, which bring its optional library: imported when its token is
+    set, or a ConfigError that says what to install."""
+    try:
+        return [importlib.import_module(name) for name in names]
+    except ImportError as e:
+        raise ConfigError(f"{token_name} is set but {library} is missing ({e.name}). Install it "
+                          f"with: pip install 'confab-bot[{extra}]'") from None
 
 
 def _modules():

@@ -7,6 +7,7 @@ a ConfigError that says which, and `confab run` stops with it.
 """
 from __future__ import annotations
 
+from bots.adapters import door_modules
 from bots.common.support import build_support_desk
 from engine import ConfigError
 
@@ -15,17 +16,12 @@ async def start(engine, commands, app):
     settings = engine.settings
     if not settings.discord_bot_token:
         return None
-    try:
-        import discord
-
-        from bots.discord.adapter import DiscordAdapter
-    except ImportError as e:
-        raise ConfigError(f"DISCORD_BOT_TOKEN is set but discord.py is missing ({e.name}). Install it "
-                          "with: pip install 'confab-bot[discord]'") from None
+    (discord_adapter,) = door_modules("DISCORD_BOT_TOKEN", "discord.py", "discord", "bots.discord.adapter")
+    import discord      # there now: the adapter brought it
     desk = None
     if settings.channels_file:
         desk = build_support_desk(engine, platform="discord")
-    adapter = DiscordAdapter(engine, commands, desk=desk)
+    adapter = discord_adapter.DiscordAdapter(engine, commands, desk=desk)
     adapter.owned_desk = desk        # opened here, so closed with the adapter
     try:
         await adapter.start()

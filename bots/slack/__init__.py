@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bots.adapters import door_modules
 from bots.common.support import build_support_desk
-from engine import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,8 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     settings = settings or engine.settings
     if not settings.slack_bot_token:
         return None
-    try:
-        from bots.slack import connection
-        from bots.slack.adapter import SlackAdapter
-    except ImportError as e:
-        raise ConfigError(f"SLACK_BOT_TOKEN is set but the Slack libraries are missing ({e.name}). "
-                          "Install them with: pip install 'confab-bot[slack]'") from None
+    connection, slack_adapter = door_modules("SLACK_BOT_TOKEN", "slack-bolt", "slack",
+                                             "bots.slack.connection", "bots.slack.adapter")
     connection.check_settings(settings)
     client = connection.web_client(settings)
     try:
@@ -53,7 +49,7 @@ async def start(engine, commands, app=None, settings=None, desk=None):
     owned_desk = None
     if desk is None and settings.channels_file:
         desk = owned_desk = build_support_desk(engine)
-    adapter = SlackAdapter(engine, commands, client, identity, settings, desk)
+    adapter = slack_adapter.SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:
         link = connection.SocketMode(adapter.app, settings.slack_app_token, adapter.acks)
         mode = "Socket Mode"
