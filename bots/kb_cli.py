@@ -101,9 +101,9 @@ def cmd_ask(args) -> None:
         else:
             sig = outcome.signals
             print(f"[{outcome.decision}: {outcome.reason}; best passage {outcome.best or '-'}: relevance "
-                  f"{sig.relevance:.2f}, coverage {sig.coverage:.2f}, similarity {sig.similarity:.2f}, "
-                  f"keywords {sig.keyword:.2f}" + (f", support {sig.support:.2f}" if sig.support is not None
-                                                   else "") + "]")
+                  f"{sig.relevance:.2f}, coverage {sig.coverage:.2f}, margin {sig.margin:.2f}, similarity "
+                  f"{sig.similarity:.2f}, keywords {sig.keyword:.2f}" + (f", support {sig.support:.2f}"
+                                                                         if sig.support is not None else "") + "]")
             print(outcome.text or "(silence)")
     asyncio.run(_with_kb(args, work))
 
@@ -215,7 +215,7 @@ def cmd_eval(args) -> None:
         if misses:
             print(f"\nmisses ({len(misses)}):")
             print("\n".join(misses))
-        obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage)
+        obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage, o.signals.margin)
                for i, o in zip(items, outcomes)]
         if args.observations:
             Path(args.observations).write_text("".join(json.dumps(o.__dict__) + "\n" for o in obs))
@@ -226,8 +226,10 @@ def cmd_eval(args) -> None:
             print(f"\ncalibrated on {len(obs)} questions (silence target {args.target_silence:.2f}"
                   f"{'' if cal.feasible else ', not reachable: the best silence instead'}):\n"
                   f"  CONFAB_KB_MIN_SCORE={cal.min_score:.2f}\n  CONFAB_KB_MIN_COVERAGE={cal.min_coverage:.2f}\n"
+                  f"  CONFAB_KB_MIN_MARGIN={cal.min_margin:.2f}" + ("  (off: the margin did not help)"
+                                                                  if cal.min_margin <= -1 else "") + "\n"
                   f"  with them: cited-source accuracy {cal.accuracy:.2f}, out-of-scope silence {cal.silence:.2f}"
-                  f" (now {policy.min_score:.2f} / {policy.min_coverage:.2f})")
+                  f" (now {policy.min_score:.2f} / {policy.min_coverage:.2f} / {policy.min_margin:.2f})")
         print("\n".join(report(items, outcomes, seconds)))
     asyncio.run(_with_kb(args, work))
 
@@ -253,14 +255,14 @@ def register_cli(sub, common) -> None:
     p.add_argument("question")
     p.add_argument("--json", action="store_true",
                    help='print {"decision", "answer", "sources", "generated", "reason", "best_passage", '
-                        '"signals"}: the measured signals behind the decision and the thresholds')
+                        '"draft", "signals"}: the measured signals behind the decision and the thresholds')
     p.set_defaults(func=cmd_ask)
     p = common(ksub.add_parser("eval", help="cited-source accuracy and out-of-scope silence over "
                                              "a JSONL file of questions; --tune finds the thresholds"))
     p.add_argument("questions", help='JSONL: {"question": "…", "source": "file name" | null, '
                                      '"expect": "a phrase the right answer holds" (optional)}')
     p.add_argument("--tune", action="store_true",
-                   help="calibrate CONFAB_KB_MIN_SCORE and CONFAB_KB_MIN_COVERAGE on these questions "
+                   help="calibrate CONFAB_KB_MIN_SCORE, CONFAB_KB_MIN_COVERAGE and CONFAB_KB_MIN_MARGIN on these questions "
                         "(passages are quoted meanwhile: the chat model is not needed)")
     p.add_argument("--target-silence", type=float, default=0.9,
                    help="with --tune: the share of unanswerable questions to leave alone (default 0.9)")

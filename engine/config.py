@@ -115,9 +115,13 @@ class Settings:
     # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell and orrin (silence 0.9)
     kb_min_score: float = field(default=0.40, metadata={"env": "CONFAB_KB_MIN_SCORE"})
     kb_min_coverage: float = field(default=0.30, metadata={"env": "CONFAB_KB_MIN_COVERAGE"})
+    # the best document's similarity over the next document's; -1 is off (it did not separate
+    # answerable from unanswerable questions on the tuning knowledge bases)
+    kb_min_margin: float = field(default=-1.0, metadata={"env": "CONFAB_KB_MIN_MARGIN"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
     kb_answer_mode: str = field(default="generate", metadata={"env": "CONFAB_KB_ANSWER_MODE"})
+    kb_drafting: str = field(default="extract", metadata={"env": "CONFAB_KB_DRAFTING"})
     kb_handover_text: str = field(default="Thanks for your question! Someone from the support team "
                                   "will follow up here.", metadata={"env": "CONFAB_KB_HANDOVER_TEXT"})
     kb_escalate_minutes: float = field(default=30.0, metadata={"env": "CONFAB_KB_ESCALATE_MINUTES"})
@@ -213,6 +217,10 @@ class Settings:
         positive += ["kb_chunk_chars", "kb_max_file_bytes", "kb_top_k", "kb_escalate_minutes"]
         if self.kb_answer_mode not in ("generate", "excerpt"):
             raise ConfigError(f"CONFAB_KB_ANSWER_MODE must be generate or excerpt, not '{self.kb_answer_mode}'.")
+        if self.kb_drafting not in ("extract", "free"):
+            raise ConfigError(f"CONFAB_KB_DRAFTING must be extract or free, not '{self.kb_drafting}'.")
+        if not -1 <= self.kb_min_margin <= 1:
+            raise ConfigError(f"CONFAB_KB_MIN_MARGIN must be between -1 and 1, not {self.kb_min_margin}.")
         if self.kb_when_unsure not in ("handover", "silent"):
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
         for name in ("kb_min_score", "kb_min_coverage", "kb_grounding_min"):

@@ -56,7 +56,7 @@ class Signals:
     heading: float = 0.0         # embedding cosine: the best title and heading of that document
     coverage: float = 0.0        # share of the question's words (IDF-weighted) in the passage
     keyword: float = 0.0         # BM25, squashed to 0..1
-    margin: float = 0.0          # similarity over the best passage of another document
+    margin: float = 0.0          # similarity over the best passage of another document (min_margin)
     faq: bool = False            # the passage is a FAQ entry
     missing: list[str] = field(default_factory=list)
     ranks: dict = field(default_factory=dict)   # where each search ranked it
@@ -105,7 +105,7 @@ def signals_of(ranked: list[Scored], sentence: float = 0.0) -> Signals:
                    dict(best.candidate.ranks))
 
 
-def gate(signals: Signals, min_score: float, min_coverage: float) -> str:
+def gate(signals: Signals, min_score: float, min_coverage: float, min_margin: float = -1.0) -> str:
     """"" when the best passage may answer, else why not."""
     if signals.relevance < min_score:
         return f"weak retrieval (relevance {signals.relevance:.2f} < {min_score:.2f})"
@@ -113,4 +113,7 @@ def gate(signals: Signals, min_score: float, min_coverage: float) -> str:
         missing = ", ".join(signals.missing[:5])
         return (f"the passage does not cover the question (coverage {signals.coverage:.2f} < "
                 f"{min_coverage:.2f}; not in it: {missing})")
+    if signals.margin < min_margin:
+        return (f"another document is as near (margin {signals.margin:.2f} < {min_margin:.2f}: "
+                "the best document hardly stands out)")
     return ""

@@ -2,14 +2,15 @@
 
 On tests/fixtures/kb/pantrio (held out: the gate's thresholds were calibrated on Tidewell and
 Orrin), with the offline models (MiniLM embeddings, SmolLM2 answers) and the desk's default path
-(`answer_mode` generate: the chat model writes from the cited passage, the passage is quoted
-when the draft is not supported by it):
+(`answer_mode` generate, `drafting` extract: the chat model picks the cited passage's own
+sentences; the passage is quoted when the draft is not supported by it):
 
 - ingestion: `KnowledgeBase.add` of the 28 documents, the embedding model already loaded;
 - latency per question: `SupportDeskAnswerer.answer`, from the question to the decision and the
   text to post, p50 and p95 (the chat model is loaded by a first question, not counted);
 - cited-source accuracy (goal >= 0.90) and out-of-scope silence (goal >= 0.90), and how many
-  posted answers were generated and how many of those were right.
+  posted answers were generated and how many of those were right (the expected source, holding
+  the expected phrase), and the same for the quoted passages.
 
 Run: `python -m tests.bench.bench_kb` (or `make bench BENCH=kb`).
 """
@@ -61,6 +62,8 @@ async def _run_all(verbose: bool = False) -> list[tuple[str, float, str]]:
     silence = sum(verdict(i, o) == "quiet" for i, o in unanswerable) / len(unanswerable)
     generated = [(i, o) for i, o in zip(items, outcomes) if o.decision == "answer" and o.generated]
     generated_right = sum(verdict(i, o) == "right" and holds(o.answer, i.get("expect")) for i, o in generated)
+    quoted = [(i, o) for i, o in zip(items, outcomes) if o.decision == "answer" and not o.generated]
+    quoted_right = sum(verdict(i, o) == "right" and holds(o.answer, i.get("expect")) for i, o in quoted)
     posted = sum(o.decision == "answer" for o in outcomes)
     return [
         ("ingestion", ingest, f"s for {len(report.added)} documents, {report.chunks_embedded} chunks"),
@@ -70,6 +73,7 @@ async def _run_all(verbose: bool = False) -> list[tuple[str, float, str]]:
         ("out-of-scope silence", silence, f"of {len(unanswerable)} unanswerable questions (goal >= 0.90)"),
         ("generated answers posted", float(len(generated)),
          f"of {posted} answers posted; {generated_right} right (source and expected phrase)"),
+        ("quoted passages posted", float(len(quoted)), f"of {posted}; {quoted_right} right"),
     ]
 
 

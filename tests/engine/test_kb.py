@@ -173,6 +173,67 @@ async def test_grounded_answers_cite_or_stand_down(engine, tmp_path):
         kb.close()
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@needs_kb
+@requires_chat_model
+async def test_default_path_posts_grounded_drafts_and_replaces_ungrounded_ones(engine, tmp_path):
+    """The desk's default path (issue 19, point 3), at the defaults a team gets: generate mode,
+    the chat model drafting from the passage's own sentences, grounding_min 0.75. Judged over
+    several questions. Grounded drafts are posted as generated, word for word from the cited
+    passage; drafts in SmolLM2's own words (drafting "free") are not supported by the passage and
+    are replaced by the passage quoted, or withheld with fallback "none", the reason and the
+    grounding score saying why."""
+    kb = open_kb(engine)
+    try:
+        await asyncio.wait_for(kb.add([write_docs(tmp_path / "docs")]), 150)
+        desk = SupportDeskAnswerer(engine, kb)
+        policy = Policy.from_settings(engine.settings)
+        assert (policy.answer_mode, policy.drafting, policy.grounding_min) == ("generate", "extract", 0.75)
+        corpus = _flat(" ".join(textwrap.dedent(t) for t in DOCS.values()))
+        asked = {"How can I get a refund?": "billing.md", "How long does delivery take?": "shipping.html",
+                 "Can I change my username?": "faq.csv", "How do I track my parcel?": "shipping.html"}
+        generated = 0
+        for question, source in asked.items():
+            out = await asyncio.wait_for(desk.answer(question, policy, log=False), 150)
+            assert out.decision == "answer" and out.sources == [source], (question, out.public())
+            assert out.draft, (question, out.public())
+            if out.generated:
+                generated += 1
+                assert out.reason == "answered from the passage (the model chose its sentences)"
+                assert out.grounding >= policy.grounding_min and out.signals.support == out.grounding
+                assert out.answer == out.draft and _flat(out.draft) in corpus      # word for word
+                assert out.text.startswith(out.draft) and "Sources:" in out.text
+            else:
+                assert "not supported by the passage" in out.reason and out.grounding < policy.grounding_min
+        assert generated >= 3, generated
+
+        free = Policy.from_settings(engine.settings, drafting="free")
+        replaced = 0
+        for question in ("How can I get a refund?", "Can I change my username?", "How do I track my parcel?"):
+            out = await asyncio.wait_for(desk.answer(question, free, log=False), 150)
+            assert out.decision == "answer" and out.sources == [asked[question]] and out.draft
+            if out.generated:
+                assert out.grounding >= free.grounding_min and out.answer == out.draft
+                continue
+            replaced += 1
+            assert out.grounding < free.grounding_min and out.signals.support == out.grounding
+            assert out.reason == (f"the drafted answer was not supported by the passage "
+                                  f"({out.grounding:.2f} < 0.75); quoted the passage instead")
+            assert out.answer != out.draft and _flat(out.answer) in corpus        # the passage, quoted
+        assert replaced >= 2, replaced
+        withheld = await asyncio.wait_for(desk.answer(
+            "Can I change my username?", Policy.from_settings(engine.settings, drafting="free", fallback="none"),
+            log=False), 150)
+        assert withheld.decision == "handover" and withheld.sources == [] and withheld.draft
+        assert withheld.grounding < 0.75 and withheld.reason.startswith("the drafted answer was not supported")
+        assert "support team" in withheld.text and withheld.draft not in withheld.text
+    finally:
+        kb.close()
+
+
 # A few dozen one-topic documents: (file stem, heading, text, a question it answers).
 TOPICS = [
     ("vpn", "Connecting to the VPN", "Install the WireGuard client and import the profile from the IT portal.", "How do I connect to the VPN?"),

@@ -94,6 +94,20 @@ def test_calibration_finds_thresholds_between_the_answerable_and_the_rest():
     assert 0.45 < cal.min_score <= 0.6 or 0.39 < cal.min_coverage <= 0.7
 
 
+def test_the_margin_is_calibrated_only_where_it_pays():
+    """min_margin stays off (-1) when it does not improve on score and coverage (as on the
+    tuning knowledge bases), and is set when only it tells the unanswerable questions apart."""
+    alike = ([Observation(f"d{i}.md", f"d{i}.md", 0.7, 0.8, 0.05 + i / 100) for i in range(20)]
+             + [Observation(None, "d1.md", 0.5, 0.8, 0.3) for _ in range(10)])
+    assert calibrate(alike).min_margin == -1.0
+    apart = ([Observation(f"d{i}.md", f"d{i}.md", 0.7, 0.8, 0.15 + i / 100) for i in range(20)]
+             + [Observation(None, "d1.md", 0.7, 0.8, 0.01) for _ in range(10)])
+    cal = calibrate(apart)
+    assert cal.feasible and (cal.accuracy, cal.silence) == (1.0, 1.0) and 0.01 < cal.min_margin <= 0.15
+    assert rates(apart, cal.min_score, cal.min_coverage, cal.min_margin) == (1.0, 1.0)
+    assert calibrate(apart, margins=False).accuracy == 0.0     # silence only by never answering
+
+
 def test_eval_helpers():
     assert holds("Leave it  at\n40 to 60% charge", "40 to 60%") and not holds("no", "40 to 60%")
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5 and percentile([5.0], 95) == 5.0
