@@ -284,6 +284,7 @@ class Worker:
         handle = JobHandle(job, entry.cls, engine._cancel)
         engine._handles[job.id] = handle
         pending: list[str] = []
+        sending = asyncio.Lock()
         lost = asyncio.Event()
 
         async def pump() -> None:
@@ -297,16 +298,27 @@ class Worker:
                 await send()
 
         async def send() -> None:
-            if pending:
+            async with sending:      # one batch at a time: in order, none twice
+                if not pending:
+                    return
                 batch = pending[:]
+                try:
+                    held = await self.queue.publish(taken, batch)
+                except Exception as e:   # Redis away: keep them, in order, for when it is back
+                    log.warning("%s: sending %s's events failed (%s); kept to send again", self.name, job.id, e)
+                    return
                 del pending[:len(batch)]
-                if not await self.queue.publish(taken, batch):
+                if not held:
                     lost.set()
 
         async def keep_lease() -> None:
             while True:   # at least every second: a cancel from the front is heard that soon
                 await asyncio.sleep(min(self.lease_s / 3, 1.0))
-                state = await self.queue.renew(taken, self.lease_s)
+                try:
+                    state = await self.queue.renew(taken, self.lease_s)
+                except Exception as e:   # Redis away: try again (if the lease ran out, it says 0)
+                    log.warning("%s: renewing the lease on %s failed (%s); trying again", self.name, job.id, e)
+                    continue
                 if state == 0:
                     lost.set()
                     handle.cancel_flag.set()
@@ -321,13 +333,12 @@ class Worker:
             await engine._dispatch(Entry(job.id, entry.cls, engine.base_of(job.model), entry.user,
                                          engine.scheduler.clock(), payload=job))
             await asyncio.wait_for(pumping, 10)
-            await send()
             try:
                 value, kind = await handle.result(), "done"
             except ConfabError as e:
                 value, kind = e, "failed"
-            if lost.is_set() or not await self.queue.finish(taken, kind, wire.dumps(value),
-                                                            time.monotonic() - began):
+            if not await self._finish(taken, kind, wire.dumps(value), time.monotonic() - began,
+                                      send, pending, lost):
                 self.lost += 1
                 log.warning("%s: the lease on %s ran out before it finished; its result is dropped "
                             "(another worker runs it)", self.name, job.id)
@@ -336,6 +347,26 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*helpers, pumping, return_exceptions=True)
             engine._handles.pop(job.id, None)
+
+    async def _finish(self, taken: Taken, kind: str, data: str, service_s: float, send, pending: list,
+                      lost: asyncio.Event) -> bool:
+        """Every event, then the result, to the front; while Redis is away, again until it is
+        back (a result sent before all the text would show the person an answer with a hole in
+        it). False when the lease was lost, or Redis stayed away past a few leases (the job then
+        runs again elsewhere)."""
+        deadline = time.monotonic() + max(30.0, 4 * self.lease_s)
+        while not lost.is_set():
+            await send()
+            if not pending:
+                try:
+                    return await self.queue.finish(taken, kind, data, service_s)
+                except Exception as e:
+                    log.warning("%s: sending the result of %s failed (%s); trying again", self.name,
+                                taken.entry.job_id, e)
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+        return False
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event, name: str | None = None,
