@@ -6,9 +6,9 @@
     /promo product=Lemonade; size=330 ml; container=can; price=$1.50; store=kiosk; setting=beach; output=both
     /write story a lighthouse keeper's cat
 
-Slots a command does not give are collected through the reply, when it can:
-    reply.form(template, values) -> dict | None   a Slack or Discord modal (None: cancelled)
-    reply.ask(prompt) -> str | None               one line from the console (None: cancelled)
+Slots a command does not give are collected through the reply, when it can (bots/common/reply.py):
+    FillsForm: reply.form(template, values) -> dict | None   a modal (None: cancelled)
+    AsksLine:  reply.ask(prompt) -> str | None               one line from the console (None: cancelled)
 and otherwise the command says which slots to give.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import AsyncIterator
 from bots.common.commands import Commands, Request
 from bots.common.image_commands import ImagineSpec, run_imagine
 from bots.common.render import tokens_of
-from bots.common.reply import Reply
+from bots.common.reply import AsksLine, FillsForm, Reply
 from engine import ChatJob, UserError
 from engine.flows import templates as T
 from engine.flows.templates import Part, Template
@@ -61,19 +61,17 @@ def parse_slots(arg: str) -> dict:
 
 async def collect(template: Template, values: dict, reply: Reply) -> dict | None:
     """The slots, completed through the reply's form or prompts; None when the person cancelled."""
-    form = getattr(reply, "form", None)
-    if form is not None and template.missing(values):
-        got = await form(template, values)
+    if isinstance(reply, FillsForm) and template.missing(values):
+        got = await reply.form(template, values)
         return None if got is None else {**values, **got}
-    ask = getattr(reply, "ask", None)
-    if ask is not None:
+    if isinstance(reply, AsksLine):
         values = dict(values)
         for slot in template.slots:
             if str(values.get(slot.name) or "").strip():
                 continue
             hint = f" ({'/'.join(slot.choices)})" if slot.choices else ""
             default = f" [{slot.default}]" if slot.default else ""
-            answer = await ask(f"{slot.label}{hint}{default}: ")
+            answer = await reply.ask(f"{slot.label}{hint}{default}: ")
             if answer is None:
                 return None
             values[slot.name] = answer.strip() or slot.default

@@ -9,7 +9,7 @@ For platform buttons (Slack, Discord):
   fit in a button's value (under 2,000 characters), `spec.reroll()` is the same request with a
   new seed, and `run_imagine(cmds, request, reply, spec)` runs one.
 - `deliver(reply, ref, result)` sends a finished job's images (for resume listeners).
-- A Reply may implement `async image_controls(ref, job_id, spec, done)`: it is called with the
+- A Reply may implement `ImageControls` (bots/common/reply.py): it is called with the
   status message's ref when the job is queued (done=False: offer Cancel, which is
   `engine.cancel(job_id)`) and when it finished (done=True: offer Re-roll).
 
@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 from bots.common.commands import Commands, Request
 from bots.common.render import tokens_of
-from bots.common.reply import Reply
+from bots.common.reply import ImageControls, Reply
 from engine import ConfabError, UserError
 from engine.errors import BadImage, LimitExceeded
 from engine.jobs import Progress, Queued, Started
@@ -102,9 +102,8 @@ def done_text(result: ImageResult) -> str:
 
 
 async def _controls(reply: Reply, ref, job_id: str, spec: ImagineSpec, done: bool) -> None:
-    hook = getattr(reply, "image_controls", None)
-    if hook is not None:
-        await hook(ref, job_id, spec, done)
+    if isinstance(reply, ImageControls):
+        await reply.image_controls(ref, job_id, spec, done)
 
 
 async def run_imagine(cmds: Commands, request: Request, reply: Reply, spec: ImagineSpec,
