@@ -6,7 +6,7 @@ adapter records where the answer goes, and the id of every message it posts for 
 again with no new event; the adapter's resume listener gets the record back and edits those
 messages instead of posting a second answer.
 
-    delivery = Delivery(engine.store, job_id, {"channel": ..., "thread_ts": ...})
+    delivery = Delivery(engine.store, job_id, Where(channel, conversation, thread_ts=...))
     await delivery.save()                       # before the first post
     ts = (await client.chat_postMessage(...))["ts"]
     await delivery.posted(ts)                   # before anything else happens
@@ -22,6 +22,7 @@ store's write) is handed to the adapter again on restart, finished, with its who
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -33,10 +34,32 @@ MESSAGES = "messages"
 
 
 @dataclass
+class Where:
+    """Where a job's answer goes (its reply record): a door fills in what its platform needs.
+    Stored as JSON with the keys the doors have always written."""
+    channel: str = ""
+    conversation: str = ""
+    thread_ts: str | None = None      # Slack: the thread (None: the top of a DM)
+    user: str = ""                    # Slack: whom a private word goes to
+    reply_to: str = ""                # Discord: the message answered
+    interaction: dict | None = None   # Discord: the interaction's follow-up webhook, while it lives
+    delivered: bool = False           # the answer's final text reached the platform
+
+    def to_record(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k == "channel" or v not in ("", None, False)}
+
+    @classmethod
+    def of(cls, record: dict) -> "Where":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@dataclass
 class Delivery:
     store: Any
     job_id: str
-    where: dict = field(default_factory=dict)
+    where: Where = field(default_factory=Where)
     messages: list[str] = field(default_factory=list)
 
     @classmethod
@@ -50,10 +73,10 @@ class Delivery:
                 ref = {}
         ref = dict(ref or {})
         messages = [str(m) for m in ref.pop(MESSAGES, None) or []]
-        return cls(store, job_id, ref, messages)
+        return cls(store, job_id, Where.of(ref), messages)
 
     def to_ref(self) -> str:
-        return json.dumps({**self.where, MESSAGES: list(self.messages)})
+        return json.dumps({**self.where.to_record(), MESSAGES: list(self.messages)})
 
     async def save(self) -> None:
         try:
@@ -63,7 +86,7 @@ class Delivery:
 
     async def delivered(self) -> None:
         """Call when the answer's final text reached the platform: a restart leaves it alone."""
-        self.where["delivered"] = True
+        self.where.delivered = True
         await self.save()
 
     async def posted(self, message_id: object) -> None:

@@ -4,7 +4,7 @@ restart -> resume, written once.
 A platform wants its event acknowledged at once (Slack within 3 s; a Discord interaction is
 deferred), and the work comes after. So a door keeps the event in the store first, as a typed
 record of its kind (`Kept`), acknowledges it, and answers it inside the engine's `answering`
-(every job submitted there is stored with where its answer goes, `Where`); an answer without a
+(every job submitted there is stored with where its answer goes, `delivery.Where`); an answer without a
 job (a refusal, /help) settles the event. `guard` is the one place where a failure becomes words
 for the person. After a restart, `replay` answers the events no job had taken up (the platform
 never sends an acknowledged one again) and `resume` sends the jobs that were running to where
@@ -21,10 +21,9 @@ import dataclasses
 import enum
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, ClassVar, Iterable, Protocol, TypeVar
 
-from bots.common.delivery import Delivery
+from bots.common.delivery import Delivery, Where
 from bots.common.image_commands import deliver
 from bots.common.render import tokens_of
 from bots.common.reply import Reply
@@ -61,26 +60,6 @@ def kept_of(record: dict, kinds: Iterable[type[Kept]]) -> Kept | None:
         if record.get("kind") == cls.kind:
             return cls.of(record)
     return None
-
-
-@dataclass
-class Where:
-    """Where a job's answer goes, kept with the job (its reply record): a door fills in what its
-    platform needs. Stored with the keys each door has always written."""
-    channel: str = ""
-    conversation: str = ""
-    thread_ts: str | None = None      # Slack: the thread (None: the top of a DM)
-    user: str = ""                    # Slack: whom a private word goes to
-    reply_to: str = ""                # Discord: the message answered
-    interaction: dict | None = None   # Discord: the interaction's follow-up webhook, while it lives
-
-    def to_record(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in ("", None) or k == "channel"}
-
-    @classmethod
-    def of(cls, record: dict) -> "Where":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in names})
 
 
 class Resumable(Reply, Protocol):
@@ -225,7 +204,7 @@ class Intake:
         """A job accepted before a restart runs again: its answer goes where it would have, into
         the messages posted for it then (never a second answer)."""
         delivery = Delivery.resumed(self.engine.store, handle.id, ref.get("reply_ref"))
-        where = Where.of(delivery.where)
+        where = delivery.where
         kind = handle.job.kind
         if not where.channel:
             # its answer goes nowhere (a support desk's job: the desk asks again from its kept

@@ -27,13 +27,13 @@ import discord
 
 from bots.common.acks import AckClock
 from bots.common.commands import Call, Commands, Request
-from bots.common.delivery import Delivery
+from bots.common.delivery import Delivery, Where
 from bots.common.image_commands import (
     ImagineSpec,
     answer_about_images,
     run_imagine,
 )
-from bots.common.intake import Cancelled, Intake, Where, kept_of
+from bots.common.intake import Cancelled, Intake, kept_of
 from bots.common.speech import answer_voice_note
 from bots.discord import files, history
 from bots.discord.access import DiscordAccess, Who
@@ -177,8 +177,8 @@ class DiscordAdapter:
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
         reply = MessageReply(self.replies, message)
-        where = Where(str(message.channel.id), conversation_of(message), reply_to=str(message.id))
-        await self.intake.answer(key, where, reply, self._answer_message(message, reply, who))
+        reply.conversation = conversation_of(message)
+        await self.intake.answer(key, reply.where(), reply, self._answer_message(message, reply, who))
 
     async def _answer_message(self, message: discord.Message, reply: MessageReply, who: Who) -> None:
         refusal = self.access.check(who)
@@ -248,8 +248,7 @@ class DiscordAdapter:
         request = Request(self.access.origin(event.who, thread=event.thread),
                           f"discord:{event.channel}:{event.who.user_id}", attachments=[])
         reply.conversation = request.conversation
-        where = Where.of({"channel": event.channel, "conversation": request.conversation, **reply.where_extra})
-        await self.intake.answer(key, where, reply, work(request))
+        await self.intake.answer(key, reply.where(), reply, work(request))
 
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did

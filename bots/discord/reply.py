@@ -18,7 +18,7 @@ from typing import AsyncIterator
 
 import discord
 
-from bots.common.delivery import Delivery
+from bots.common.delivery import Delivery, Where
 from bots.common.render import ThrottledStream, split_message
 from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
 from bots.discord.voice import send_voice_message, voice_metadata
@@ -66,7 +66,7 @@ class DiscordReply:
         self.replies, self.channel_id, self.reply_to = replies, channel_id, reply_to
         self.conversation = ""
         self.earlier: list = []     # messages posted for this job before a restart, to edit
-        self.where_extra: dict = {}   # more of where the answer goes, kept with the job
+        self.interaction: dict | None = None    # an interaction's follow-up webhook, kept with the job
         self._controls: dict[int, tuple[str, bool]] = {}    # /imagine status message id -> (job id, done)
 
     # -- to implement ----------------------------------------------------------------------
@@ -118,16 +118,18 @@ class DiscordReply:
         if view is not None:
             view.stop()           # clicks go to the dynamic item, not to a stored view
 
+    def where(self) -> Where:
+        """Where the answer goes, as kept with its job."""
+        return Where(str(self.channel_id), self.conversation, reply_to=str(self.reply_to or ""),
+                     interaction=self.interaction)
+
     async def stream(self, chunks: AsyncIterator[str], status: str = "") -> str:
         job_id = job_id_in(status)
         first_view = view_of(CancelButton(job_id)) if job_id else None
         posted: list[discord.Message] = list(self.earlier)
         delivery = None
         if job_id:      # where the answer goes, kept with the job so a restart can finish it
-            delivery = Delivery(self.replies.engine.store, job_id,
-                                {"channel": str(self.channel_id), "reply_to": str(self.reply_to or ""),
-                                 "conversation": self.conversation, **self.where_extra},
-                                [str(m.id) for m in self.earlier])
+            delivery = Delivery(self.replies.engine.store, job_id, self.where(), [str(m.id) for m in self.earlier])
             await delivery.save()
 
         async def post(text: str) -> discord.Message:
@@ -227,8 +229,7 @@ class InteractionReply(DiscordReply):
                  created_at: float):
         super().__init__(replies, channel_id)
         self.followup = followup
-        self.where_extra = {"interaction": {"app": str(followup.id), "token": followup.token,
-                                            "at": created_at}}
+        self.interaction = {"app": str(followup.id), "token": followup.token, "at": created_at}
 
     @classmethod
     def of(cls, replies: Replies, interaction: discord.Interaction) -> "InteractionReply":

@@ -24,9 +24,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.common.access import Access, Lists, RateLimit
 from bots.common.acks import AckClock
 from bots.common.commands import Commands, Request
-from bots.common.delivery import Delivery
+from bots.common.delivery import Delivery, Where
 from bots.common.image_commands import answer_about_images, reroll
-from bots.common.intake import Cancelled, Intake, Where, kept_of
+from bots.common.intake import Cancelled, Intake, kept_of
 from bots.common.speech import VoiceNoteWords, answer_voice_note
 from bots.slack.events import (
     KEPT,
@@ -223,8 +223,7 @@ class SlackAdapter:
 
     async def _answer(self, q: Said, event_id: str) -> None:
         reply = self._reply(q)
-        where = Where(q.channel, q.conversation, q.thread_ts, q.user)
-        await self.intake.answer(event_id, where, reply, self._answer_unguarded(q, reply))
+        await self.intake.answer(event_id, reply.where(), reply, self._answer_unguarded(q, reply))
 
     async def _answer_unguarded(self, q: Said, reply: ThreadReply) -> None:
         admin = await self.is_admin(q.user)
@@ -293,14 +292,14 @@ class SlackAdapter:
 
         def on_thread(ts: str) -> None:
             request.conversation = f"slack:{self.team}:{channel}:{ts}"
-            reply.reply_ref = {"conversation": request.conversation}
+            reply.conversation = request.conversation
             request.origin = Origin(platform="slack", user=user, channel=channel, thread=ts,
                                     is_dm=is_dm, is_admin=request.origin.is_admin)
 
         reply = SlashReply(self.client, self.engine, channel, user, f"/{name} {text}".strip(), respond,
                            on_thread, self.settings.slack_edit_interval_s)
-        where = Where(channel, request.conversation, user=user)
-        await self.intake.answer(event_id, where, reply, self._command_unguarded(request, reply))
+        reply.conversation = request.conversation
+        await self.intake.answer(event_id, reply.where(), reply, self._command_unguarded(request, reply))
 
     async def _command_unguarded(self, request: Request, reply: SlashReply) -> None:
         origin = request.origin

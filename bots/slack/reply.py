@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.common.delivery import Delivery
+from bots.common.delivery import Delivery, Where
 from bots.common.render import ThrottledStream
 from bots.slack.mrkdwn import to_mrkdwn
 
@@ -64,7 +64,7 @@ class ThreadReply:
         self.client, self.engine = client, engine
         self.channel, self.thread_ts, self.user = channel, thread_ts, user
         self.interval = interval
-        self.reply_ref: dict = {"conversation": conversation} if conversation else {}
+        self.conversation = conversation      # the store's key of the thread's memory
         # the messages this job's answer was posted in before a restart: edited, not re-posted
         self.earlier: list[str] = []
         self.delivery: Delivery | None = None
@@ -211,10 +211,12 @@ class ThreadReply:
                 if ((m.get("metadata") or {}).get("event_payload") or {}).get("job_id") == job_id]
         return [m["ts"] for m in sorted(mine, key=lambda m: float(m["ts"]))]
 
+    def where(self) -> Where:
+        return Where(self.channel, self.conversation, self.thread_ts, self.user)
+
     async def _remember_where(self, job_id: str) -> None:
         """Write where the answer goes next to the job, so that after a restart it still arrives."""
-        ref = dict(self.reply_ref, channel=self.channel, thread_ts=self.thread_ts, user=self.user)
-        self.delivery = Delivery(self.engine.store, job_id, ref, list(self.earlier))
+        self.delivery = Delivery(self.engine.store, job_id, self.where(), list(self.earlier))
         await self.delivery.save()
 
 
