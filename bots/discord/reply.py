@@ -21,7 +21,7 @@ import discord
 from bots.common.delivery import Delivery, Where
 from bots.common.render import ThrottledStream, split_message
 from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
-from bots.discord.voice import send_voice_message, voice_metadata
+from bots.discord.voice import send_voice_message
 from engine import Engine, Settings
 from engine.flows.templates import Template
 
@@ -184,11 +184,9 @@ class DiscordReply:
 
     async def send_file(self, data: bytes, filename: str, title: str = "", voice: bool = False,
                         duration_s: float = 0.0, waveform: bytes = b"") -> object:
-        if voice:
-            if not (waveform and duration_s):
-                duration_s, waveform = await voice_metadata(data, self.replies.settings)
+        if voice:       # measured by the engine as it spoke: the clip is never decoded again here
             sent = await send_voice_message(self.replies.client.http, self.channel_id, data,
-                                            duration_s, waveform, reply_to=self.reply_to)
+                                            duration_s, waveform or bytes(1), reply_to=self.reply_to)
             if title:
                 await self._post(title)
             return sent

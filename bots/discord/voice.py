@@ -8,7 +8,6 @@ an upgrade moves that layer; a test calls it.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import inspect
 import io
@@ -19,9 +18,7 @@ import discord
 from discord.http import Route
 
 from bots.common.speech import VoiceNoteWords
-from engine import Settings
 from engine.media import audio
-from engine.media.audio import waveform
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +30,6 @@ VOICE_NOTE = VoiceNoteWords(heard="🎙️ *{}*\n\n", format="ogg", filename=VOI
 
 
 # -- the format ------------------------------------------------------------------------------
-
-async def voice_metadata(ogg: bytes, settings: Settings) -> tuple[float, bytes]:
-    """(true duration in seconds, waveform) of an encoded clip, by decoding it: only for audio
-    that came without them (the engine's speech and voice-note results carry both)."""
-    pcm = await asyncio.to_thread(audio.decode, ogg, max(len(ogg), 1), settings.max_audio_seconds * 4,
-                                  settings.ffmpeg_timeout_s, 16_000, True)
-    return pcm.duration_s, waveform(pcm.data, pcm.rate)
-
 
 def check_http_layer() -> None:
     """Fail loudly if the discord.py internals this adapter builds on have moved."""

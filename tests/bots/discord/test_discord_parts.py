@@ -14,8 +14,9 @@ from bots.discord.buttons import job_id_in
 from bots.discord.events import Interacted
 from bots.discord.files import may_download
 from bots.discord.history import clean
-from bots.discord.voice import MAX_WAVEFORM, check_http_layer, waveform
+from bots.discord.voice import MAX_WAVEFORM, check_http_layer
 from engine import Settings, priority_class
+from engine.media.audio import waveform
 
 
 def settings(**kw) -> Settings:
