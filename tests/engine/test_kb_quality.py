@@ -21,6 +21,7 @@ from engine.kb.calibrate import Observation, calibrate, rates
 from engine.kb.index import KnowledgeBase, connect
 from engine.kb.lexical import Vocabulary, coverage
 from engine.kb.parse import chunk, parse_file
+from engine.kb.support import extract_grammar, extracts, passage_sentences
 from tests.conftest import make_settings
 from tests.engine.test_kb import needs_kb
 
@@ -106,6 +107,20 @@ def test_the_margin_is_calibrated_only_where_it_pays():
     assert cal.feasible and (cal.accuracy, cal.silence) == (1.0, 1.0) and 0.01 < cal.min_margin <= 0.15
     assert rates(apart, cal.min_score, cal.min_coverage, cal.min_margin) == (1.0, 1.0)
     assert calibrate(apart, margins=False).accuracy == 0.0     # silence only by never answering
+
+
+def test_extract_drafts_are_the_passage_own_sentences():
+    text = ('Refunds are issued within 14 days. To ask for one, open Settings,\nchoose Billing, then '
+            'press "Request refund".\n\n- The money returns to the card.\n- It takes 5 days.')
+    sentences = passage_sentences(text)
+    assert sentences == ["Refunds are issued within 14 days.",            # lines of a paragraph joined
+                         'To ask for one, open Settings, choose Billing, then press "Request refund".',
+                         "The money returns to the card.", "It takes 5 days."]
+    assert extracts(sentences, [1]) == [sentences[0] + " " + sentences[1], sentences[1],
+                                        sentences[1] + " " + sentences[2]]
+    assert len(extracts(sentences, [0, 3])) == 4                         # one, or two in a row
+    grammar = extract_grammar(['Press "Request refund".', "A \\ B"])
+    assert grammar == 'root ::= "Press \\"Request refund\\"." | "A \\\\ B"\n'
 
 
 def test_eval_helpers():
