@@ -30,7 +30,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from engine.errors import BackendMissing, BadRequest, UnknownModel
+from engine.errors import BackendMissing, UnknownModel, UserError
 from engine.jobs import ChatJob, ChatMessage, Origin
 from engine.kb.index import Hit, KnowledgeBase
 from engine.kb.lexical import terms
@@ -234,25 +234,34 @@ class SupportDeskAnswerer:
             return self._unsure(policy, why, signals, best.name)
         if policy.answer_mode == "excerpt":
             return self._excerpt(best, signals, "quoted the source")
-        options = {}
+        options, choices, max_tokens = {}, [], policy.max_tokens
         if policy.drafting == "extract":
             sentences = passage_sentences(best.text)
             if sentences:
                 vectors = await self._embed([question] + sentences, origin)
                 nearest = sorted(int(i) for i in (-(vectors[1:] @ vectors[0])).argsort()[:EXTRACT_NEAREST])
-                options["grammar"] = extract_grammar(extracts(sentences, nearest))
+                choices = extracts(sentences, nearest)
+                options["grammar"] = extract_grammar(choices)
+                # room for the longest choice (a token holds two characters or more), so that an
+                # extract is never cut off mid-sentence
+                max_tokens = max(max_tokens, max(map(len, choices)) // 2 + 16)
         try:
             handle = await self.engine.submit(ChatJob(model=self.chat_model, origin=origin,
                                                       messages=build_prompt(question, best),
-                                                      max_tokens=policy.max_tokens, temperature=0.0,
+                                                      max_tokens=max_tokens, temperature=0.0,
                                                       seed=0, repeat_penalty=1.1, options=options))
             generated = (await handle.result()).text.strip()
         except (UnknownModel, BackendMissing) as e:   # no chat model here: quote the source
             log.warning("support answers quote their sources: %s", e.message)
             return self._excerpt(best, signals, "quoted the source (no chat model)")
-        except BadRequest as e:     # e.g. an OpenAI-compatible engine elsewhere that takes no grammar
+        except UserError as e:      # refused: e.g. an OpenAI-compatible engine elsewhere that takes no grammar
             log.warning("the chat model could not draft a support answer: %s", e.message)
             return self._excerpt(best, signals, f"quoted the source (the chat model refused the draft: {e.message})")
+        if choices and generated and generated not in choices and any(c.startswith(generated) for c in choices):
+            signals.support = 0.0
+            outcome = self._excerpt(best, signals, "the drafted extract was cut short; quoted the passage instead")
+            outcome.draft, outcome.grounding = generated, 0.0
+            return outcome
         support = await self._grounding(question, generated, best, origin)
         signals.support = support
         if generated and support >= policy.grounding_min:
