@@ -17,8 +17,9 @@ Drafting (`Policy.drafting`):
   like MailTrack"), so a tiny model's free draft is a hazard; its choice of sentences is not.
 - "free": the model writes in its own words, for a model that keeps to its source.
 
-Support is measured with the same embedding model either way: each sentence of the draft must
-reach `grounding_min` cosine similarity with some sentence of the cited passage (sentences that
+Support is measured either way (`_grounding`): each sentence of the draft must reach
+`grounding_min` both in cosine similarity (the embedding model) with some sentence of the cited
+passage and in the share of its words that the passage or the question holds (sentences that
 only restate the question support nothing). When a draft falls short, the passage itself is the
 safe answer (or, with `fallback` "none", the desk stands down). Every outcome carries the
 `Signals` behind it and the draft, posted or not.
@@ -41,7 +42,6 @@ DECISIONS = ("answer", "silent", "handover")
 log = logging.getLogger(__name__)
 RESTATEMENT = 0.9   # an answer sentence this close to the question only repeats it
 EXTRACT_NEAREST = 3  # an extract holds one of the passage's sentences this near the question
-DRAFTING = ("extract", "free")
 
 _GREETINGS = {"hi", "hello", "hey", "hiya", "yo", "morning", "good morning", "good afternoon",
               "good evening", "thanks", "thank you", "thanks a lot", "thank you so much", "thx", "ty",
