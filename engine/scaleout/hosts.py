@@ -47,21 +47,37 @@ class _Stream:
         self.attempt = 0
         self.shown = ""        # text pushed to the handle so far
         self.current = ""      # text of the current attempt so far
+        self.diverged = False  # a later attempt said something else than what was shown
+        self.shown_by = 0      # the attempt that showed the first text
 
     def feed(self, attempt: int, text: str) -> str:
-        """The part of `text` (a token of `attempt`) that was not shown yet."""
-        if attempt < self.attempt:
+        """The part of `text` (a token of `attempt`) that was not shown yet; nothing once an
+        attempt says something else than what was shown (the seed gives the same words only
+        where the numbers come out the same: another build, device or batch may not)."""
+        if attempt < self.attempt or self.diverged:
             return ""
         if attempt > self.attempt:
             self.attempt, self.current = attempt, ""
         self.current += text
+        n = min(len(self.current), len(self.shown))
+        if self.current[:n] != self.shown[:n]:
+            log.warning("attempt %d of a job says something else than what was shown", attempt)
+            self.diverged = True
+            return ""
         if len(self.current) <= len(self.shown):
             return ""
-        if not self.current.startswith(self.shown):
-            log.warning("attempt %d of a job says something else than the one before it", attempt)
         new = self.current[len(self.shown):]
+        self.shown_by = self.shown_by or attempt
         self.shown += new
         return new
+
+    def contradicts(self, attempt: int, result: Any) -> bool:
+        """Whether the finished answer of a later attempt does not continue what was shown."""
+        if self.diverged:
+            return True
+        text = getattr(result, "text", None)
+        return (bool(self.shown) and attempt > self.shown_by and isinstance(text, str)
+                and not text.startswith(self.shown))
 
 
 class FrontEngine(Engine):
@@ -219,15 +235,22 @@ class FrontEngine(Engine):
             log.info("%s went back to the queue (its worker stopped renewing its lease)", job_id)
             handle.status = "queued"
         elif kind in ("done", "failed"):
-            await self._finished(job_id, kind, fields["data"])
+            await self._finished(job_id, kind, fields["data"], attempt)
 
-    async def _finished(self, job_id: str, kind: str, data: str) -> None:
+    async def _finished(self, job_id: str, kind: str, data: str, attempt: int = 0) -> None:
         handle = self._handles.get(job_id)
         if handle is None or handle.done:
             return
-        self._streams.pop(job_id, None)
+        stream = self._streams.pop(job_id, None)
         value = wire.loads(data)
-        if kind == "done":
+        if kind == "done" and stream is not None and stream.contradicts(attempt, value):
+            # as in-process (Engine: RunnerGone after tokens were shown): an answer spliced from
+            # two different ones, or one that takes back what was shown, is worse than none
+            await self._fail(handle, BackendFailed(
+                f"The chat model '{handle.job.model}' stopped answering in the middle of its answer "
+                "(its worker stopped, and the worker that took it over said something else). "
+                "Please ask again."))
+        elif kind == "done":
             await self._succeed(handle, value)
         else:
             await self._fail(handle, value if isinstance(value, ConfabError)
