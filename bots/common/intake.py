@@ -62,17 +62,22 @@ def kept_of(record: dict, kinds: Iterable[type[Kept]]) -> Kept | None:
     return None
 
 
-class Resumable(Reply, Protocol):
-    earlier: list             # the messages posted for the job before a restart: edited, not re-posted
+class DoorReply(Reply, Protocol):
+    """A door's reply as the intake uses it: it knows where it answers, and after a restart it
+    edits the messages posted before instead of posting a second answer."""
+    earlier: list
+
+    def where(self) -> Where:
+        """Where the answer goes, kept with every job submitted for it."""
 
 
 class Door(Protocol):
     """What a door gives the intake: its own parts only."""
 
-    def reply_for(self, where: Where) -> Resumable:
+    def reply_for(self, where: Where) -> DoorReply:
         """A reply to where a job accepted before a restart answers."""
 
-    async def earlier(self, reply: Resumable, delivery: Delivery) -> list:
+    async def earlier(self, reply: DoorReply, delivery: Delivery) -> list:
         """The messages posted for the job before the restart, as the reply edits them."""
 
     def refused(self, error: Exception) -> str | None:
@@ -126,10 +131,10 @@ class Intake:
         await ack()
         return kept
 
-    async def answer(self, key: str, where: Where, reply: Reply, work: Awaitable[None]) -> None:
-        """Answer a kept event: its jobs carry `where`; settled when done (not when cancelled at
-        shutdown: replayed then)."""
-        with self.engine.answering(key, where.to_record()) as intake:
+    async def answer(self, key: str, reply: DoorReply, work: Awaitable[None]) -> None:
+        """Answer a kept event: its jobs carry where the reply answers; settled when done (not
+        when cancelled at shutdown: replayed then)."""
+        with self.engine.answering(key, reply.where().to_record()) as intake:
             await self.guard(reply, work)
         await self.engine.settle(intake)
 
@@ -222,7 +227,7 @@ class Intake:
             return
         self.spawn(self.guard(reply, self._finish(handle, reply, delivery, where)))
 
-    async def _finish(self, handle, reply: Resumable, delivery: Delivery, where: Where) -> None:
+    async def _finish(self, handle, reply: DoorReply, delivery: Delivery, where: Where) -> None:
         if handle.job.kind == "image":
             result = await handle.result()
             await deliver(reply, await reply.say(f"🎨 “{result.prompt}” ({handle.id})"), result)

@@ -178,7 +178,7 @@ class DiscordAdapter:
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
         reply = MessageReply(self.replies, message)
         reply.conversation = conversation_of(message)
-        await self.intake.answer(key, reply.where(), reply, self._answer_message(message, reply, who))
+        await self.intake.answer(key, reply, self._answer_message(message, reply, who))
 
     async def _answer_message(self, message: discord.Message, reply: MessageReply, who: Who) -> None:
         refusal = self.access.check(who)
@@ -248,7 +248,7 @@ class DiscordAdapter:
         request = Request(self.access.origin(event.who, thread=event.thread),
                           f"discord:{event.channel}:{event.who.user_id}", attachments=[])
         reply.conversation = request.conversation
-        await self.intake.answer(key, reply.where(), reply, work(request))
+        await self.intake.answer(key, reply, work(request))
 
     async def open_template(self, interaction: discord.Interaction, name: str, given: dict) -> None:
         """A writing template from a slash command: a modal for the text slots the options did

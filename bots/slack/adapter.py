@@ -223,7 +223,7 @@ class SlackAdapter:
 
     async def _answer(self, q: Said, event_id: str) -> None:
         reply = self._reply(q)
-        await self.intake.answer(event_id, reply.where(), reply, self._answer_unguarded(q, reply))
+        await self.intake.answer(event_id, reply, self._answer_unguarded(q, reply))
 
     async def _answer_unguarded(self, q: Said, reply: ThreadReply) -> None:
         admin = await self.is_admin(q.user)
@@ -299,7 +299,7 @@ class SlackAdapter:
         reply = SlashReply(self.client, self.engine, channel, user, f"/{name} {text}".strip(), respond,
                            on_thread, self.settings.slack_edit_interval_s)
         reply.conversation = request.conversation
-        await self.intake.answer(event_id, reply.where(), reply, self._command_unguarded(request, reply))
+        await self.intake.answer(event_id, reply, self._command_unguarded(request, reply))
 
     async def _command_unguarded(self, request: Request, reply: SlashReply) -> None:
         origin = request.origin
@@ -343,7 +343,7 @@ class SlackAdapter:
             request = Request(origin, f"slack:{self.team}:{channel}:{thread_ts or 'dm'}")
             await reroll(self.commands, request, reply, payload)
 
-        await self.intake.answer(event_id, Where(channel, thread_ts=thread_ts, user=user), reply, run())
+        await self.intake.answer(event_id, reply, run())
 
     def refused(self, error: Exception) -> str | None:
         """Slack's own failures in words (the intake's guard asks)."""
