@@ -49,6 +49,7 @@ class _Stream:
         self.current = ""      # text of the current attempt so far
         self.diverged = False  # a later attempt said something else than what was shown
         self.shown_by = 0      # the attempt that showed the first text
+        self.next_event: dict[int, int] = {}   # per attempt, the number of the next new event
 
     def feed(self, attempt: int, text: str) -> str:
         """The part of `text` (a token of `attempt`) that was not shown yet; nothing once an
@@ -70,6 +71,16 @@ class _Stream:
         self.shown_by = self.shown_by or attempt
         self.shown += new
         return new
+
+    def fresh(self, attempt: int, n: str | None) -> bool:
+        """Whether event number `n` of `attempt` is new (unnumbered events always are)."""
+        if n is None:
+            return True
+        n = int(n)
+        if n < self.next_event.get(attempt, 0):
+            return False
+        self.next_event[attempt] = n + 1
+        return True
 
     def contradicts(self, attempt: int, result: Any) -> bool:
         """Whether the finished answer of a later attempt does not continue what was shown."""
@@ -221,6 +232,8 @@ class FrontEngine(Engine):
             return
         attempt = int(fields.get("attempt") or 0)
         if kind == "event":
+            if not self._streams[job_id].fresh(attempt, fields.get("n")):
+                return          # a batch sent again after its reply was lost: already here
             event = wire.loads(fields["data"])
             if isinstance(event, Token):
                 new = self._streams[job_id].feed(attempt, event.text)
@@ -308,6 +321,7 @@ class Worker:
         engine._handles[job.id] = handle
         pending: list[str] = []
         sending = asyncio.Lock()
+        sent = [0]              # events of this attempt Redis has taken (each numbered)
         lost = asyncio.Event()
 
         async def pump() -> None:
@@ -326,11 +340,12 @@ class Worker:
                     return
                 batch = pending[:]
                 try:
-                    held = await self.queue.publish(taken, batch)
+                    held = await self.queue.publish(taken, batch, first=sent[0])
                 except Exception as e:   # Redis away: keep them, in order, for when it is back
                     log.warning("%s: sending %s's events failed (%s); kept to send again", self.name, job.id, e)
                     return
                 del pending[:len(batch)]
+                sent[0] += len(batch)
                 if not held:
                     lost.set()
 

@@ -140,14 +140,21 @@ return 1
 """
 
 PUBLISH = """
--- KEYS: owner events ; ARGV: id token attempt data...
+-- KEYS: owner events ; ARGV: id token attempt first data...
+-- first: the number of the attempt's first event here ('' for none), so that a batch sent again
+-- (its reply lost with the connection) is recognised by the front and not shown twice
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-for i = 4, #ARGV do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', %d, '*', 'job', ARGV[1], 'kind', 'event',
-             'attempt', ARGV[3], 'data', ARGV[i])
+for i = 5, #ARGV do
+  if ARGV[4] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', %d, '*', 'job', ARGV[1], 'kind', 'event',
+               'attempt', ARGV[3], 'data', ARGV[i])
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', %d, '*', 'job', ARGV[1], 'kind', 'event',
+               'attempt', ARGV[3], 'data', ARGV[i], 'n', tonumber(ARGV[4]) + i - 5)
+  end
 end
 return 1
-""" % EVENTS_MAXLEN
+""" % (EVENTS_MAXLEN, EVENTS_MAXLEN)
 
 FINISH = """
 -- KEYS: owner lease inflight job attempt results events cancel waiting
@@ -301,11 +308,14 @@ class RedisQueue:
         return int(await self._renew(keys=[self.lease, self.owner, self.cancels],
                                      args=[taken.entry.job_id, taken.token, repr(float(lease_s))]))
 
-    async def publish(self, taken: Taken, events_json: list[str]) -> bool:
+    async def publish(self, taken: Taken, events_json: list[str], first: int | None = None) -> bool:
+        """`first`: the number of the first of these events in the attempt (0, 1, ...), sent
+        with each so that the front drops a batch it already has."""
         if not events_json:
             return True
         return bool(await self._publish(keys=[self.owner, self.events],
-                                        args=[taken.entry.job_id, taken.token, taken.attempt, *events_json]))
+                                        args=[taken.entry.job_id, taken.token, taken.attempt,
+                                              "" if first is None else first, *events_json]))
 
     async def finish(self, taken: Taken, kind: str, data_json: str, service_s: float = 0.0) -> bool:
         """kind is "done" or "failed"; False when the lease was lost (someone else runs it).

@@ -20,9 +20,9 @@ from engine.scaleout.hosts import FrontEngine
 from engine.scaleout.redis_queue import RedisQueue
 
 
-async def attempts(tmp_path, redis_url, events: list[tuple[int, str]], final: tuple[int, str]):
-    """Feed the front tokens of (attempt, text), then attempt `final[0]`'s result; returns what
-    the person was shown and the outcome (the result, or the error)."""
+async def attempts(tmp_path, redis_url, events: list[tuple], final: tuple[int, str]):
+    """Feed the front tokens of (attempt, text[, number]), then attempt `final[0]`'s result;
+    returns what the person was shown and the outcome (the result, or the error)."""
     front = FrontEngine(make_settings(tmp_path / "front", queue_url=redis_url), RedisQueue(redis_url),
                         gpu_total=None)
     install_fake_models(front)
@@ -33,9 +33,9 @@ async def attempts(tmp_path, redis_url, events: list[tuple[int, str]], final: tu
         async def shown() -> str:
             return "".join([e.text async for e in handle if isinstance(e, Token)])
         watching = asyncio.create_task(shown())
-        for attempt, text in events:
+        for attempt, text, *n in events:
             await front._on_event({"job": handle.id, "kind": "event", "attempt": str(attempt),
-                                   "data": wire.dumps(Token(text))})
+                                   "data": wire.dumps(Token(text)), **({"n": str(n[0])} if n else {})})
         attempt, text = final
         await front._on_event({"job": handle.id, "kind": "done", "attempt": str(attempt),
                                "data": wire.dumps(ChatResult(text, "stop", Usage(0, 3), "fake-a"))})
@@ -67,3 +67,11 @@ async def test_a_second_attempt_that_ends_before_what_was_shown_is_not_taken_as_
     shown, outcome = await attempts(tmp_path, redis_url, [(1, "The keeper"), (1, " lit"), (1, " the")],
                                     (2, "The keeper"))
     assert shown == "The keeper lit the" and isinstance(outcome, BackendFailed)
+
+
+async def test_a_batch_sent_again_after_its_reply_was_lost_is_shown_once(tmp_path, redis_url):
+    """Redis went away after it took a batch but before the worker heard so: the worker sends it
+    again when Redis is back, with the same numbers."""
+    shown, result = await attempts(tmp_path, redis_url, [(1, "The", 0), (1, " keeper", 1), (1, " keeper", 1),
+                                                         (1, " lit", 2)], (1, "The keeper lit"))
+    assert shown == result.text == "The keeper lit"
