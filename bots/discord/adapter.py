@@ -43,7 +43,6 @@ from bots.discord.events import (
     KeptMessage,
     KeptQuestion,
     addressed,
-    conversation_of,
     heard,
     thread_of,
     who_of,
@@ -177,7 +176,6 @@ class DiscordAdapter:
 
     async def _answer(self, key: str, message: discord.Message, who: Who) -> None:
         reply = MessageReply(self.replies, message)
-        reply.conversation = conversation_of(message)
         await self.intake.answer(key, reply, self._answer_message(message, reply, who))
 
     async def _answer_message(self, message: discord.Message, reply: MessageReply, who: Who) -> None:
@@ -186,9 +184,8 @@ class DiscordAdapter:
             await reply.say(refusal)
             return
         text = history.clean(message.content, self.client.user.id)
-        request = Request(self.origin_of(who, message.channel), conversation_of(message), text,
+        request = Request(self.origin_of(who, message.channel), reply.conversation, text,
                           attachments=list(message.attachments))
-        reply.conversation = request.conversation
         request.history = await self.history_of(message)
         audio = [a for a in message.attachments if message.flags.voice or files.is_audio(a)]
         images = [a for a in message.attachments if files.is_image(a)]

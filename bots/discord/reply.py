@@ -21,6 +21,7 @@ import discord
 from bots.common.delivery import Delivery, Where
 from bots.common.render import ThrottledStream, split_message
 from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
+from bots.discord.events import conversation_of
 from bots.discord.voice import send_voice_message
 from engine import Engine, Settings
 from engine.flows.templates import Template
@@ -199,6 +200,7 @@ class MessageReply(DiscordReply):
     def __init__(self, replies: Replies, message: discord.Message):
         super().__init__(replies, message.channel.id, message.id)
         self.message = message
+        self.conversation = conversation_of(message)
         self._replied = False
 
     async def _post(self, text: str, view: discord.ui.View | None = None) -> discord.Message:
