@@ -277,12 +277,13 @@ async def voice_note(engine, data: bytes | audio.Pcm, origin: Origin, *,
     """Start a voice note: the transcript answered by the chat model within `conversation`
     (its memory in the store, when given), and the answer spoken. Returns the running pipeline."""
     settings = engine.settings
-    history = await engine.history(conversation, settings.history_messages) if conversation else []
+    if "messages_for" not in options:       # a door gives its own when it read the memory itself
+        history = await engine.history(conversation, settings.history_messages) if conversation else []
+        options["messages_for"] = messages_with(settings.system_prompt, history)
 
     async def remember(question: str, answer: str) -> None:
         await engine.remember_exchange(conversation, question, answer)
 
-    options.setdefault("messages_for", messages_with(settings.system_prompt, history))
     options.setdefault("conversation", conversation or "")
     if conversation:
         options.setdefault("remember", remember)
