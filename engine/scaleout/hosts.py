@@ -120,15 +120,20 @@ class FrontEngine(Engine):
         await super().start(resume)
 
     async def close(self) -> None:
-        for task in (self._reader, self._watcher):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        tasks = [t for t in (self._reader, self._watcher) if t]
+        for task in tasks:
+            task.cancel()
+        # A read blocked in Redis can take a minute to hear its cancel (seen after Redis came
+        # back from an outage): closing the client below ends it, so do not wait for it here.
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         for task in list(self._pushes):
             task.cancel()
         await asyncio.gather(*self._pushes, return_exceptions=True)
         await super().close()
         await self.queue.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
     # -- accepting: stored by Engine.submit, then queued in Redis ------------------------------
 

@@ -113,7 +113,12 @@ class Rig:
 
     async def close(self) -> None:
         if self.front is not None:
-            await asyncio.wait_for(self.front.close(), 60)
+            try:
+                await asyncio.wait_for(self.front.close(), 60)
+            except asyncio.TimeoutError:      # say where it hangs
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=sys.stderr)
+                raise
         for proc in self.workers.values():
             stop(proc)
         self.redis.close()
