@@ -155,6 +155,31 @@ async def test_two_jobs_overlap_on_one_model_and_either_cancels_at_once(engine):
     assert (await engine.store.get_job(long_b.id))["status"] == "cancelled"
 
 
+async def test_overlapping_jobs_are_each_charged_their_own_run_and_a_waiting_one_not_its_wait(engine):
+    """The daily GPU-seconds budget counts the time a job runs, not the time it waits for a slot:
+    two class-1 jobs side by side are both charged in full, the third waits (two slots for class
+    1 here) and is charged only from when it got one."""
+    await answer(engine, chat(max_tokens=4))       # the model loaded: what follows is run time
+    before = {u.who: u.gpu_s_today for u in engine.limits.usage()}
+    users = ("charge-a", "charge-b", "charge-c")
+    began = time.monotonic()
+    handles = [await engine.submit(chat(STORY, max_tokens=200, origin=Origin(user=u))) for u in users]
+    ended = {}
+
+    async def finish(handle):
+        await asyncio.wait_for(handle.result(), 240)
+        ended[handle.id] = time.monotonic()
+    await asyncio.gather(*(finish(h) for h in handles))
+    a, b, c = handles
+    charged = {u.who: u.gpu_s_today - before.get(u.who, 0.0) for u in engine.limits.usage()}
+    run_a, run_b, run_c = (charged[Origin(user=u).user_key] for u in users)
+    assert run_a > 0 and run_b > 0 and run_c > 0
+    # A and B ran together: their charges overlap, so they add up to more than the time both took
+    assert run_a + run_b > max(ended[a.id], ended[b.id]) - began
+    # C started only once A or B had finished, and its wait was not charged
+    assert run_c <= ended[c.id] - min(ended[a.id], ended[b.id]) + 1.0
+
+
 async def test_a_long_prompt_without_a_system_message_gets_confabs_own_words(tmp_path, shared_models_dir):
     """SmolLM2's template adds its own system prompt when there is none: counted, not guessed."""
     e = Engine(make_settings(tmp_path, shared_models_dir, threads=2, context_tokens=256), gpu_total=None)
