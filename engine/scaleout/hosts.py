@@ -82,6 +82,13 @@ class _Stream:
         self.next_event[attempt] = n + 1
         return True
 
+    def restarted(self) -> "_Stream":
+        """The job queued again by a Redis that lost it: attempts count from one again, after
+        what was shown."""
+        fresh = _Stream()
+        fresh.shown, fresh.diverged = self.shown, self.diverged
+        return fresh
+
     def contradicts(self, attempt: int, result: Any) -> bool:
         """Whether the finished answer of a later attempt does not continue what was shown."""
         if self.diverged:
@@ -104,6 +111,7 @@ class FrontEngine(Engine):
         self._pushes: set[asyncio.Task] = set()
         self._last_id = "$"
         self._push_order = asyncio.Lock()   # jobs reach Redis in the order they were accepted
+        self._redis_run: str | None = None
 
     async def start(self, resume: bool = True) -> None:
         if self._started:
@@ -179,6 +187,28 @@ class FrontEngine(Engine):
         elif not handle.done:
             handle.push(Queued(await self.queue.depth(), 0.0))
 
+    async def _check_redis_run(self) -> None:
+        run = await self.queue.server_run()
+        if self._redis_run is not None and run != self._redis_run:
+            await self._requeue_lost()
+        self._redis_run = run
+
+    async def _requeue_lost(self) -> None:
+        """Redis restarted: a job it no longer holds (it came back without its data, e.g. with
+        no append-only file) is queued again, so that no accepted job waits forever."""
+        for handle in [h for h in self._handles.values() if not h.done]:
+            job = handle.job
+            async with self._push_order:
+                lost, done = await self.queue.requeue(job.id, handle.priority, self.base_of(job.model),
+                                                      job.origin.user_key, wire.dumps(job))
+            if done is not None:
+                await self._finished(job.id, "done", done)
+            elif lost:
+                log.warning("Redis came back without %s; it is queued again", job.id)
+                if job.id in self._streams:
+                    self._streams[job.id] = self._streams[job.id].restarted()
+                handle.status = "queued"
+
     async def _cancel(self, handle: JobHandle) -> bool:
         if handle.done:
             return False
@@ -196,6 +226,7 @@ class FrontEngine(Engine):
     async def _watch_queue(self, every_s: float = 1.0) -> None:
         while True:
             try:
+                await self._check_redis_run()
                 entries = sorted(await self.queue.waiting_entries(),
                                  key=lambda e: (e.cls, e.arrived, e.seq))
                 eta, positions = 0.0, {}

@@ -252,10 +252,20 @@ class RedisQueue:
 
     async def push(self, job_id: str, cls: int, model: str, user: str, job_json: str) -> str | None:
         """Queue a job; returns its finished result's JSON if a worker already finished it."""
+        return (await self.requeue(job_id, cls, model, user, job_json))[1]
+
+    async def requeue(self, job_id: str, cls: int, model: str, user: str,
+                      job_json: str) -> tuple[bool, str | None]:
+        """Queue a job unless Redis holds it already: (whether it was queued now, its finished
+        result's JSON if a worker already finished it)."""
         state, done = await self._push(
             keys=[self.waiting, self.jobs, self.seq, self.results, self.inflight, self.wake],
             args=[job_id, cls, model, user, job_json])
-        return done if int(state) == 2 else None
+        return int(state) == 1, (done if int(state) == 2 else None)
+
+    async def server_run(self) -> str:
+        """Which run of the Redis server answers: a new one after every restart."""
+        return (await self.redis.info("server"))["run_id"]
 
     async def cancel(self, job_id: str) -> int:
         return int(await self._cancel(keys=[self.waiting, self.jobs, self.cancels, self.inflight],

@@ -69,6 +69,12 @@ class Redis:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
+    def forget(self) -> None:
+        """Lose the data: the next start is a Redis run without an append-only file."""
+        shutil.rmtree(self.folder / "appendonlydir", ignore_errors=True)
+        (self.folder / "appendonly.aof").unlink(missing_ok=True)
+        (self.folder / "dump.rdb").unlink(missing_ok=True)
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
@@ -205,3 +211,24 @@ async def test_redis_going_away_mid_answer_and_back_answers_once_with_what_was_s
         # and the queue works on: the next job is answered
         after = await r.front.submit(story("bob"))
         assert (await asyncio.wait_for(after.result(), 180)).text
+
+
+async def test_redis_coming_back_without_its_data_mid_answer_runs_the_job_again_and_answers_once(
+        tmp_path, shared_models_dir):
+    """A Redis run without persistence loses the queue when it restarts: the front notices the
+    new run and queues its unfinished jobs again, and the answer continues what was shown."""
+    async with rig(tmp_path, shared_models_dir, ("w1",)) as r:
+        handle = await r.front.submit(story("carol"))
+
+        async def redis_loses_everything():
+            r.redis.kill()
+            r.redis.forget()
+            r.redis.start()
+        shown, at_cut = await asyncio.wait_for(watch(handle, 5, redis_loses_everything), 300)
+        result = await asyncio.wait_for(handle.result(), 180)
+        assert at_cut and shown.startswith(at_cut)
+        assert result.text == shown and len(result.text) > len(at_cut)
+        assert (await r.front.store.get_job(handle.id))["status"] == "done"
+        after = await r.front.submit(story("carol"))
+        assert (await asyncio.wait_for(after.result(), 180)).text
+
