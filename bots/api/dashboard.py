@@ -42,6 +42,8 @@ TICK_S = 1.0               # how often the live view is refreshed
 HEARTBEAT_S = 15.0
 SHOW_QUEUED = 200          # queued jobs listed (the counts by class are always complete)
 RECENT_ERRORS = 20
+# whose errors the dashboard shows: the engine, the models, every door and the web server
+LOGGED = ("engine", "models", "bots", "voice", "confab", "aiohttp.server", "aiohttp.web")
 
 SESSIONS = web.AppKey("dashboard_sessions", dict)
 STREAMS = web.AppKey("dashboard_streams", set)
@@ -272,7 +274,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _on_cleanup(app: web.Application) -> None:
-    for name in ("engine", "models", "aiohttp.server", "aiohttp.web"):
+    for name in LOGGED:
         logging.getLogger(name).removeHandler(app[HANDLER])
 
 
@@ -282,7 +284,7 @@ def setup(app: web.Application) -> None:
     app[ERRORS] = collections.deque(maxlen=RECENT_ERRORS)
     app[HANDLER] = _RecentErrors(app[ERRORS])
     app[WARNINGS] = [w for w in [open_to_network(app[SETTINGS])] if w]   # settings do not change
-    for name in ("engine", "models", "aiohttp.server", "aiohttp.web"):
+    for name in LOGGED:
         logging.getLogger(name).addHandler(app[HANDLER])
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -178,19 +178,25 @@ async def test_allow_lists_and_admin_roles(rig):
 async def test_long_answer_split_at_2000_and_edits_throttled(rig):
     fake = rig.fake
     settings = rig.engine.settings
-    async with rig.long_answers():       # room for a long answer
-        mention = fake.message_create_mention(
-            "Write a very long story about a dragon who learns to bake bread, with many chapters.")
-        await fake.dispatch("MESSAGE_CREATE", mention)
-        first = await rig.bot_reply_to(mention["id"])
-        started = time.monotonic()
-        job = await rig.until(lambda: rig.jobs()[-1] if rig.jobs()[-1].job.max_tokens is None
-                              and "dragon" in rig.jobs()[-1].job.messages[-1].content else None, "the job", 10)
-        text = (await asyncio.wait_for(job.result(), 200)).text
-        elapsed = time.monotonic() - started
-        await rig.until(lambda: "confab:speak" in rig.components(first["id"])
-                        or any("confab:speak" in rig.components(m["id"]) for m in fake.sent_by_bot(fake.channel_id)
-                               if int(m["id"]) > int(first["id"])), "the final edit")
+    # at the model's own sampling a story's length varies: asked again (at most three times)
+    # until one runs past Discord's 2,000 characters, which is what this test is about
+    for _ in range(3):
+        async with rig.long_answers():       # room for a long answer
+            mention = fake.message_create_mention(
+                "Write a very long story about a dragon who learns to bake bread, with many chapters.")
+            await fake.dispatch("MESSAGE_CREATE", mention)
+            first = await rig.bot_reply_to(mention["id"])
+            started = time.monotonic()
+            job = await rig.until(lambda: rig.jobs()[-1] if rig.jobs()[-1].job.max_tokens is None
+                                  and "dragon" in rig.jobs()[-1].job.messages[-1].content
+                                  and not rig.jobs()[-1].done else None, "the job", 10)
+            text = (await asyncio.wait_for(job.result(), 200)).text
+            elapsed = time.monotonic() - started
+            await rig.until(lambda: "confab:speak" in rig.components(first["id"])
+                            or any("confab:speak" in rig.components(m["id"]) for m in fake.sent_by_bot(fake.channel_id)
+                                   if int(m["id"]) > int(first["id"])), "the final edit")
+        if len(text) > 2000:
+            break
     pieces = [m for m in fake.sent_by_bot(fake.channel_id) if int(m["id"]) >= int(first["id"])
               and not m["flags"] & MessageFlags.IS_VOICE_MESSAGE]
     assert len(text) > 2000, f"the model wrote only {len(text)} characters"
