@@ -34,6 +34,8 @@ MAX_PENDING_SPEECH = 2
 # The first words are spoken as soon as a clause this long is written (at a comma, colon or
 # dash), not only at the end of the first sentence: the answer starts sooner.
 FIRST_CLAUSE_CHARS = 24
+# how long a cancelled stage may take to stop (a chat runner stops at its next token)
+STAGE_STOP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class VoiceNote:
 
     def start(self, data: bytes | audio.Pcm | str) -> "VoiceNote":
         """Begin with a recording, or with the question's text already known (no transcription)."""
-        self._task = asyncio.create_task(self._run(data), name="confab-voicenote")
+        self._task = asyncio.create_task(self._run_to_the_end(data), name="confab-voicenote")
         self._task.add_done_callback(lambda t: (t.exception() if not t.cancelled() else None,
                                                 self._events.put_nowait(_END)))
         return self
@@ -139,6 +141,19 @@ class VoiceNote:
             await handle.cancel()
         self._events.put_nowait(StageStarted(stage, handle.id))
         return handle
+
+    async def _run_to_the_end(self, data) -> VoiceNoteResult:
+        """The pipeline, which ends (answered, failed or cancelled) only once every stage it
+        started has stopped: a barge-in leaves nothing running behind the person's back."""
+        try:
+            return await self._run(data)
+        except BaseException:
+            for h in list(self.handles):
+                if not h.done:
+                    await h.cancel()
+            for h in list(self.handles):
+                await h.ended(timeout=STAGE_STOP_S)
+            raise
 
     async def _run(self, data) -> VoiceNoteResult:
         if isinstance(data, str):
@@ -254,10 +269,7 @@ class VoiceNote:
             await speak_jobs.put(None)
             pcm = await player
         except BaseException:
-            player.cancel()
-            for h in self.handles:
-                if not h.done:
-                    await h.cancel()
+            player.cancel()       # the stages themselves are stopped by _run_to_the_end
             raise
         return answer, pcm if pcm.rate else audio.Pcm(b"", 16000), " ".join(notes)
 

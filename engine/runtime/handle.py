@@ -65,6 +65,11 @@ class JobHandle:
     async def cancel(self) -> bool:
         return await self._cancel(self)
 
+    async def ended(self, timeout: float | None = None) -> bool:
+        """Wait until the job has ended, whatever its outcome (True), or `timeout` passed."""
+        done, _ = await asyncio.wait([self._result], timeout=timeout)
+        return bool(done)
+
     def error(self) -> ConfabError | None:
         if self._result.done() and not self._result.cancelled():
             exc = self._result.exception()
