@@ -141,15 +141,23 @@ async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path,
             second = start_confab(env, tmp_path, log)
             await fake.wait_for_identify(2, timeout=60)
 
-            def answered() -> bool:
+            def parts() -> dict:
                 in_thread = fake.sent_by_bot(thread["id"])
                 t_msg = fake.messages.get(fake.interaction_state(transcribe).original_message_id or "", {})
                 a_msg = fake.messages.get(fake.interaction_state(ask).original_message_id, {})
                 result = json.loads(results(data).get(ask_job) or "null")
-                return (len(in_thread) == 1 and "confab:speak" in str(in_thread[0].get("components"))
-                        and t_msg.get("content", "").startswith("📝")
-                        and bool(result) and a_msg.get("content") == result["text"].strip())
-            await fake._wait_until(answered, 240, "three answers after the restart")
+                return {"mention": len(in_thread) == 1 and "confab:speak" in str(in_thread[0].get("components")),
+                        "transcribe": t_msg.get("content", "").startswith("📝"),
+                        "ask": bool(result) and a_msg.get("content") == result["text"].strip(),
+                        "seen": ([(m.get("content"), m.get("components")) for m in in_thread],
+                                 t_msg.get("content"), a_msg.get("content"), result and result["text"])}
+
+            def answered() -> bool:
+                return all(ok for part, ok in parts().items() if part != "seen")
+            try:
+                await fake._wait_until(answered, 240, "three answers after the restart")
+            except Exception as timeout:     # which part is missing, in the summary line CI keeps
+                raise AssertionError(f"answers after the restart: {parts()}") from timeout
             await fake._wait_until(lambda: set(statuses(data).values()) == {"done"}, 30, "every job done")
             # every job done, every kept request closed, and each answer's last edit seen: nothing
             # is left that could post, so what is there now is final
@@ -165,7 +173,6 @@ async def test_sigkill_mid_work_then_restart_answers_each_request_once(tmp_path,
                     fake.messages[m]["content"] for m in state.message_ids]
             assert all(m.get("interaction_metadata") for m in fake.sent_by_bot(fake.channel_id))
         except BaseException:
-            import sys
             sys.stderr.write(log.read_text(errors="replace")[-8000:])
             sys.stderr.write(f"\nstore: {statuses(data)}, open events: {open_events(data)}\n")
             raise
