@@ -3,8 +3,13 @@
 Each module named in EXTENSIONS may define any of:
     register_commands(commands)            add chat commands (speech, images, skills)
     register_cli(subparsers, common)       add CLI verbs (voice, worker, kb)
-    async start(engine, commands, app)     start an adapter when configured; return an object
-                                           with `async stop()`, or None when not configured
+    SETTINGS                               the door's own settings class (an EnvSettings),
+                                           read from the same environment and `.env` as the
+                                           engine's by `door_settings`
+    async start(engine, commands, app[, settings])
+                                           start an adapter when configured (given its SETTINGS
+                                           when it has them); return an object with
+                                           `async stop()`, or None when not configured
 A module whose optional library is missing is skipped with a note in the log.
 """
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from types import ModuleType
 
 from engine import ConfigError
+from engine.config import EnvSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +64,23 @@ def extend_cli(sub, common) -> None:
             module.register_cli(sub, common)
 
 
-async def start_configured(engine, commands, app) -> list:
-    """Start every adapter whose token is set; returns them for `stop_all`."""
+def settings_classes() -> list[type[EnvSettings]]:
+    return [module.SETTINGS for module in _modules() if hasattr(module, "SETTINGS")]
+
+
+def door_settings(env: dict[str, str] | None = None, dotenv: str | None = ".env") -> dict[type, EnvSettings]:
+    """Every door's own settings, by class; a bad value is a ConfigError naming its variable."""
+    return {cls: cls.from_env(env=env, dotenv=dotenv) for cls in settings_classes()}
+
+
+async def start_configured(engine, commands, app, doors: dict[type, EnvSettings]) -> list:
+    """Start every adapter whose token is set in `doors` (from `door_settings`); returns them
+    for `stop_all`."""
     started = []
     for module in _modules():
         if hasattr(module, "start"):
-            adapter = await module.start(engine, commands, app)
+            own = (doors[module.SETTINGS],) if hasattr(module, "SETTINGS") else ()
+            adapter = await module.start(engine, commands, app, *own)
             if adapter is not None:
                 started.append(adapter)
     return started

@@ -31,7 +31,7 @@ log = logging.getLogger("confab")
 
 # -- run / serve ------------------------------------------------------------------------------
 
-async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
+async def _serve(settings, doors: dict, with_adapters: bool, console: bool | None) -> None:
     engine = engine_for(settings)      # in-process, or the front of a Redis queue (--queue)
     await engine.start()
     app = create_app(engine)
@@ -40,7 +40,7 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
     started = []
     if with_adapters:
         try:
-            started = await adapters.start_configured(engine, commands, app)
+            started = await adapters.start_configured(engine, commands, app, doors)
         except ConfigError as e:   # a wrong token or a missing setting: say which, not a traceback
             await engine.close()
             sys.exit(f"confab: {e}")
@@ -75,15 +75,15 @@ async def _serve(settings, with_adapters: bool, console: bool | None) -> None:
 def cmd_run(args) -> None:
     settings = settings_from(args)
     configure_logging(settings.log_level)
-    install_redaction(settings)
-    asyncio.run(_serve(settings, with_adapters=True, console=args.console))
+    install_redaction(settings, *args.doors.values())
+    asyncio.run(_serve(settings, args.doors, with_adapters=True, console=args.console))
 
 
 def cmd_serve(args) -> None:
     settings = settings_from(args)
     configure_logging(settings.log_level)
-    install_redaction(settings)
-    asyncio.run(_serve(settings, with_adapters=False, console=False))
+    install_redaction(settings, *args.doors.values())
+    asyncio.run(_serve(settings, args.doors, with_adapters=False, console=False))
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    try:    # every verb refuses a bad door setting, as it refuses a bad engine one
+        args.doors = adapters.door_settings()
+    except ConfigError as e:
+        sys.exit(f"confab: {e}")
     args.func(args)
 
 

@@ -1,8 +1,8 @@
-"""Confab's settings, in one typed place.
+"""Confab's settings: the engine's here, each door's in its own class on the same machinery.
 
 Explicit arguments win over the environment, the environment over `.env`, and `.env` over the
 defaults. A bad value is reported with the variable's name, never silently ignored. Every
-variable here is listed, with a comment, in `.env.example`.
+variable, the doors' too, is listed with a comment in `.env.example`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,70 @@ def _default_data_dir() -> str:
 
 
 @dataclass(frozen=True)
-class Settings:
+class EnvSettings:
+    """Settings read from environment variables, the base of the engine's and each door's own.
+
+    Each field names its variable in its metadata ({"env": NAME}, and "secret": True for a
+    credential, which `redacted` and the log filter blank)."""
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, dotenv: str | Path | None = ".env", **overrides):
+        fields = dataclasses.fields(cls)
+        unknown = set(overrides) - {f.name for f in fields}
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no setting {', '.join(sorted(unknown))}")
+        source: dict[str, str] = {}
+        if dotenv and Path(dotenv).is_file():
+            from dotenv import dotenv_values
+            source.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        source.update(os.environ if env is None else env)
+        values = {}
+        for f in fields:
+            name = f.metadata.get("env")
+            if f.name in overrides and overrides[f.name] is not None:
+                values[f.name] = _coerce(f, overrides[f.name], f"--{f.name.replace('_', '-')}")
+            elif name and source.get(name, "") != "":
+                values[f.name] = _coerce(f, source[name], name)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError, naming the variable, for a value that cannot work."""
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        for f in dataclasses.fields(cls):
+            if f.name == field_name:
+                return f.metadata.get("env", field_name)
+        return field_name
+
+    def require_positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{self.env_name(name)} must be a positive number, not {getattr(self, name)}.")
+
+    def require_limit(self, *names: str) -> None:
+        """A limit over time, where 0 means none."""
+        for name in names:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{self.env_name(name)} must be 0 (no limit) or more, not {getattr(self, name)}.")
+
+    def redacted(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = "***" if f.metadata.get("secret") and v else v
+        return out
+
+
+@dataclass(frozen=True)
+class Settings(EnvSettings):
+    """The engine's settings; the doors' own are theirs (bots/slack/settings.py, ...)."""
+
     # where Confab listens and keeps its state
     host: str = field(default="127.0.0.1", metadata={"env": "CONFAB_HOST"})
     port: int = field(default=8080, metadata={"env": "CONFAB_PORT"})
@@ -130,32 +193,6 @@ class Settings:
     admins: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_ADMINS"})
     channels_file: str = field(default="", metadata={"env": "CONFAB_CHANNELS_FILE"})
 
-    # platforms: an adapter starts when its token is set
-    slack_bot_token: str = field(default="", metadata={"env": "SLACK_BOT_TOKEN", "secret": True}, repr=False)
-    slack_app_token: str = field(default="", metadata={"env": "SLACK_APP_TOKEN", "secret": True}, repr=False)
-    slack_signing_secret: str = field(default="", metadata={"env": "SLACK_SIGNING_SECRET", "secret": True}, repr=False)
-    slack_api_url: str = field(default="", metadata={"env": "CONFAB_SLACK_API_URL"})
-    slack_allow_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ALLOW_CHANNELS"})
-    slack_deny_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_DENY_CHANNELS"})
-    slack_allow_users: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ALLOW_USERS"})
-    slack_deny_users: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_DENY_USERS"})
-    slack_answer_bots: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_SLACK_ANSWER_BOTS"})
-    slack_user_rate: int = field(default=20, metadata={"env": "CONFAB_SLACK_USER_RATE"})
-    slack_edit_interval_s: float = field(default=1.0, metadata={"env": "CONFAB_SLACK_EDIT_INTERVAL"})
-    discord_bot_token: str = field(default="", metadata={"env": "DISCORD_BOT_TOKEN", "secret": True}, repr=False)
-    discord_api_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_API_URL"})
-    discord_gateway_url: str = field(default="", metadata={"env": "CONFAB_DISCORD_GATEWAY_URL"})
-    discord_guild_ids: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_GUILD_IDS"})
-    discord_admin_roles: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ADMIN_ROLES"})
-    discord_allow_guilds: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_GUILDS"})
-    discord_allow_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_CHANNELS"})
-    discord_allow_roles: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ALLOW_ROLES"})
-    discord_allow_dms: bool = field(default=True, metadata={"env": "CONFAB_DISCORD_ALLOW_DMS"})
-    discord_listen_channels: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_LISTEN_CHANNELS"})
-    discord_answer_bots: tuple[str, ...] = field(default=(), metadata={"env": "CONFAB_DISCORD_ANSWER_BOTS"})
-    discord_user_rate: int = field(default=20, metadata={"env": "CONFAB_DISCORD_USER_RATE"})
-    discord_edit_interval_s: float = field(default=1.0, metadata={"env": "CONFAB_DISCORD_EDIT_INTERVAL"})
-
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
@@ -178,28 +215,6 @@ class Settings:
             out[name.strip()] = (url.strip(), remote.strip() or name.strip())
         return out
 
-    def replace(self, **changes) -> "Settings":
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, dotenv: str | Path | None = ".env",
-                 **overrides) -> "Settings":
-        source: dict[str, str] = {}
-        if dotenv and Path(dotenv).is_file():
-            from dotenv import dotenv_values
-            source.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
-        source.update(os.environ if env is None else env)
-        values = {}
-        for f in dataclasses.fields(cls):
-            name = f.metadata.get("env")
-            if f.name in overrides and overrides[f.name] is not None:
-                values[f.name] = _coerce(f, overrides[f.name], f"--{f.name.replace('_', '-')}")
-            elif name and source.get(name, "") != "":
-                values[f.name] = _coerce(f, source[name], name)
-        settings = cls(**values)
-        settings.validate()
-        return settings
-
     def validate(self) -> None:
         positive = ["port", "queue_max", "user_queue_max", "concurrency", "max_body_bytes",
                     "max_prompt_chars", "max_tokens", "context_tokens", "max_audio_bytes",
@@ -207,8 +222,6 @@ class Settings:
                     "voice_max_tokens"]
         positive += ["max_image_prompt_chars", "max_image_side", "max_image_steps", "max_images",
                      "max_image_bytes", "max_image_pixels", "image_url_ttl_s"]
-        positive += ["slack_edit_interval_s"]
-        positive += ["discord_edit_interval_s"]
         positive += ["lease_s"]
         if self.queue_url and not self.queue_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"CONFAB_QUEUE_URL must be a redis:// address, not '{self.queue_url}'.")
@@ -225,17 +238,9 @@ class Settings:
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
         for name in ("kb_min_score", "kb_min_coverage", "kb_grounding_min"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{_env_name(name)} must be between 0 and 1, not {getattr(self, name)}.")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{_env_name(name)} must be a positive number, not {getattr(self, name)}.")
-        for name in ("user_rate", "key_rate", "daily_gpu_seconds"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{_env_name(name)} must be 0 (no limit) or more, not {getattr(self, name)}.")
-        if self.slack_user_rate < 0:
-            raise ConfigError(f"CONFAB_SLACK_USER_RATE must be 0 (no limit) or more, not {self.slack_user_rate}.")
-        if self.discord_user_rate < 0:
-            raise ConfigError(f"CONFAB_DISCORD_USER_RATE must be 0 (no limit) or more, not {self.discord_user_rate}.")
+                raise ConfigError(f"{self.env_name(name)} must be between 0 and 1, not {getattr(self, name)}.")
+        self.require_positive(*positive)
+        self.require_limit("user_rate", "key_rate", "daily_gpu_seconds")
         if self.chat_slots < 0 or self.prompt_cache_mb < 0:
             raise ConfigError("CONFAB_CHAT_SLOTS and CONFAB_PROMPT_CACHE_MB must be 0 or more.")
         for entry in self.remote_chat:
@@ -247,13 +252,6 @@ class Settings:
             _read_sampling_file(self.sampling_file)
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"CONFAB_DEVICE must be auto, cuda or cpu, not '{self.device}'.")
-
-    def redacted(self) -> dict:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = "***" if f.metadata.get("secret") and v else v
-        return out
 
 
 SAMPLING_RANGES = {"temperature": (0, 2), "top_p": (0, 1), "top_k": (0, 1000), "min_p": (0, 1),
@@ -279,13 +277,6 @@ def _read_sampling_file(path: str) -> dict[str, dict]:
                 raise ConfigError(f"CONFAB_SAMPLING_FILE: {key} for {model} must be a number from "
                                   f"{low} to {high}, not {value!r}.")
     return table
-
-
-def _env_name(field_name: str) -> str:
-    for f in dataclasses.fields(Settings):
-        if f.name == field_name:
-            return f.metadata.get("env", field_name)
-    return field_name
 
 
 def _coerce(f: dataclasses.Field, raw, name: str):

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bots.discord.settings import DiscordSettings
+from bots.slack.settings import SlackSettings
+
 CHAT_MODEL = "smollm2-135m-instruct"
 
 
@@ -21,6 +24,16 @@ def make_settings(data_dir, models_dir=None, **overrides):
     from engine.config import Settings
     return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir),
                              models_dir=str(models_dir) if models_dir else None, **overrides)
+
+
+def slack_settings(**overrides) -> SlackSettings:
+    """Slack's own settings, isolated like `make_settings`."""
+    return SlackSettings.from_env(env={}, dotenv=None, **overrides)
+
+
+def discord_settings(**overrides) -> DiscordSettings:
+    """Discord's own settings, isolated like `make_settings`."""
+    return DiscordSettings.from_env(env={}, dotenv=None, **overrides)
 
 
 @pytest.fixture

@@ -139,6 +139,11 @@ def test_bad_configuration_is_reported(env):
     assert r.returncode != 0 and "CONFAB_QUEUE_MAX" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bad_door_configuration_is_reported(env):
+    r = confab({**env, "CONFAB_SLACK_USER_RATE": "-1"}, "models", "list")
+    assert r.returncode != 0 and "CONFAB_SLACK_USER_RATE" in r.stderr and "Traceback" not in r.stderr
+
+
 async def test_serve_answers_the_openai_client_and_stops_on_sigterm(env):
     from openai import AsyncOpenAI
     port = free_port()

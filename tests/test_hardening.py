@@ -22,7 +22,7 @@ import pytest
 from bots.api.app import create_app
 from engine.safety.redact import MASK, RedactSecrets, redact, secret_values
 from models.registry import ModelError, Registry
-from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model
+from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model, slack_settings
 from tests.fakes.discord import DiscordFake
 from tests.fakes.slack import SlackFake
 from tests.ops_helpers import FAKE_MODEL, fake_engine, serve
@@ -38,8 +38,7 @@ SECRETS = (*API_KEYS, SLACK_BOT, SLACK_APP, SLACK_SIGNING, DISCORD)
 # -- secrets and logs ------------------------------------------------------------------------------
 
 def test_redact_masks_configured_secrets_and_token_shapes():
-    settings = make_settings("/tmp/unused", api_keys=API_KEYS, slack_bot_token=SLACK_BOT)
-    values = secret_values(settings)
+    values = secret_values(make_settings("/tmp/unused", api_keys=API_KEYS), slack_settings(slack_bot_token=SLACK_BOT))
     assert set(API_KEYS) <= set(values) and SLACK_BOT in values
     text = redact(f"key={API_KEYS[0]} auth='Bearer {API_KEYS[1]}' tok={SLACK_APP} d={DISCORD} "
                   "other xoxp-9999999999-abcdef", values)

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from bots.adapters import door_modules
 from bots.common.support import build_support_desk
+from bots.discord.settings import DiscordSettings
 from engine import ConfigError
 
+SETTINGS = DiscordSettings      # read with the engine's, and given to `start`
 
-async def start(engine, commands, app):
-    settings = engine.settings
+
+async def start(engine, commands, app, settings: DiscordSettings | None = None):
+    """`settings`: Discord's own (none: Discord is not configured)."""
+    settings = settings or DiscordSettings()
     if not settings.discord_bot_token:
         return None
     (discord_adapter,) = door_modules("DISCORD_BOT_TOKEN", "discord.py", "discord", "bots.discord.adapter")
     import discord      # there now: the adapter brought it
     desk = None
-    if settings.channels_file:
+    if engine.settings.channels_file:
         desk = build_support_desk(engine, platform="discord")
-    adapter = discord_adapter.DiscordAdapter(engine, commands, desk=desk)
+    adapter = discord_adapter.DiscordAdapter(engine, commands, settings, desk=desk)
     adapter.owned_desk = desk        # opened here, so closed with the adapter
     try:
         await adapter.start()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from bots.common import words
 from bots.common.access import RateLimit
-from engine import Origin, Settings
+from bots.discord.settings import DiscordSettings
+from engine import Origin
 
 # Who and where Discord's own rules refuse (servers and roles)
 NO_DMS = "🚫 I don't answer direct messages here. Ask me in a server channel."
@@ -47,8 +48,11 @@ class Who:
 
 
 class DiscordAccess:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: DiscordSettings, admins: Iterable[str] = (),
+                 clock: Callable[[], float] = time.monotonic):
+        """`admins`: CONFAB_ADMINS, the engine's setting."""
         self.settings = settings
+        self.admins = frozenset(admins)
         self.admin_roles = frozenset(settings.discord_admin_roles)
         self.allow_guilds = frozenset(settings.discord_allow_guilds)
         self.allow_channels = frozenset(settings.discord_allow_channels)
@@ -57,8 +61,7 @@ class DiscordAccess:
         self.rate = RateLimit(settings.discord_user_rate, clock)
 
     def is_admin(self, who: Who) -> bool:
-        admins = self.settings.admins
-        return (f"discord:{who.user_id}" in admins or bool(who.role_ids & self.admin_roles))
+        return f"discord:{who.user_id}" in self.admins or bool(who.role_ids & self.admin_roles)
 
     def answers_bot(self, user_id: str) -> bool:
         return user_id in self.answer_bots

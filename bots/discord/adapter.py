@@ -56,6 +56,7 @@ from bots.discord.reply import (
     MessageReply,
     Replies,
 )
+from bots.discord.settings import DiscordSettings
 from bots.discord.slash import PRIVATE
 from bots.discord.support import DiscordSupport
 from bots.discord.voice import VOICE_FILENAME, VOICE_NOTE
@@ -71,16 +72,18 @@ CANCEL_WORDS = {Cancelled.FINISHED: "That job has already finished.",
 
 
 class DiscordAdapter:
-    def __init__(self, engine: Engine, commands: Commands, *, guild_ready_timeout: float = 2.0,
-                 identify_delay: float = 5.0, desk=None, escalate_every_s: float = 60.0):
-        """`desk`: the support desk (bots/common/support.py) when support channels are set up;
-        `escalate_every_s`: how often hand-overs are checked for escalation."""
+    def __init__(self, engine: Engine, commands: Commands, settings: DiscordSettings, *,
+                 guild_ready_timeout: float = 2.0, identify_delay: float = 5.0, desk=None,
+                 escalate_every_s: float = 60.0):
+        """`settings`: Discord's own (the engine's are `engine.settings`); `desk`: the support
+        desk (bots/common/support.py) when support channels are set up; `escalate_every_s`: how
+        often hand-overs are checked for escalation."""
         self.engine, self.commands = engine, commands
         self.desk, self.escalate_every_s = desk, escalate_every_s
         self.owned_desk = None           # set by bots/discord/__init__.py when it opened the desk
         self.support = None
-        self.settings = engine.settings
-        self.access = DiscordAccess(self.settings)
+        self.settings = settings
+        self.access = DiscordAccess(settings, engine.settings.admins)
         self.acks = AckClock("Discord")         # receipt to first response: Discord's 3 s
         self.intake = Intake(engine, "discord", self)
         listeners = Listeners(message=self.on_message, first_ready=lambda: self.intake.spawn(self.replay()),
@@ -189,11 +192,12 @@ class DiscordAdapter:
         request.history = await self.history_of(message)
         audio = [a for a in message.attachments if message.flags.voice or files.is_audio(a)]
         images = [a for a in message.attachments if files.is_image(a)]
+        limits = self.engine.settings
         if audio:
-            data = await files.download(audio[0], self.settings.max_audio_bytes, self.settings.discord_api_url)
+            data = await files.download(audio[0], limits.max_audio_bytes, self.settings.discord_api_url)
             await answer_voice_note(self.commands, request, data, reply, VOICE_NOTE, pipelines=self.pipelines)
         elif images and not text.startswith("/"):
-            request.attachments = [files.DiscordFile(a, self.settings.max_image_bytes, self.settings.discord_api_url)
+            request.attachments = [files.DiscordFile(a, limits.max_image_bytes, self.settings.discord_api_url)
                                    for a in images]
             await answer_about_images(self.commands, request, text, reply)
         elif text:
@@ -206,7 +210,7 @@ class DiscordAdapter:
 
     async def history_of(self, message: discord.Message) -> list[tuple[str, str]] | None:
         """The reply chain (or thread) as memory; None lets the store answer (a DM)."""
-        limit = self.settings.history_messages
+        limit = self.engine.settings.history_messages
         if message.reference is not None:
             return await history.reply_chain(self.client, message, limit)
         if isinstance(message.channel, discord.Thread):
@@ -275,13 +279,13 @@ class DiscordAdapter:
     async def _slash(self, request: Request, call: Call, attachment: discord.Attachment | None,
                      reply: DiscordReply) -> None:
         if attachment is not None:        # fetched here, from Discord's hosts only
-            request.attachments = [await files.download(attachment, self.settings.max_audio_bytes,
+            request.attachments = [await files.download(attachment, self.engine.settings.max_audio_bytes,
                                                         self.settings.discord_api_url)]
         await self.commands.run(request, call, reply)
 
     async def _say_aloud(self, origin: Origin, text: str, reply: DiscordReply) -> None:
         handle = await submit_speech(self.engine, text, origin, response_format="ogg", check_length=False)
-        speech = await asyncio.wait_for(handle.result(), self.settings.job_timeout_s)
+        speech = await asyncio.wait_for(handle.result(), self.engine.settings.job_timeout_s)
         await reply.send_file(speech.audio, VOICE_FILENAME, title=speech.note, voice=True,
                               duration_s=speech.duration_s, waveform=speech.waveform)
 

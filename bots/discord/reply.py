@@ -22,8 +22,9 @@ from bots.common.delivery import Delivery, Where
 from bots.common.render import ThrottledStream, split_message
 from bots.discord.buttons import CancelButton, RerollButton, SpeakButton, job_id_in, view_of
 from bots.discord.events import conversation_of
+from bots.discord.settings import DiscordSettings
 from bots.discord.voice import send_voice_message
-from engine import Engine, Settings
+from engine import Engine
 from engine.flows.templates import Template
 
 UNCHANGED = object()    # a message's buttons stay as they are (None would remove them)
@@ -47,7 +48,7 @@ class Replies:
     """What a reply needs: the engine (its jobs, the store where an answer's messages are
     noted, whether it can speak), the settings, and discord.py's client to post with."""
 
-    def __init__(self, engine: Engine, settings: Settings, client: discord.Client):
+    def __init__(self, engine: Engine, settings: DiscordSettings, client: discord.Client):
         self.engine, self.settings, self.client = engine, settings, client
 
     def can_speak(self) -> bool:

@@ -12,6 +12,9 @@ import logging
 
 from bots.adapters import door_modules
 from bots.common.support import build_support_desk
+from bots.slack.settings import SlackSettings
+
+SETTINGS = SlackSettings        # read with the engine's, and given to `start`
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,10 @@ class RunningSlack:
             await asyncio.to_thread(self.owned_desk.close)
 
 
-async def start(engine, commands, app=None, settings=None, desk=None):
-    """`settings` default to the engine's (tests give each Slack fake its own); `desk` to the
-    support desk of CONFAB_CHANNELS_FILE, when it names support channels."""
-    settings = settings or engine.settings
+async def start(engine, commands, app=None, settings: SlackSettings | None = None, desk=None):
+    """`settings`: Slack's own (none: Slack is not configured); `desk` defaults to the support
+    desk of CONFAB_CHANNELS_FILE, when it names support channels."""
+    settings = settings or SlackSettings()
     if not settings.slack_bot_token:
         return None
     connection, slack_adapter = door_modules("SLACK_BOT_TOKEN", "slack-bolt", "slack",
@@ -47,7 +50,7 @@ async def start(engine, commands, app=None, settings=None, desk=None):
         await connection.close_web_client(client)
         raise
     owned_desk = None
-    if desk is None and settings.channels_file:
+    if desk is None and engine.settings.channels_file:
         desk = owned_desk = build_support_desk(engine)
     adapter = slack_adapter.SlackAdapter(engine, commands, client, identity, settings, desk)
     if settings.slack_app_token:

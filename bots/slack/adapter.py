@@ -46,6 +46,7 @@ from bots.slack.files import (
     SlackFiles,
 )
 from bots.slack.reply import CANCEL_ACTION, REROLL_ACTION, SlashReply, ThreadReply
+from bots.slack.settings import SlackSettings
 from bots.slack.support import SlackSupport, support_message
 from engine import ConfabError, Origin
 from engine.messages import explain
@@ -66,9 +67,9 @@ CANCEL_REFUSED = {Cancelled.FINISHED: "That job has already finished.",
 
 class SlackAdapter:
     def __init__(self, engine, commands: Commands, client: AsyncWebClient, identity: dict,
-                 settings=None, desk=None):
-        """`desk`: the support desk (bots/common/support.py) when support channels are set up."""
-        settings = settings or engine.settings
+                 settings: SlackSettings, desk=None):
+        """`settings`: Slack's own (the engine's are `engine.settings`); `desk`: the support desk
+        (bots/common/support.py) when support channels are set up."""
         self.engine, self.commands, self.client, self.settings = engine, commands, client, settings
         self.team = identity.get("team_id", "")
         self.bot_user_id = identity.get("user_id", "")
@@ -200,7 +201,8 @@ class SlackAdapter:
 
     async def is_admin(self, user: str) -> bool:
         """Configured admins (CONFAB_ADMINS slack:U…) and the workspace's admins and owners."""
-        if f"slack:{user}" in self.settings.admins or user in self.settings.admins:
+        admins = self.engine.settings.admins
+        if f"slack:{user}" in admins or user in admins:
             return True
         cached = self._admins.get(user)
         if cached and time.monotonic() - cached[1] < ADMIN_CACHE_S:
@@ -237,7 +239,7 @@ class SlackAdapter:
         files = [SharedFile.of(f) for f in q.files]
         clips = [f for f in files if f.kind == "audio"]
         if clips:
-            data = await self.files.download(clips[0], self.settings.max_audio_bytes)
+            data = await self.files.download(clips[0], self.engine.settings.max_audio_bytes)
             await answer_voice_note(self.commands, request, data, reply, VOICE_NOTE, asked=request.text,
                                     pipelines=self.pipelines)
             return
@@ -246,7 +248,7 @@ class SlackAdapter:
         for note in notes:
             await reply.private(note)
         if images:
-            request.attachments = [SlackAttachment(self.files, f, self.settings.max_image_bytes)
+            request.attachments = [SlackAttachment(self.files, f, self.engine.settings.max_image_bytes)
                                    for f in images]
             await answer_about_images(self.commands, request, request.text, reply)
             return

@@ -16,16 +16,18 @@ PATTERNS = re.compile(
     r"|[MN][A-Za-z\d_-]{23,25}\.[A-Za-z\d_-]{6}\.[A-Za-z\d_-]{27,38})")
 
 
-def secret_values(settings) -> list[str]:
-    """Every secret the settings hold (fields marked secret), longest first."""
+def secret_values(*settings) -> list[str]:
+    """Every secret the settings hold (fields marked secret: the engine's and each door's),
+    longest first."""
     found: set[str] = set()
-    for f in dataclasses.fields(settings):
-        if not f.metadata.get("secret"):
-            continue
-        value = getattr(settings, f.name)
-        for v in (value if isinstance(value, tuple) else (value,)):
-            if isinstance(v, str) and len(v) >= 4:
-                found.add(v)
+    for each in settings:
+        for f in dataclasses.fields(each):
+            if not f.metadata.get("secret"):
+                continue
+            value = getattr(each, f.name)
+            for v in (value if isinstance(value, tuple) else (value,)):
+                if isinstance(v, str) and len(v) >= 4:
+                    found.add(v)
     return sorted(found, key=len, reverse=True)
 
 
@@ -58,10 +60,10 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def install(settings, logger: logging.Logger | None = None) -> RedactSecrets:
+def install(*settings, logger: logging.Logger | None = None) -> RedactSecrets:
     """Add the filter to every handler of `logger` (the root logger by default)."""
     target = logger or logging.getLogger()
-    flt = RedactSecrets(secret_values(settings))
+    flt = RedactSecrets(secret_values(*settings))
     for handler in target.handlers:
         handler.addFilter(flt)
     return flt

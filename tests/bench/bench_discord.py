@@ -72,18 +72,18 @@ async def measure(events: int = EVENTS) -> float:
     from engine.runtime.engine import Engine
     from tests.bench.instant import load_instant
     from tests.bench.remote import RemoteFake
-    from tests.conftest import make_settings
+    from tests.conftest import discord_settings, make_settings
 
     remote = RemoteFake(_fake_process)
     fake = await remote.start()
     folder = Path(tempfile.mkdtemp(prefix="confab-bench-discord-"))
-    settings = make_settings(folder / "data", folder / "models", discord_bot_token=fake["token"],
-                             discord_api_url=fake["api_base"], discord_gateway_url=fake["gateway_url"],
-                             discord_user_rate=0, queue_max=events * 2, user_queue_max=events * 2,
+    settings = make_settings(folder / "data", folder / "models", queue_max=events * 2, user_queue_max=events * 2,
                              concurrency=4)
+    door = discord_settings(discord_bot_token=fake["token"], discord_api_url=fake["api_base"],
+                            discord_gateway_url=fake["gateway_url"], discord_user_rate=0)
     engine = Engine(settings, load=load_instant, gpu_total=None)
     await engine.start(resume=False)
-    adapter = DiscordAdapter(engine, Commands(engine), guild_ready_timeout=0.1, identify_delay=0.1)
+    adapter = DiscordAdapter(engine, Commands(engine), door, guild_ready_timeout=0.1, identify_delay=0.1)
     await adapter.start()
     try:
         await remote.call("wait_for_identify", 10)

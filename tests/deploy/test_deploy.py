@@ -57,8 +57,10 @@ def interpolated(text: str) -> str:
 def test_compose_sets_only_settings_confab_reads():
     import dataclasses
 
+    from bots.adapters import settings_classes
     from engine.config import Settings
-    known = {f.metadata["env"] for f in dataclasses.fields(Settings) if "env" in f.metadata}
+    known = {f.metadata["env"] for cls in (Settings, *settings_classes()) for f in dataclasses.fields(cls)
+             if "env" in f.metadata}
     for name, service in compose()["services"].items():
         env = service.get("environment") or {}
         for var in env:

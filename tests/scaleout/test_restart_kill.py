@@ -218,10 +218,10 @@ async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake,
     import bots.slack
     from bots.common.commands import Commands
     from engine import ChatJob, ChatMessage, Engine, Origin
-    from tests.conftest import make_settings
+    from tests.conftest import make_settings, slack_settings
 
-    settings = make_settings(tmp_path, shared_models_dir, max_tokens=8, threads=1, slack_bot_token=fake.bot_token,
-                             slack_app_token=fake.app_token, slack_api_url=fake.api_url)
+    settings = make_settings(tmp_path, shared_models_dir, max_tokens=8, threads=1)
+    door = slack_settings(slack_bot_token=fake.bot_token, slack_app_token=fake.app_token, slack_api_url=fake.api_url)
     mention = fake.app_mention_event(f"<@{fake.bot_user_id}> What is 2 and 2?")
     thread = mention["ts"]
     # before the kill: the job was accepted and its answer message posted (a half answer)
@@ -237,7 +237,7 @@ async def test_an_answer_posted_before_the_kill_is_edited_not_posted_again(fake,
     await first.close()
 
     engine = Engine(settings)
-    running = await bots.slack.start(engine, Commands(engine))
+    running = await bots.slack.start(engine, Commands(engine), None, door)
     try:
         await engine.start()
         async def answered():
@@ -269,10 +269,10 @@ async def test_an_answer_marked_done_before_its_last_edit_gets_that_edit_after_a
     import bots.slack
     from bots.common.commands import Commands
     from engine import ChatJob, ChatMessage, Engine, Origin
-    from tests.conftest import make_settings
+    from tests.conftest import make_settings, slack_settings
 
-    settings = make_settings(tmp_path, shared_models_dir, slack_bot_token=fake.bot_token,
-                             slack_app_token=fake.app_token, slack_api_url=fake.api_url)
+    settings = make_settings(tmp_path, shared_models_dir)
+    door = slack_settings(slack_bot_token=fake.bot_token, slack_app_token=fake.app_token, slack_api_url=fake.api_url)
     mention = fake.app_mention_event(f"<@{fake.bot_user_id}> What is 2 and 2?")
     thread = mention["ts"]
     first = Engine(settings)
@@ -289,7 +289,7 @@ async def test_an_answer_marked_done_before_its_last_edit_gets_that_edit_after_a
     await first.close()
 
     engine = Engine(settings)
-    running = await bots.slack.start(engine, Commands(engine))
+    running = await bots.slack.start(engine, Commands(engine), None, door)
     try:
         await engine.start()
 

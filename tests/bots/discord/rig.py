@@ -12,7 +12,7 @@ from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
 from engine import ChatJob, ChatMessage
 from engine.runtime.engine import Engine
-from tests.conftest import make_settings
+from tests.conftest import discord_settings, make_settings
 from tests.fakes.discord import DiscordFake
 
 T = 60          # seconds: the bound of every wait on one short answer (CI machines are shared)
@@ -121,7 +121,7 @@ async def restart_adapter(rig: Rig, meanwhile: Callable[[], None] = lambda: None
     old = rig.adapter
     await old.stop()
     meanwhile()
-    rig.adapter = DiscordAdapter(rig.engine, old.commands, guild_ready_timeout=0.1, identify_delay=0.1,
+    rig.adapter = DiscordAdapter(rig.engine, old.commands, old.settings, guild_ready_timeout=0.1, identify_delay=0.1,
                                  desk=old.desk, escalate_every_s=old.escalate_every_s)
     await rig.adapter.start()
     await rig.fake.wait_for_identify(rig.fake.identify_count + 1, timeout=10)
@@ -138,9 +138,10 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
     support desk once the engine runs (support channels)."""
     fake = DiscordFake(interaction_ack_deadline=WIRE_S)     # the 3 s rule: Rig.acked
     await fake.start()
-    settings = make_settings(data_dir, models_dir, discord_bot_token=fake.token, discord_api_url=fake.api_base,
-                             discord_gateway_url=fake.gateway_url, context_tokens=2048,
-                             max_tokens=ANSWER_TOKENS, threads=1, discord_user_rate=0,
+    door = discord_settings(discord_bot_token=fake.token, discord_api_url=fake.api_base,
+                            discord_gateway_url=fake.gateway_url, discord_user_rate=0)
+    settings = make_settings(data_dir, models_dir, context_tokens=2048,
+                             max_tokens=ANSWER_TOKENS, threads=1,
                              voice_max_tokens=ANSWER_TOKENS, history_messages=6,
                              system_prompt="You are a helpful assistant.", **settings)
     engine = Engine(settings, gpu_total=None)
@@ -155,7 +156,7 @@ async def running_rig(data_dir, models_dir, register: Iterable[Callable[[Command
         for add in register:
             add(commands)
         support_desk = await desk(engine, fake) if desk is not None else None
-        adapter = DiscordAdapter(engine, commands, guild_ready_timeout=0.1, identify_delay=0.1,
+        adapter = DiscordAdapter(engine, commands, door, guild_ready_timeout=0.1, identify_delay=0.1,
                                  desk=support_desk, escalate_every_s=escalate_every_s)
         await adapter.start()
         await fake.wait_for_identify(timeout=10)

@@ -140,8 +140,8 @@ async def test_other_bots_are_ignored_unless_configured(rig):
     with pytest.raises(AssertionError):
         await rig.bot_reply_to(ignored["id"], timeout=1.5)
     saved = rig.adapter.access
-    rig.adapter.access = DiscordAccess(rig.engine.settings.replace(discord_answer_bots=(robot["id"],),
-                                                                   discord_user_rate=0))
+    rig.adapter.access = DiscordAccess(rig.adapter.settings.replace(discord_answer_bots=(robot["id"],),
+                                                                    discord_user_rate=0), rig.engine.settings.admins)
     try:
         welcome = fake.message_create_mention("What is the capital of France?", author=robot)
         await fake.dispatch("MESSAGE_CREATE", welcome)
@@ -152,11 +152,11 @@ async def test_other_bots_are_ignored_unless_configured(rig):
 
 async def test_allow_lists_and_admin_roles(rig):
     fake = rig.fake
-    settings = rig.engine.settings
+    settings = rig.adapter.settings
     saved = rig.adapter.access
     admin_role = fake.guilds[fake.guild_id]["admin_role_id"]
     rig.adapter.access = DiscordAccess(settings.replace(discord_allow_channels=(fake.support_channel_id,),
-                                                        discord_admin_roles=(admin_role,)))
+                                                        discord_admin_roles=(admin_role,)), rig.engine.settings.admins)
     try:
         outside = fake.message_create_mention("hello?", author=fake.other_user)
         await fake.dispatch("MESSAGE_CREATE", outside)
@@ -177,7 +177,7 @@ async def test_allow_lists_and_admin_roles(rig):
 @pytest.mark.timeout(240)
 async def test_long_answer_split_at_2000_and_edits_throttled(rig):
     fake = rig.fake
-    settings = rig.engine.settings
+    settings = rig.adapter.settings
     # at the model's own sampling a story's length varies: asked again (at most three times)
     # until one runs past Discord's 2,000 characters, which is what this test is about
     for _ in range(3):

@@ -16,7 +16,7 @@ from bots.discord.adapter import DiscordAdapter
 from engine import ChatJob, ChatMessage
 from engine.runtime.engine import Engine
 from tests.bots.discord.rig import WIRE_S, Rig
-from tests.conftest import make_settings, requires_chat_model
+from tests.conftest import discord_settings, make_settings, requires_chat_model
 from tests.defaults import BAR, CAPITALS, rate
 from tests.fakes.discord import DiscordFake
 
@@ -29,15 +29,15 @@ T = 300         # seconds: the bound on twelve default-length answers on a share
 async def rig(tmp_path_factory, shared_models_dir):
     fake = DiscordFake(interaction_ack_deadline=WIRE_S)
     await fake.start()
-    engine = Engine(make_settings(tmp_path_factory.mktemp("discord-defaults"), shared_models_dir,
-                                  discord_bot_token=fake.token, discord_api_url=fake.api_base,
-                                  discord_gateway_url=fake.gateway_url), gpu_total=None)
+    engine = Engine(make_settings(tmp_path_factory.mktemp("discord-defaults"), shared_models_dir), gpu_total=None)
+    door = discord_settings(discord_bot_token=fake.token, discord_api_url=fake.api_base,
+                            discord_gateway_url=fake.gateway_url)
     adapter = None
     try:
         await engine.start()
         warm = await engine.submit(ChatJob(messages=[ChatMessage("user", "Hi")], max_tokens=1))
         await asyncio.wait_for(warm.result(), 240)     # the model loaded before the clock matters
-        adapter = DiscordAdapter(engine, Commands(engine), guild_ready_timeout=0.1, identify_delay=0.1)
+        adapter = DiscordAdapter(engine, Commands(engine), door, guild_ready_timeout=0.1, identify_delay=0.1)
         await adapter.start()
         await fake.wait_for_identify(timeout=10)
         await adapter.wait_until_ready(10)
@@ -54,8 +54,8 @@ async def rig(tmp_path_factory, shared_models_dir):
 
 
 async def test_mentions_and_dms_with_the_defaults_name_the_capitals(rig):
-    fake, s = rig.fake, rig.engine.settings
-    assert (s.max_tokens, s.threads, s.chat_slots, s.history_messages, s.discord_user_rate) == (1024, 0, 0, 20, 20)
+    fake, s, door = rig.fake, rig.engine.settings, rig.adapter.settings
+    assert (s.max_tokens, s.threads, s.chat_slots, s.history_messages, door.discord_user_rate) == (1024, 0, 0, 20, 20)
     asked = []
     for country, capital in CAPITALS:
         question = f"What is the capital of {country}?"

@@ -15,12 +15,9 @@ from bots.discord.events import Interacted
 from bots.discord.files import may_download
 from bots.discord.history import clean
 from bots.discord.voice import MAX_WAVEFORM, check_http_layer
-from engine import Settings, priority_class
+from engine import priority_class
 from engine.media.audio import waveform
-
-
-def settings(**kw) -> Settings:
-    return Settings.from_env(env={}, dotenv=None, **kw)
+from tests.conftest import discord_settings
 
 
 def test_discord_py_http_layer_has_not_moved():
@@ -29,7 +26,7 @@ def test_discord_py_http_layer_has_not_moved():
 
 
 def test_admins_by_id_or_role_and_dms_are_class_0():
-    access = DiscordAccess(settings(admins=("discord:42",), discord_admin_roles=("7",)))
+    access = DiscordAccess(discord_settings(discord_admin_roles=("7",)), admins=("discord:42",))
     guild = dict(channel_id="c", guild_id="g")
     assert priority_class(access.origin(Who("42", **guild))) == 0
     assert priority_class(access.origin(Who("1", role_ids=frozenset({"7"}), **guild))) == 0
@@ -38,9 +35,9 @@ def test_admins_by_id_or_role_and_dms_are_class_0():
 
 
 def test_allow_lists_of_guilds_channels_and_roles():
-    access = DiscordAccess(settings(discord_allow_guilds=("g",), discord_allow_channels=("c",),
-                                    discord_allow_roles=("r",), discord_admin_roles=("boss",),
-                                    discord_user_rate=0))
+    access = DiscordAccess(discord_settings(discord_allow_guilds=("g",), discord_allow_channels=("c",),
+                                            discord_allow_roles=("r",), discord_admin_roles=("boss",),
+                                            discord_user_rate=0))
     ok = Who("1", "c", "g", role_ids=frozenset({"r"}))
     assert access.check(ok) is None
     assert "server" in access.check(Who("1", "c", "other", role_ids=frozenset({"r"})))
@@ -49,12 +46,12 @@ def test_allow_lists_of_guilds_channels_and_roles():
     assert "role" in access.check(Who("1", "c", "g"))
     assert access.check(Who("1", "c", "g", role_ids=frozenset({"boss"}))) is None
     assert "role" in access.check(Who("1", "dm"))          # roles cannot be seen in a DM
-    assert "direct" in DiscordAccess(settings(discord_allow_dms=False)).check(Who("1", "dm"))
+    assert "direct" in DiscordAccess(discord_settings(discord_allow_dms=False)).check(Who("1", "dm"))
 
 
 def test_per_user_rate_limit_spares_admins():
     now = [0.0]
-    access = DiscordAccess(settings(discord_user_rate=2, admins=("discord:9",)), clock=lambda: now[0])
+    access = DiscordAccess(discord_settings(discord_user_rate=2), admins=("discord:9",), clock=lambda: now[0])
     who = Who("1", "c", "g")
     assert access.check(who) is None and access.check(who) is None
     assert "limit" in access.check(who)

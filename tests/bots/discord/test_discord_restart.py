@@ -13,7 +13,7 @@ import pytest
 from bots.common.commands import Commands
 from bots.discord.adapter import DiscordAdapter
 from engine.runtime.engine import Engine
-from tests.conftest import make_settings, requires_chat_model
+from tests.conftest import discord_settings, make_settings, requires_chat_model
 from tests.engine.test_kb import needs_kb
 from tests.fakes.discord import DiscordFake
 from tests.speech_helpers import requires_speech_tools
@@ -26,9 +26,9 @@ WIRE_S = 30.0
 
 async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tmp_path, shared_models_dir):
     async with DiscordFake() as fake:
-        settings = make_settings(tmp_path, shared_models_dir, discord_bot_token=fake.token,
-                                 discord_api_url=fake.api_base, discord_gateway_url=fake.gateway_url,
-                                 max_tokens=24, threads=1, context_tokens=2048)
+        settings = make_settings(tmp_path, shared_models_dir, max_tokens=24, threads=1, context_tokens=2048)
+        door = discord_settings(discord_bot_token=fake.token, discord_api_url=fake.api_base,
+                                discord_gateway_url=fake.gateway_url)
         gate = threading.Event()
 
         def never(name, device):
@@ -37,7 +37,7 @@ async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tm
 
         first = Engine(settings, load=never, gpu_total=None)
         await first.start()
-        adapter = DiscordAdapter(first, Commands(first), guild_ready_timeout=0.1, identify_delay=0.1)
+        adapter = DiscordAdapter(first, Commands(first), door, guild_ready_timeout=0.1, identify_delay=0.1)
         await adapter.start()
         await fake.wait_for_identify(timeout=10)
         mention = fake.message_create_mention("What is the capital of France?")
@@ -55,7 +55,7 @@ async def test_a_job_accepted_before_a_restart_is_answered_in_its_placeholder(tm
 
         second = Engine(settings, gpu_total=None)
         await second.start()
-        again = DiscordAdapter(second, Commands(second), guild_ready_timeout=0.1, identify_delay=0.1)
+        again = DiscordAdapter(second, Commands(second), door, guild_ready_timeout=0.1, identify_delay=0.1)
         await again.start()
         try:
             mid = placeholder.response["id"]

@@ -14,6 +14,7 @@ import pytest
 import bots.discord
 from bots.common.commands import Commands
 from bots.discord.client import INVITE_PERMISSIONS, invite_url
+from bots.discord.settings import DiscordSettings
 from engine import ConfigError, Settings
 from engine.runtime.engine import Engine
 from tests.engine.test_kb import needs_kb
@@ -22,19 +23,20 @@ from tests.fakes.discord import DiscordFake
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
 
-def env_settings(tmp_path, fake: DiscordFake, token: str, **more) -> Settings:
+def env_settings(tmp_path, fake: DiscordFake, token: str, **more) -> tuple[Settings, DiscordSettings]:
+    """The engine's settings and Discord's, from one environment."""
     env = {"DISCORD_BOT_TOKEN": token, "CONFAB_DISCORD_API_URL": fake.api_base,
            "CONFAB_DISCORD_GATEWAY_URL": fake.gateway_url, "CONFAB_DATA_DIR": str(tmp_path), **more}
-    return Settings.from_env(env=env, dotenv=None)
+    return Settings.from_env(env=env, dotenv=None), DiscordSettings.from_env(env=env, dotenv=None)
 
 
 async def test_start_connects_where_the_settings_say_and_restores(tmp_path):
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     async with DiscordFake() as fake:
-        settings = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=None or "")
+        settings, door = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=None or "")
         engine = Engine(settings, gpu_total=None)
         try:
-            adapter = await bots.discord.start(engine, Commands(engine), None)
+            adapter = await bots.discord.start(engine, Commands(engine), None, door)
             assert adapter is not None
             try:
                 await fake.wait_for_identify(timeout=10)
@@ -62,9 +64,10 @@ async def test_the_readme_invite_link_asks_for_what_confab_uses():
 async def test_start_logs_the_invite_link_with_the_application_id(tmp_path, caplog):
     caplog.set_level("INFO", logger="bots.discord.client")
     async with DiscordFake() as fake:
-        engine = Engine(env_settings(tmp_path, fake, fake.token), gpu_total=None)
+        settings, door = env_settings(tmp_path, fake, fake.token)
+        engine = Engine(settings, gpu_total=None)
         try:
-            adapter = await bots.discord.start(engine, Commands(engine), None)
+            adapter = await bots.discord.start(engine, Commands(engine), None, door)
             try:
                 await adapter.wait_until_ready(10)
             finally:
@@ -76,10 +79,10 @@ async def test_start_logs_the_invite_link_with_the_application_id(tmp_path, capl
 
 async def test_commands_sync_per_guild_when_configured(tmp_path):
     async with DiscordFake() as fake:
-        settings = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=fake.guild_id)
+        settings, door = env_settings(tmp_path, fake, fake.token, CONFAB_DISCORD_GUILD_IDS=fake.guild_id)
         engine = Engine(settings, gpu_total=None)
         try:
-            adapter = await bots.discord.start(engine, Commands(engine), None)
+            adapter = await bots.discord.start(engine, Commands(engine), None, door)
             await adapter.stop()
         finally:
             await engine.close()
@@ -89,15 +92,17 @@ async def test_commands_sync_per_guild_when_configured(tmp_path):
 
 async def test_no_token_no_adapter_and_a_wrong_token_says_so(tmp_path):
     async with DiscordFake() as fake:
-        engine = Engine(env_settings(tmp_path, fake, ""), gpu_total=None)
+        settings, door = env_settings(tmp_path, fake, "")
+        engine = Engine(settings, gpu_total=None)
         try:
-            assert await bots.discord.start(engine, Commands(engine), None) is None
+            assert await bots.discord.start(engine, Commands(engine), None, door) is None
         finally:
             await engine.close()
-        engine = Engine(env_settings(tmp_path, fake, "wrong-token"), gpu_total=None)
+        settings, door = env_settings(tmp_path, fake, "wrong-token")
+        engine = Engine(settings, gpu_total=None)
         try:
             with pytest.raises(ConfigError, match="DISCORD_BOT_TOKEN"):
-                await asyncio.wait_for(bots.discord.start(engine, Commands(engine), None), 20)
+                await asyncio.wait_for(bots.discord.start(engine, Commands(engine), None, door), 20)
         finally:
             await engine.close()
         assert fake.identify_count == 0
@@ -113,9 +118,10 @@ async def test_support_channels_from_the_channels_file(tmp_path):
                              ([{"platform": "slack", "channel": "C0123ABC"}], False)):
             path = tmp_path / "channels.json"
             path.write_text(json.dumps({"support_channels": channels}))
-            engine = Engine(env_settings(tmp_path, fake, fake.token, CONFAB_CHANNELS_FILE=str(path)), gpu_total=None)
+            settings, door = env_settings(tmp_path, fake, fake.token, CONFAB_CHANNELS_FILE=str(path))
+            engine = Engine(settings, gpu_total=None)
             try:
-                adapter = await bots.discord.start(engine, Commands(engine), None)
+                adapter = await bots.discord.start(engine, Commands(engine), None, door)
                 try:
                     assert (adapter.support is not None) is on
                     if on:

@@ -14,6 +14,8 @@ import bots.slack
 from bots.api.app import create_app
 from bots.common.commands import Commands
 from engine import Engine, Settings
+from bots.slack.settings import SlackSettings
+from tests.conftest import slack_settings
 from tests.fakes.slack import SlackFake
 
 # Slack's rule: an envelope or request is acknowledged within 3 s. It is checked on Confab's own
@@ -194,14 +196,14 @@ def commands_for(engine: Engine) -> Commands:
     return commands
 
 
-def settings_for(fake: SlackFake, mode: str, engine: Engine, **overrides) -> Settings:
+def settings_for(fake: SlackFake, mode: str, engine: Engine, **overrides) -> SlackSettings:
     values = dict(slack_bot_token=fake.bot_token, slack_api_url=fake.api_url, slack_user_rate=0)
     if mode == "socket":
         values["slack_app_token"] = fake.app_token          # no signing secret needed
     else:
         values["slack_signing_secret"] = fake.signing_secret
     values.update(overrides)
-    return engine.settings.replace(**values)
+    return slack_settings(**values)
 
 
 @contextlib.asynccontextmanager

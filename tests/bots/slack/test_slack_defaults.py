@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from engine import ChatJob, ChatMessage, Engine, Settings
 from tests.bots.slack.conftest import running_confab
-from tests.conftest import requires_chat_model
+from tests.conftest import requires_chat_model, slack_settings
 from tests.defaults import BAR, CAPITALS, rate
 from tests.fakes.slack import SlackFake
 
@@ -32,13 +32,13 @@ async def engine(tmp_path_factory):
 
 
 async def test_mentions_with_the_defaults_name_the_capitals(engine):
-    s = engine.settings
-    assert (s.max_tokens, s.threads, s.chat_slots, s.history_messages, s.slack_user_rate) == (1024, 0, 0, 20, 20)
+    s, door = engine.settings, slack_settings()
+    assert (s.max_tokens, s.threads, s.chat_slots, s.history_messages, door.slack_user_rate) == (1024, 0, 0, 20, 20)
     fake = SlackFake(ack_deadline=30.0)
     await fake.start()
     try:
         # the rig turns the per-person rate off for its other tests; here it is the default
-        async with running_confab(fake, "socket", engine, slack_user_rate=s.slack_user_rate) as confab:
+        async with running_confab(fake, "socket", engine, slack_user_rate=door.slack_user_rate) as confab:
             asked = []
             for country, capital in CAPITALS:
                 for user in ("U1", "U2"):       # an admin (class 0) and anyone (class 1)

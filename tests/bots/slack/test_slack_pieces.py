@@ -18,6 +18,7 @@ from bots.slack.events import Seen, command_name, said, strip_mention
 from bots.slack.mrkdwn import to_mrkdwn
 from engine import ConfigError, Engine, Settings
 from tests.bots.slack.conftest import running_confab
+from tests.conftest import slack_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(60)
@@ -114,8 +115,8 @@ async def test_no_token_no_adapter(bare_engine):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_a_wrong_token_is_a_clear_start_up_error(fake, bare_engine):
-    settings = bare_engine.settings.replace(slack_bot_token="xoxb-wrong", slack_app_token=fake.app_token,
-                                            slack_api_url=fake.api_url)
+    settings = slack_settings(slack_bot_token="xoxb-wrong", slack_app_token=fake.app_token,
+                              slack_api_url=fake.api_url)
     with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN was refused by Slack \(invalid_auth\)"):
         await bots.slack.start(bare_engine, Commands(bare_engine), None, settings)
     for bad, words in ((dict(slack_bot_token="xapp-oops"), "must be the app's Bot User OAuth Token"),
