@@ -65,9 +65,9 @@ async def body_limit(request: web.Request, handler):
 
 async def healthz(request: web.Request) -> web.Response:
     engine: Engine = request.app[ENGINE]
-    return web.json_response({"status": "ok", "queue": len(engine.scheduler.waiting),
-                              "running": len(engine.scheduler.running),
-                              "models_loaded": engine.models.resident_names()})
+    here = engine.dispatcher
+    return web.json_response({"status": "ok", "queue": len(here.waiting), "running": len(here.running),
+                              "models_loaded": here.resident_names()})
 
 
 async def metrics(request: web.Request) -> web.Response:

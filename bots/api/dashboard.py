@@ -124,12 +124,12 @@ async def logout(request: web.Request) -> web.Response:
 
 async def snapshot(app: web.Application) -> dict:
     engine = app[ENGINE]
-    sched = engine.scheduler
+    sched = engine.dispatcher     # where jobs run: here, or on workers (then nothing is here)
     now = sched.clock()
     handles = {h.id: h for h in engine.active_jobs()}
     waiting = sched.waiting
     queued = []
-    ordered = order(waiting, engine.models.resident_names(), now, sched.policy) if len(waiting) <= 512 else waiting
+    ordered = order(waiting, sched.resident_names(), now, sched.policy) if len(waiting) <= 512 else waiting
     for position, entry in enumerate(ordered[:SHOW_QUEUED], 1):
         handle = handles.get(entry.job_id)
         queued.append({"id": entry.job_id, "kind": handle.job.kind if handle else "?",
@@ -143,7 +143,7 @@ async def snapshot(app: web.Application) -> dict:
                         "device": handle.device if handle else None,
                         "status": handle.status if handle else "running",
                         "waited_s": round(entry.waited(now), 1)})
-    # Jobs this process holds that its own scheduler does not (a scale-out front: they wait in
+    # Jobs this process holds that it does not run itself (a scale-out front: they wait in
     # Redis and run on workers) are listed from their handles.
     listed = {j["id"] for j in queued} | {j["id"] for j in running}
     by_class = {str(k): v for k, v in sched.depth_by_class().items()}
@@ -160,8 +160,8 @@ async def snapshot(app: web.Application) -> dict:
             queued.append({**row, "position": len(queued) + 1})
             by_class[str(handle.priority)] = by_class.get(str(handle.priority), 0) + 1
     devices = []
-    resident = engine.models.snapshot()
-    for device, budget in engine.budgets.items():
+    resident = sched.resident()
+    for device, budget in sched.budgets.items():
         models = [{"name": r.name, "bytes": r.size, "busy": r.busy, "pinned": r.pinned,
                    "idle_s": round(max(0.0, now - r.last_used), 1)} for r in resident if r.device == device]
         devices.append({"device": device, "budget_bytes": budget,

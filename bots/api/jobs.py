@@ -8,7 +8,7 @@ answers exactly as the endpoint would have (the audio bytes, with their content 
 
 The job is in the store before the POST is answered, so it runs even if Confab restarts first;
 it keeps what its response needs besides the result (the format asked for) in `job.meta`, and
-its whole result (bytes too) is kept in the store when it finishes (engine.Engine._succeed).
+its whole result (bytes too) is kept in the store when it finishes (engine.Engine.job_succeeded).
 Each endpoint shares its two halves with its synchronous route: `start` checks the body and
 queues the job, `respond` turns the finished job into the response. A multipart endpoint
 (transcriptions, translations) takes its form fields as JSON and the file as a base64 data: URL.

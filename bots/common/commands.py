@@ -128,7 +128,7 @@ async def cmd_help(cmds: Commands, request: Request, arg: str, reply: Reply) -> 
 async def cmd_models(cmds: Commands, request: Request, arg: str, reply: Reply) -> None:
     engine = cmds.engine
     engine.refresh_models()
-    loaded = set(engine.models.resident_names())
+    loaded = set(engine.dispatcher.resident_names())
     lines = ["Installed models:"]
     for m in sorted(engine.installed(), key=lambda m: (m.kind, m.name)):
         mark = " (loaded)" if m.name in loaded else ""
@@ -143,7 +143,7 @@ async def cmd_queue(cmds: Commands, request: Request, arg: str, reply: Reply) ->
     mine = engine.jobs_of(request.origin.user_key)
     if not mine:
         await reply.private(f"You have no jobs waiting or running. "
-                            f"{len(engine.scheduler.waiting)} in the queue overall.")
+                            f"{len(engine.dispatcher.waiting)} in the queue overall.")
         return
     lines = ["Your jobs:"]
     for h in mine:

@@ -17,6 +17,7 @@ from engine.errors import EngineBusy, UserQueueFull
 from engine.priority import BACKGROUND, INTERACTIVE, URGENT
 
 log = logging.getLogger(__name__)
+DEFAULT_SERVICE_S = 5.0     # a model's run time per job until one was measured
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ class Scheduler:
         return out
 
     def service_estimate(self, model: str) -> float:
-        return self._service_s.get(model, 5.0)
+        return self._service_s.get(model, DEFAULT_SERVICE_S)
 
     def position(self, job_id: str) -> tuple[int, float] | None:
         """1-based place in line and the estimated seconds until it starts.

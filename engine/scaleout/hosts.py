@@ -1,10 +1,12 @@
 """One front host and GPU workers, over the Redis queue.
 
-`FrontEngine` is the engine the bots and the API use on the front host: it checks and stores a
-job as usual, then queues it in Redis instead of running it, and turns the events and results
-the workers send back into the same handles. `Worker` runs on each GPU host: it takes the next
-job by the scheduler's rules for the models it has loaded, runs it on its own engine (memory
-manager, executors, timeouts, cancel), streams its events back and keeps its lease while it runs.
+The front host's engine (`front_engine`) is the one the bots and the API use: it checks and
+stores a job as usual, and its `RedisDispatcher` queues it in Redis instead of running it and
+turns the events and results the workers send back into the same handles; it has no models,
+scheduler or model thread of its own. `Worker` runs on each GPU host: it takes the next job by
+the scheduler's rules for the models it has loaded, runs it on its own engine's LocalDispatcher
+(memory manager, executors, timeouts, cancel), streams its events back and keeps its lease while
+it runs.
 
 A job whose worker dies runs again on another when its lease runs out. Its answer is delivered
 once: only the lease holder may publish, the front keeps the first result, and the text streamed
@@ -24,11 +26,15 @@ from typing import Any
 from engine import wire
 from engine.config import ConfigError, Settings
 from engine.errors import BackendFailed, ConfabError, EngineBusy, JobCancelled, UserQueueFull
-from engine.jobs import Job, Queued, Started, Token
+from engine.jobs import Queued, Started, Token
+from engine.priority import BACKGROUND, INTERACTIVE, URGENT
 from engine.runtime.engine import Engine
 from engine.runtime.handle import JobHandle
-from engine.runtime.scheduler import Entry
+from engine.runtime.local import LocalDispatcher
+from engine.runtime.memory import Resident
+from engine.runtime.scheduler import DEFAULT_SERVICE_S, Entry
 from engine.scaleout.redis_queue import RedisQueue, Taken
+from models.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,13 @@ log = logging.getLogger(__name__)
 def engine_for(settings: Settings, **kw) -> Engine:
     """The engine `confab run/serve` uses: in-process, or the front of a Redis queue."""
     if settings.queue_url:
-        return FrontEngine(settings, RedisQueue(settings.queue_url), **kw)
+        return front_engine(settings, RedisQueue(settings.queue_url), **kw)
     return Engine(settings, **kw)
+
+
+def front_engine(settings: Settings, queue: RedisQueue, registry: Registry | None = None) -> Engine:
+    """An engine whose jobs run on the workers that take them from `queue`."""
+    return Engine(settings, registry, dispatcher=lambda engine: RedisDispatcher(engine, queue))
 
 
 class _Stream:
@@ -98,12 +109,17 @@ class _Stream:
                 and not text.startswith(self.shown))
 
 
-class FrontEngine(Engine):
-    """The engine on the front host: jobs are stored here and run by workers via Redis."""
+class RedisDispatcher:
+    """Runs the jobs of `engine` (an Engine, which stores them) on workers, via Redis."""
 
-    def __init__(self, settings: Settings, queue: RedisQueue, **kw):
-        super().__init__(settings, **kw)
-        self.queue = queue
+    concurrency = 1
+
+    def __init__(self, engine: Engine, queue: RedisQueue):
+        self.engine, self.queue = engine, queue
+        self.policy = engine.policy
+        self.clock = time.monotonic
+        self.budgets: dict[str, int] = {}
+        self.load_seconds: dict[str, float] = {}
         self._streams: dict[str, _Stream] = {}
         self._reader: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
@@ -113,9 +129,7 @@ class FrontEngine(Engine):
         self._push_order = asyncio.Lock()   # jobs reach Redis in the order they were accepted
         self._redis_run: str | None = None
 
-    async def start(self, resume: bool = True) -> None:
-        if self._started:
-            return
+    async def start(self) -> None:
         try:
             await self.queue.ping()
             self._last_id = await self.queue.last_event_id()
@@ -125,7 +139,6 @@ class FrontEngine(Engine):
                         self.queue.url, e)
         self._reader = asyncio.create_task(self._read_events(), name="confab-front-events")
         self._watcher = asyncio.create_task(self._watch_queue(), name="confab-front-positions")
-        await super().start(resume)
 
     async def close(self) -> None:
         tasks = [t for t in (self._reader, self._watcher) if t]
@@ -138,42 +151,39 @@ class FrontEngine(Engine):
         for task in list(self._pushes):
             task.cancel()
         await asyncio.gather(*self._pushes, return_exceptions=True)
-        await super().close()
         await self.queue.close()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
     # -- accepting: stored by Engine.submit, then queued in Redis ------------------------------
 
-    def _check_capacity(self, user: str) -> None:
-        policy = self.scheduler.policy
-        active = self.active_jobs()
-        if len(active) + sum(self._admitting.values()) >= policy.queue_max:
+    def check_capacity(self, user: str, admitting: dict[str, int]) -> None:
+        policy = self.policy
+        active = self.engine.active_jobs()
+        if len(active) + sum(admitting.values()) >= policy.queue_max:
             raise EngineBusy(f"The queue is full ({policy.queue_max} jobs waiting). Please try "
                              "again shortly.", retry_after=5.0)
-        mine = sum(1 for h in active if h.job.origin.user_key == user) + self._admitting.get(user, 0)
+        mine = sum(1 for h in active if h.job.origin.user_key == user) + admitting.get(user, 0)
         if mine >= policy.user_queue_max:
             raise UserQueueFull(f"You already have {mine} jobs waiting; the limit is "
                                 f"{policy.user_queue_max}. Wait for one to finish or cancel one.",
                                 retry_after=5.0)
 
-    def _enqueue(self, job: Job, prio: int, force: bool = False) -> JobHandle:
+    def enqueue(self, handle: JobHandle) -> None:
+        job = handle.job
         if getattr(job, "seed", 0) is None:     # the same words if a second worker runs it
             job.seed = zlib.crc32(job.id.encode())
-        handle = JobHandle(job, prio, self._cancel)
-        self._handles[job.id] = handle
         self._streams[job.id] = _Stream()
         task = asyncio.get_running_loop().create_task(self._push(handle))
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
-        return handle
 
     async def _push(self, handle: JobHandle) -> None:
         job, delay = handle.job, 0.2
         while True:
             try:
                 async with self._push_order:
-                    done = await self.queue.push(job.id, handle.priority, self.base_of(job.model),
+                    done = await self.queue.push(job.id, handle.priority, self.engine.base_of(job.model),
                                                  job.origin.user_key, wire.dumps(job))
                 break
             except ConfabError:
@@ -196,10 +206,10 @@ class FrontEngine(Engine):
     async def _requeue_lost(self) -> None:
         """Redis restarted: a job it no longer holds (it came back without its data, e.g. with
         no append-only file) is queued again, so that no accepted job waits forever."""
-        for handle in [h for h in self._handles.values() if not h.done]:
+        for handle in self.engine.active_jobs():
             job = handle.job
             async with self._push_order:
-                lost, done = await self.queue.requeue(job.id, handle.priority, self.base_of(job.model),
+                lost, done = await self.queue.requeue(job.id, handle.priority, self.engine.base_of(job.model),
                                                       job.origin.user_key, wire.dumps(job))
             if done is not None:
                 await self._finished(job.id, "done", done)
@@ -209,19 +219,42 @@ class FrontEngine(Engine):
                     self._streams[job.id] = self._streams[job.id].restarted()
                 handle.status = "queued"
 
-    async def _cancel(self, handle: JobHandle) -> bool:
+    async def cancel(self, handle: JobHandle) -> bool:
         if handle.done:
             return False
         if await self.queue.cancel(handle.id) == 1:
-            await self._fail(handle, JobCancelled())
+            await self.engine.job_failed(handle, JobCancelled())
         return True   # a running job stops at its worker's next lease renewal
 
     def position(self, job_id: str) -> tuple[int, float] | None:
         """Place in line across all workers (by class, then arrival; refreshed every second)."""
-        handle = self._handles.get(job_id)
+        handle = self.engine.handle(job_id)
         if handle is None or handle.done or handle.status != "queued":
             return None
         return self._positions.get(job_id)
+
+    # -- what the doors show: this host runs nothing and loads no model (its jobs are listed
+    # from their handles)
+
+    @property
+    def waiting(self) -> list[Entry]:
+        return []
+
+    @property
+    def running(self) -> list[Entry]:
+        return []
+
+    def depth_by_class(self) -> dict[int, int]:
+        return {URGENT: 0, INTERACTIVE: 0, BACKGROUND: 0}
+
+    def service_estimate(self, model: str) -> float:
+        return DEFAULT_SERVICE_S
+
+    def resident(self) -> list[Resident]:
+        return []
+
+    def resident_names(self) -> list[str]:
+        return []
 
     async def _watch_queue(self, every_s: float = 1.0) -> None:
         while True:
@@ -232,7 +265,7 @@ class FrontEngine(Engine):
                 eta, positions = 0.0, {}
                 for place, entry in enumerate(entries, 1):
                     positions[entry.job_id] = (place, eta)
-                    eta += self.scheduler.service_estimate(entry.model)
+                    eta += self.service_estimate(entry.model)
                 self._positions = positions
             except asyncio.CancelledError:
                 raise
@@ -261,7 +294,7 @@ class FrontEngine(Engine):
 
     async def _on_event(self, fields: dict) -> None:
         job_id, kind = fields.get("job", ""), fields.get("kind", "")
-        handle = self._handles.get(job_id)
+        handle = self.engine.handle(job_id)
         if handle is None or handle.done:
             if kind in ("done", "failed") and handle is not None:
                 await self.queue.forget(job_id)
@@ -278,7 +311,7 @@ class FrontEngine(Engine):
             elif attempt >= self._streams[job_id].attempt:
                 if isinstance(event, Started):
                     handle.status, handle.device = "running", event.device
-                    await self.store.set_status(job_id, "running")
+                    await self.engine.store.set_status(job_id, "running")
                 handle.push(event)
         elif kind == "requeued":
             log.info("%s went back to the queue (its worker stopped renewing its lease)", job_id)
@@ -287,7 +320,7 @@ class FrontEngine(Engine):
             await self._finished(job_id, kind, fields["data"], attempt)
 
     async def _finished(self, job_id: str, kind: str, data: str, attempt: int = 0) -> None:
-        handle = self._handles.get(job_id)
+        handle = self.engine.handle(job_id)
         if handle is None or handle.done:
             return
         stream = self._streams.pop(job_id, None)
@@ -295,14 +328,14 @@ class FrontEngine(Engine):
         if kind == "done" and stream is not None and stream.contradicts(attempt, value):
             # as in-process (Engine: RunnerGone after tokens were shown): an answer spliced from
             # two different ones, or one that takes back what was shown, is worse than none
-            await self._fail(handle, BackendFailed(
+            await self.engine.job_failed(handle, BackendFailed(
                 f"The chat model '{handle.job.model}' stopped answering in the middle of its answer "
                 "(its worker stopped, and the worker that took it over said something else). "
                 "Please ask again."))
         elif kind == "done":
-            await self._succeed(handle, value)
+            await self.engine.job_succeeded(handle, value)
         else:
-            await self._fail(handle, value if isinstance(value, ConfabError)
+            await self.engine.job_failed(handle, value if isinstance(value, ConfabError)
                              else BackendFailed(f"The job failed on its worker: {value}"))
         await self.queue.forget(job_id)
 
@@ -312,7 +345,10 @@ class Worker:
 
     def __init__(self, engine: Engine, queue: RedisQueue, name: str | None = None,
                  lease_s: float | None = None, poll_s: float = 0.5, flush_s: float = 0.05):
+        if not isinstance(engine.dispatcher, LocalDispatcher):
+            raise TypeError("a worker runs its jobs on an engine of its own (a LocalDispatcher)")
         self.engine, self.queue = engine, queue
+        self.local: LocalDispatcher = engine.dispatcher
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_s = lease_s or engine.settings.lease_s
         self.poll_s, self.flush_s = poll_s, flush_s
@@ -329,8 +365,8 @@ class Worker:
                                    return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                taken = await self.queue.take(self.name, self.engine.models.resident_names(),
-                                              self.engine.scheduler.policy, self.lease_s)
+                taken = await self.queue.take(self.name, self.local.resident_names(),
+                                              self.local.policy, self.lease_s)
             except Exception as e:
                 log.warning("taking a job from Redis failed (%s); retrying", e)
                 await asyncio.sleep(1.0)
@@ -353,8 +389,7 @@ class Worker:
             log.exception("job %s cannot be read", entry.job_id)
             await self.queue.finish(taken, "failed", wire.dumps(BackendFailed(f"The job cannot be read: {e}")))
             return
-        handle = JobHandle(job, entry.cls, engine._cancel)
-        engine._handles[job.id] = handle
+        handle = engine.track(job, entry.cls)
         pending: list[str] = []
         sending = asyncio.Lock()
         sent = [0]              # events of this attempt Redis has taken (each numbered)
@@ -404,8 +439,8 @@ class Worker:
         helpers = [asyncio.create_task(c) for c in (flush(), keep_lease())]
         pumping = asyncio.create_task(pump())
         try:
-            await engine._dispatch(Entry(job.id, entry.cls, engine.base_of(job.model), entry.user,
-                                         engine.scheduler.clock(), payload=job))
+            await self.local.run(Entry(job.id, entry.cls, engine.base_of(job.model), entry.user,
+                                       self.local.clock(), payload=job))
             await asyncio.wait_for(pumping, 10)
             try:
                 value, kind = await handle.result(), "done"
@@ -420,7 +455,7 @@ class Worker:
             for task in (*helpers, pumping):
                 task.cancel()
             await asyncio.gather(*helpers, pumping, return_exceptions=True)
-            engine._handles.pop(job.id, None)
+            engine.untrack(job.id)
 
     async def _finish(self, taken: Taken, kind: str, data: str, service_s: float, send, pending: list,
                       lost: asyncio.Event) -> bool:

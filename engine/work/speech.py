@@ -376,13 +376,13 @@ def expected_wait_s(engine, model: str, priority: int) -> float:
     """Seconds before a new job for `model` at `priority` would likely start: the work queued
     ahead of it and running now, plus loading the model when it is not resident and a load time
     was measured before."""
-    sched = engine.scheduler
+    sched = engine.dispatcher
     ahead = [e for e in sched.waiting if e.cls <= priority]
     wait = sum(sched.service_estimate(e.model) for e in ahead)
     wait += sum(sched.service_estimate(e.model) for e in sched.running)
     wait /= max(1, sched.concurrency)
-    if model not in engine.models.resident_names():
-        wait += engine.models.load_seconds.get(model, 0.0)
+    if model not in sched.resident_names():
+        wait += sched.load_seconds.get(model, 0.0)
     return wait
 
 

@@ -280,7 +280,7 @@ async def test_429_with_retry_after_when_the_queue_is_full(tmp_path, shared_mode
 
     def load(name, device):
         assert gate.wait(30)
-        return holder["engine"]._load_model(name, device)
+        return holder["engine"].dispatcher.load_model(name, device)
 
     settings = make_settings(tmp_path, shared_models_dir, queue_max=1, threads=2)
     engine = Engine(settings, load=load, gpu_total=None)

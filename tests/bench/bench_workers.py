@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from engine import Origin, Started
 from engine.runtime.engine import Engine
-from engine.scaleout.hosts import FrontEngine, Worker
+from engine.scaleout.hosts import Worker, front_engine
 from engine.scaleout.redis_queue import RedisQueue
 from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, install_fake_models
@@ -96,7 +96,7 @@ async def in_process(specs: list[Spec]) -> tuple[float, float, float]:
 
 async def on_redis(url: str, specs: list[Spec], workers: int) -> tuple[float, float, float]:
     await RedisQueue(url).redis.flushdb()
-    front = FrontEngine(settings(queue_url=url), RedisQueue(url), gpu_total=None)
+    front = front_engine(settings(queue_url=url), RedisQueue(url))
     install_fake_models(front)
     await front.start(resume=False)
     stop = asyncio.Event()

@@ -44,7 +44,7 @@ class Gated:
 
     def load(self, name, device):
         assert self.gate.wait(30), "the test never opened the gate"
-        return self.engine._load_model(name, device)
+        return self.engine.dispatcher.load_model(name, device)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -16,15 +16,14 @@ from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, install_fake_models
 
 pytest.importorskip("redis")
-from engine.scaleout.hosts import FrontEngine
+from engine.scaleout.hosts import front_engine
 from engine.scaleout.redis_queue import RedisQueue
 
 
 async def attempts(tmp_path, redis_url, events: list[tuple], final: tuple[int, str]):
     """Feed the front tokens of (attempt, text[, number]), then attempt `final[0]`'s result;
     returns what the person was shown and the outcome (the result, or the error)."""
-    front = FrontEngine(make_settings(tmp_path / "front", queue_url=redis_url), RedisQueue(redis_url),
-                        gpu_total=None)
+    front = front_engine(make_settings(tmp_path / "front", queue_url=redis_url), RedisQueue(redis_url))
     install_fake_models(front)
     await front.start()
     try:
@@ -34,10 +33,10 @@ async def attempts(tmp_path, redis_url, events: list[tuple], final: tuple[int, s
             return "".join([e.text async for e in handle if isinstance(e, Token)])
         watching = asyncio.create_task(shown())
         for attempt, text, *n in events:
-            await front._on_event({"job": handle.id, "kind": "event", "attempt": str(attempt),
+            await front.dispatcher._on_event({"job": handle.id, "kind": "event", "attempt": str(attempt),
                                    "data": wire.dumps(Token(text)), **({"n": str(n[0])} if n else {})})
         attempt, text = final
-        await front._on_event({"job": handle.id, "kind": "done", "attempt": str(attempt),
+        await front.dispatcher._on_event({"job": handle.id, "kind": "done", "attempt": str(attempt),
                                "data": wire.dumps(ChatResult(text, "stop", Usage(0, 3), "fake-a"))})
         try:
             outcome = await asyncio.wait_for(handle.result(), 10)

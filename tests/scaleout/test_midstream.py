@@ -29,7 +29,8 @@ from engine import ChatJob, ChatMessage, Origin, Token
 from tests.conftest import CHAT_MODEL, free_port, make_settings, requires_chat_model
 
 pytest.importorskip("redis")
-from engine.scaleout.hosts import FrontEngine
+from engine.runtime.engine import Engine
+from engine.scaleout.hosts import front_engine
 from engine.scaleout.redis_queue import RedisQueue
 from tests.scaleout.test_cli_scaleout import base_env, confab, stop
 
@@ -86,7 +87,7 @@ class Rig:
         self.log = tmp_path / "workers.log"
         self.redis = Redis(tmp_path)
         self.workers: dict[str, subprocess.Popen] = {}
-        self.front: FrontEngine | None = None
+        self.front: Engine | None = None
 
     async def start(self, workers: tuple[str, ...]) -> None:
         self.redis.start()
@@ -96,7 +97,7 @@ class Rig:
             await asyncio.wait_for(self._up(name), 120)
         settings = make_settings(self.tmp_path / "front", self.models_dir, queue_url=self.redis.url,
                                  lease_s=LEASE_S)
-        self.front = FrontEngine(settings, RedisQueue(self.redis.url), gpu_total=None)
+        self.front = front_engine(settings, RedisQueue(self.redis.url))
         await self.front.start()
 
     async def _up(self, name: str) -> None:
@@ -108,14 +109,14 @@ class Rig:
         """The worker holding the job's lease now."""
         async def held():
             while True:
-                token = await self.front.queue.redis.hget(self.front.queue.owner, job_id)
+                token = await self.front.dispatcher.queue.redis.hget(self.front.dispatcher.queue.owner, job_id)
                 if token:
                     return token.split("|")[0]
                 await asyncio.sleep(0.05)
         return await asyncio.wait_for(held(), 30)
 
     async def events(self) -> list[dict]:
-        return [f for _, f in await self.front.queue.read_events("0-0", block_ms=10, count=100_000)]
+        return [f for _, f in await self.front.dispatcher.queue.read_events("0-0", block_ms=10, count=100_000)]
 
     async def close(self) -> None:
         if self.front is not None:

@@ -21,7 +21,7 @@ pytest.importorskip("redis")
 
 from engine import JobCancelled, Origin, Token  # noqa: E402
 from engine.runtime.engine import Engine  # noqa: E402
-from engine.scaleout.hosts import FrontEngine, Worker  # noqa: E402
+from engine.scaleout.hosts import Worker, front_engine  # noqa: E402
 from engine.scaleout.redis_queue import RedisQueue  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.scaleout.fakes import SleepJob, fake_load, install_fake_models  # noqa: E402
@@ -29,9 +29,9 @@ from tests.scaleout.fakes import SleepJob, fake_load, install_fake_models  # noq
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def start_front(tmp_path, url, **overrides) -> FrontEngine:
+async def start_front(tmp_path, url, **overrides) -> Engine:
     settings = make_settings(tmp_path / "front", queue_url=url, **overrides)
-    front = FrontEngine(settings, RedisQueue(url), gpu_total=None)
+    front = front_engine(settings, RedisQueue(url))
     install_fake_models(front)
     await front.start()
     return front
@@ -68,7 +68,7 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_nothing_is_answered_twi
 
         async def w1_runs_a_job():
             while True:
-                owners = await front.queue.redis.hvals(front.queue.owner)
+                owners = await front.dispatcher.queue.redis.hvals(front.dispatcher.queue.owner)
                 if any(o.startswith("w1|") for o in owners):
                     return
                 await asyncio.sleep(0.05)
@@ -81,12 +81,12 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_nothing_is_answered_twi
             assert result.text == texts[handle.id]
             assert await asyncio.wait_for(streams[handle.id], 5) == texts[handle.id]
             assert (await front.store.get_job(handle.id))["status"] == "done"
-        events = await front.queue.read_events("0-0", block_ms=10, count=100_000)
+        events = await front.dispatcher.queue.read_events("0-0", block_ms=10, count=100_000)
         done = Counter(f["job"] for _, f in events if f["kind"] in ("done", "failed"))
         assert done == Counter({h.id: 1 for h in handles})
         requeued = [f["job"] for _, f in events if f["kind"] == "requeued"]
         assert requeued, "the killed worker's job never went back to the queue"
-        assert await front.queue.redis.hlen(front.queue.results) == 0   # the front took them all
+        assert await front.dispatcher.queue.redis.hlen(front.dispatcher.queue.results) == 0   # the front took them all
     except BaseException:
         sys.stderr.write(log.read_text(errors="replace")[-4000:] if log.exists() else "")
         raise
