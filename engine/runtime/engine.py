@@ -31,11 +31,11 @@ from models.registry import InstalledModel, Registry
 log = logging.getLogger(__name__)
 
 ResumeListener = Callable[[JobHandle, dict], Awaitable[None]]
-REDELIVER_WITHIN_S = 3600.0
+REDELIVER_WITHIN_S = 3600.0    # a finished answer whose last edit a kill cut off is re-sent this long
 # A live conversation's jobs are not run again by whichever process restarts first: the person
 # is not waiting for those jobs but for their turn, which the voice loop asks again itself.
 LIVE_PLATFORMS = ("voice",)
-WHOLE_RESULT = "whole"        # key of a result record that keeps the result itself (wire form)   # a finished answer whose last edit a kill cut off is re-sent this long
+WHOLE_RESULT = "whole"        # key of a result record that keeps the result itself (wire form)
 
 
 class Dispatcher(Protocol):
@@ -97,6 +97,10 @@ class Engine:
         self._resume_listeners: dict[str, ResumeListener] = {}
         self._unclaimed: dict[str, list[tuple[JobHandle, dict]]] = {}   # resumed before a listener
         self._started = False
+        local_parts = load or unload or gpu_total is not False or clock is not time.monotonic
+        if dispatcher is not None and local_parts:
+            raise TypeError("load, unload, clock and gpu_total configure the local dispatcher; "
+                            "an engine given its own dispatcher takes none of them")
         self.dispatcher: Dispatcher = (dispatcher(self) if dispatcher is not None else
                                        LocalDispatcher(self, load, unload, clock, gpu_total))
 

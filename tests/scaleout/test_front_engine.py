@@ -57,3 +57,10 @@ async def test_without_a_queue_the_engine_runs_its_jobs_itself(tmp_path):
         assert engine.scheduler is engine.dispatcher.scheduler
     finally:
         await engine.close()
+
+
+def test_an_engine_given_a_dispatcher_refuses_the_local_dispatchers_settings(tmp_path):
+    settings = make_settings(tmp_path / "front", queue_url="redis://127.0.0.1:1")
+    with pytest.raises(TypeError, match="local dispatcher"):
+        Engine(settings, load=lambda name, device: (None, 0),
+               dispatcher=lambda engine: RedisDispatcher(engine, None))
