@@ -47,17 +47,26 @@ class FakeRunnerServer:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
-        app.router.add_get("/health", lambda r: web.json_response({"status": "ok"}))
-        app.router.add_get("/props", lambda r: web.json_response({"chat_template_caps": {}}))
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/props", self._props)
         app.router.add_post("/apply-template", self._template)
         app.router.add_post("/tokenize", self._tokenize)
-        app.router.add_post("/slots/{id}", lambda r: web.json_response({"id_slot": int(r.match_info["id"])}))
+        app.router.add_post("/slots/{id}", self._slot)
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.UnixSite(self._runner, self.socket_path).start())
         self._ready.set()
         self._loop.run_forever()
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _props(self, request: web.Request) -> web.Response:
+        return web.json_response({"chat_template_caps": {}})
+
+    async def _slot(self, request: web.Request) -> web.Response:
+        return web.json_response({"id_slot": int(request.match_info["id"])})
 
     async def _template(self, request: web.Request) -> web.Response:
         body = await request.json()
