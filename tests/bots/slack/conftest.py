@@ -13,8 +13,8 @@ from aiohttp import web
 import bots.slack
 from bots.api.app import create_app
 from bots.common.commands import Commands
-from engine import Engine, Settings
 from bots.slack.settings import SlackSettings
+from engine import ChatJob, ChatMessage, Engine, Settings
 from tests.conftest import slack_settings
 from tests.fakes.slack import SlackFake
 
@@ -239,20 +239,25 @@ async def running_confab(fake: SlackFake, mode: str, engine: Engine, desk=None, 
             await runner.cleanup()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(tmp_path_factory):
-    """One engine with the real SmolLM2 for the module: loading and warming the model once."""
-    from engine import ChatJob, ChatMessage
-    e = Engine(engine_settings(tmp_path_factory.mktemp("confab")))
+@contextlib.asynccontextmanager
+async def warmed_engine(settings: Settings):
+    """An engine with the real chat model loaded and warmed: the first evaluation after a load is
+    slow (tens of seconds on a busy machine), paid here once rather than inside a test's waits."""
+    e = Engine(settings)
     await e.start()
-    # The first evaluation after a load is slow (tens of seconds on a busy machine): pay it here,
-    # once, rather than inside a test's bounded waits.
     warm = await e.submit(ChatJob(max_tokens=1, messages=[ChatMessage("user", "Hi")]))
     await asyncio.wait_for(warm.result(), 240)
     try:
         yield e
     finally:
         await e.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engine(tmp_path_factory):
+    """One engine with the real SmolLM2 for the module."""
+    async with warmed_engine(engine_settings(tmp_path_factory.mktemp("confab"))) as e:
+        yield e
 
 
 @pytest_asyncio.fixture(loop_scope="module")

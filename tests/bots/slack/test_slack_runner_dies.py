@@ -7,15 +7,14 @@ that was shown, kept as it was, and a note under it that says so in words, never
 answer; and the next question is answered by a new runner."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
 import pytest
 import pytest_asyncio
 
-from engine import ChatJob, ChatMessage, Engine, Settings
-from tests.bots.slack.conftest import running_confab
+from engine import Settings
+from tests.bots.slack.conftest import running_confab, warmed_engine
 from tests.conftest import CHAT_MODEL, requires_chat_model
 from tests.fakes.slack import SlackFake
 
@@ -26,14 +25,9 @@ pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pyt
 async def engine(tmp_path_factory):
     # Confab's defaults but for one thread (a long answer to cut in the middle, on a shared
     # machine) and a quick edit interval, so that part of the answer is on Slack early
-    e = Engine(Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("dies")), threads=1))
-    await e.start()
-    warm = await e.submit(ChatJob(max_tokens=1, messages=[ChatMessage("user", "Hi")]))
-    await asyncio.wait_for(warm.result(), 240)
-    try:
+    settings = Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("dies")), threads=1)
+    async with warmed_engine(settings) as e:
         yield e
-    finally:
-        await e.close()
 
 
 async def test_a_runner_killed_mid_answer_keeps_what_was_shown_and_says_so(engine):
