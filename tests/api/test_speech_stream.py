@@ -86,7 +86,9 @@ async def test_server_sent_events_carry_the_audio_then_done(api):
     assert len(deltas) == 2                   # one a sentence
     pcm = b"".join(base64.b64decode(e["audio"]) for e in deltas)
     _, raw = await speak(http, base, SHORT, response_format="pcm")
-    assert abs(len(pcm) - len(raw)) <= 2 * 2400      # the same speech, give or take 0.1 s
+    # the same speech, give or take 0.25 s as above: Piper samples its phoneme lengths, so two
+    # syntheses of one text differ (CI once saw 0.15 s between them)
+    assert abs(len(pcm) - len(raw)) <= 0.25 * 24000 * 2
 
 
 async def test_what_cannot_stream_is_refused_or_sent_whole(api):
