@@ -175,10 +175,11 @@ class Settings(EnvSettings):
     kb_chunk_chars: int = field(default=900, metadata={"env": "CONFAB_KB_CHUNK_CHARS"})
     kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
     kb_top_k: int = field(default=20, metadata={"env": "CONFAB_KB_TOP_K"})
-    # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell and orrin (silence 0.9)
-    kb_min_score: float = field(default=0.40, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell, orrin and pantrio
+    # together (silence 0.9)
+    kb_min_score: float = field(default=0.46, metadata={"env": "CONFAB_KB_MIN_SCORE"})
     kb_min_coverage: float = field(default=0.30, metadata={"env": "CONFAB_KB_MIN_COVERAGE"})
-    # the best document's similarity over the next document's; -1 is off (it did not separate
+    # the best document's score over the next document's; -1 is off (it did not separate
     # answerable from unanswerable questions on the tuning knowledge bases)
     kb_min_margin: float = field(default=-1.0, metadata={"env": "CONFAB_KB_MIN_MARGIN"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})

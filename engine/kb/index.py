@@ -11,8 +11,9 @@ as in the store.
 Vectors live in `vec0` virtual tables with cosine distance; a chunk's rowid is its id there:
 `chunk_vec` holds each chunk (under its title and heading), `head_vec` what the chunk says it
 answers: a FAQ entry's question, so that a customer's question is matched against it as a
-question, or else the chunk's title and heading. Keywords live in
-an FTS5 table (`chunk_fts`, Porter stemming) ranked by BM25. `candidates` runs the three searches
+question, or else the chunk's title and heading; `sentence_vec` each sentence of a chunk
+embedded alone (so that a long passage's one answering sentence is not diluted by the rest).
+Keywords live in an FTS5 table (`chunk_fts`, Porter stemming) ranked by BM25. `candidates` runs the three searches
 and fuses them by reciprocal rank. A document is re-embedded only when its content hash (bytes,
 chunk size, embedding model and the chunker's version) changes.
 """
@@ -30,7 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from engine.errors import BackendMissing, UserError
 from engine.kb.lexical import Vocabulary
-from engine.kb.parse import SUFFIXES, Chunk, ParseError, chunk, parse_file
+from engine.kb.parse import SUFFIXES, Chunk, ParseError, chunk, parse_file, sentences
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ CREATE TABLE IF NOT EXISTS outcomes (
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_fts USING fts5(title, section, body,
     tokenize='porter unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS sentence_vec (    -- each sentence of a chunk, embedded on its own
+    chunk_id INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    embedding BLOB NOT NULL,                 -- float32, normalised
+    PRIMARY KEY (chunk_id, ord)
+);
 """
-CHUNKER_VERSION = 3     # part of the content hash: documents re-chunk when it changes
+CHUNKER_VERSION = 4     # part of the content hash: documents re-chunk when it changes
 RRF_K = 60              # reciprocal rank fusion's constant (Cormack et al.)
 FTS_WEIGHTS = (1.5, 3.0, 1.0)   # BM25 column weights: title, section (a FAQ's question), body
 
@@ -125,11 +132,12 @@ class Candidate:
     heading_cosine: float          # question vs. the FAQ entry's question, or the title and heading
     bm25: float                    # FTS5's BM25, higher is better (0 when keywords missed it)
     ranks: dict[str, int]          # rank in each list that found it: vector, heading, keyword
+    rrf: float                     # reciprocal rank fusion of those ranks
+    sentence_cosine: float | None = None   # question vs. the chunk's nearest sentence (None: not stored)
 
     @property
     def faq_cosine(self) -> float:
         return self.heading_cosine if self.hit.faq else 0.0
-    rrf: float                     # reciprocal rank fusion of those ranks
 
 
 @dataclass
@@ -238,6 +246,8 @@ class KnowledgeBase:
             if table == "chunk_fts" or self._has_table(table):
                 self._db.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT id FROM chunks WHERE doc_id=?)",
                                  (doc_id,))
+        self._db.execute("DELETE FROM sentence_vec WHERE chunk_id IN (SELECT id FROM chunks WHERE doc_id=?)",
+                         (doc_id,))
         self._db.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
         self._db.execute("DELETE FROM documents WHERE id=?", (doc_id,))
 
@@ -280,8 +290,14 @@ class KnowledgeBase:
                     raise ParseError(f"{name} has no text.")
                 texts = [embed_text(doc.title, c.section, c.text) for c in chunks]
                 heads = [heading_text(doc.title, c) for c in chunks]
-                vectors = await self.embed(texts + heads)
-                await self._run(self._store_doc, path, doc, chunks, vectors[:len(texts)], vectors[len(texts):],
+                said = [sentences(c.text) for c in chunks]
+                vectors = await self.embed(texts + heads + [s for ss in said for s in ss])
+                n = len(texts)
+                by_chunk, at = [], 2 * n
+                for ss in said:
+                    by_chunk.append(vectors[at:at + len(ss)])
+                    at += len(ss)
+                await self._run(self._store_doc, path, doc, chunks, vectors[:n], vectors[n:2 * n], by_chunk,
                                 digest)
                 report.chunks_embedded += len(chunks)
                 (report.updated if known else report.added).append(name)
@@ -297,7 +313,9 @@ class KnowledgeBase:
         row = self._db.execute("SELECT hash FROM documents WHERE source=?", (source,)).fetchone()
         return row[0] if row else None
 
-    def _store_doc(self, path: Path, doc, chunks: list[Chunk], vectors, head_vectors, digest: str) -> None:
+    def _store_doc(self, path: Path, doc, chunks: list[Chunk], vectors, head_vectors, sentence_vectors,
+                   digest: str) -> None:
+        import numpy as np
         import sqlite_vec
         now = time.time()
         db = self._db
@@ -312,7 +330,7 @@ class KnowledgeBase:
                              (str(path), path.name, doc.title, doc.fmt, doc.link, digest, len(chunks),
                               added, now))
             doc_id = cur.lastrowid
-            for i, (c, v, hv) in enumerate(zip(chunks, vectors, head_vectors)):
+            for i, (c, v, hv, sv) in enumerate(zip(chunks, vectors, head_vectors, sentence_vectors)):
                 cid = db.execute("INSERT INTO chunks (doc_id, ord, section, text, link, faq) VALUES (?, ?, ?, ?, ?, ?)",
                                  (doc_id, i, c.section, c.text, c.link, int(c.faq))).lastrowid
                 db.execute("INSERT INTO chunk_vec (rowid, embedding) VALUES (?, ?)",
@@ -321,6 +339,10 @@ class KnowledgeBase:
                            (cid, sqlite_vec.serialize_float32([float(x) for x in hv])))
                 db.execute("INSERT INTO chunk_fts (rowid, title, section, body) VALUES (?, ?, ?, ?)",
                            (cid, doc.title, c.section, c.text))
+                for k, vec in enumerate(np.asarray(sv, dtype=np.float32)):
+                    vec = vec / (np.linalg.norm(vec) or 1.0)
+                    db.execute("INSERT INTO sentence_vec (chunk_id, ord, embedding) VALUES (?, ?, ?)",
+                               (cid, k, vec.astype(np.float32).tobytes()))
             db.commit()
         except Exception:
             db.rollback()
@@ -403,6 +425,11 @@ class KnowledgeBase:
                 head_vecs = {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in self._db.execute(
                     f"SELECT rowid, embedding FROM head_vec WHERE rowid IN ({marks})", ids).fetchall()}
             qn = q / (np.linalg.norm(q) or 1.0)
+            nearest_sentence: dict[int, float] = {}
+            for cid, blob_ in self._db.execute(
+                    f"SELECT chunk_id, embedding FROM sentence_vec WHERE chunk_id IN ({marks})", ids).fetchall():
+                sim = float(np.frombuffer(blob_, dtype=np.float32) @ qn)
+                nearest_sentence[cid] = max(nearest_sentence.get(cid, -1.0), sim)
 
             def cos(v):
                 return float(v @ qn / (np.linalg.norm(v) or 1.0))
@@ -414,7 +441,8 @@ class KnowledgeBase:
                 hit = Hit(cid, cos(vecs[cid]), r[1], r[2], r[3] or r[6], r[4], r[5], bool(r[7]))
                 out.append(Candidate(hit, hit.score, cos(head_vecs[cid]) if cid in head_vecs else 0.0,
                                      bm25.get(cid, 0.0), ranks[cid],
-                                     sum(1.0 / (RRF_K + rk) for rk in ranks[cid].values())))
+                                     sum(1.0 / (RRF_K + rk) for rk in ranks[cid].values()),
+                                     nearest_sentence.get(cid)))
             out.sort(key=lambda c: -c.rrf)
             return out, vocab
         return await self._run(_candidates)

@@ -372,3 +372,11 @@ def chunk(doc: Document, max_chars: int) -> list[Chunk]:
                     pieces.append(unit)
         out += [Chunk(s.title, p, link) for p in pieces if p.strip()]
     return out
+
+
+def sentences(text: str) -> list[str]:
+    """A chunk's sentences of three words or more (lines and list items apart), or the whole
+    text when it has none: what is embedded one by one, so that a long passage's one sentence
+    that answers is measured on its own."""
+    parts = [p.strip(" -*•\t") for p in re.split(r"(?<=[.!?])\s+|\n+", text or "")]
+    return [p for p in parts if len(p.split()) >= 3] or ([text.strip()] if (text or "").strip() else [])

@@ -6,42 +6,63 @@ download their weights from a model hub at run time, or are trained rankers over
 features). In its place the fused candidates are reranked with the embedding model and the
 knowledge base's own words:
 
-- documents are ordered by `similarity`: the embedding model's cosine between the question and a
-  passage under its title and heading, or the FAQ entry's own question, whichever is higher;
+- documents are ordered by one score over what the searches measured for each document's
+  candidate passages (DOCUMENT_WEIGHTS): `similarity`, the best cosine between the question and
+  a passage under its title and heading, or a FAQ entry's own question; `heading`, the best
+  cosine with a passage's title and heading alone (or the FAQ question); `sentence`, the best
+  cosine with one sentence of a passage (a long passage dilutes less); and `keyword`, BM25
+  squashed to 0..1. On the three tuning knowledge bases (135 answerable questions) the right
+  document came first for 123 by similarity alone and 130 by this score; chosen leaving one
+  knowledge base out, the weights put the right document first on the third for 42-44 of 45
+  where similarity alone did 39-43;
 - within the best document, the passage that covers most of the question wins (an error code's
   own section rather than the page's introduction);
-- the gate then measures the best document once more: `sentence`, the best cosine between the
-  question and one sentence of its passages (a long passage dilutes less), and `heading`, the
-  best cosine between the question and a passage's title and heading alone; it answers only
-  when `relevance` = max(similarity, sentence, heading) reaches `min_score` and `coverage` (lexical.py: the IDF-weighted share of the question's words the
-  passage holds, typos repaired) reaches `min_coverage`.
+- the gate answers only when `relevance` = max(similarity, sentence, heading) of the best
+  document reaches `min_score` and `coverage` (lexical.py: the IDF-weighted share of the
+  question's words the passage holds, typos repaired) reaches `min_coverage`.
 
 Coverage never picks between documents: the page holding most of the words of a question that
-no page answers would win, and the gate would hear a coverage the question never had. On the
-tuning knowledge base, sentence and heading similarity lifted answerable questions (0.29 ->
-0.64 for a question against a long section) far more than unanswerable ones (cited accuracy
-0.64 -> 0.71 at the same silence), and coverage is what tells
-"a page about the same topic" from "a page that says what was asked". `margin`, the best
-document's similarity over the next document's, is measured and may be gated on (`min_margin`),
-but on the tuning knowledge bases it did not separate: right answers had a close second document
-as often as wrong ones (0.00-0.04 for eight right answers, -0.05-0.02 for the three wrong sources), and
-unanswerable questions that got through stood out by 0.07-0.38; calibration leaves it off. Two
-other measures of coverage were tried there and lost to this one: words matched by meaning
-(MiniLM word similarity: "tire" ~ "tyres", but also "android" ~ "app", "paypal" ~ "payment")
-and coverage by the best document's top passages together. The thresholds come from
-`confab kb eval --tune` on a team's own questions; `Signals` carries every number behind a
-decision, for `kb ask --json`.
+no page answers would win, and the gate would hear a coverage the question never had. Coverage
+is what tells "a page about the same topic" from "a page that says what was asked". `margin`,
+the best document's score over the next document's, is measured and may be gated on
+(`min_margin`), but on the tuning knowledge bases right answers had a close second document as
+often as wrong ones; calibration leaves it off unless it pays. Tried on the tuning knowledge
+bases and not used, because none raised the gate's accuracy at 0.90 silence with one knowledge
+base held out: words matched by meaning (MiniLM word similarity: "tire" ~ "tyres", but also
+"android" ~ "app", "paypal" ~ "payment"), coverage by the best sentence or by the whole best
+document, a Snowball stemmer, unknown words weighted by their English frequency (wordfreq),
+a logistic regression over every signal here, and SmolLM2-135M asked whether the passage
+answers (its yes/no odds separated right answers from unanswerable questions with an AUC of
+0.63, coverage 0.91). The thresholds come from `confab kb eval --tune` on a team's own
+questions; `Signals` carries every number behind a decision, for `kb ask --json`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from engine.kb.index import Candidate, Hit
 from engine.kb.lexical import Term, coverage, terms
 
-BM25_HALF = 8.0                 # keyword score = bm25 / (bm25 + BM25_HALF), 0..1, shown only
+BM25_HALF = 8.0                 # keyword score = bm25 / (bm25 + BM25_HALF), 0..1
 SECTION_COVERAGE_WEIGHT = 0.5   # choosing among one document's passages: similarity + this * coverage
-SENTENCE_PASSAGES = 4           # passages of the best document measured sentence by sentence
+DOCUMENT_WEIGHTS = {"similarity": 1.0, "heading": 0.5, "sentence": 0.5, "keyword": 0.2}
+MEANT_DROP = 0.10               # a word the passage lacks counts as covered when the question
+                                # without it is this much less similar to the passage
+
+
+@dataclass
+class DocumentScore:
+    """What the searches measured for one document: the best of its candidate passages."""
+    name: str
+    similarity: float = -1.0
+    heading: float = -1.0
+    sentence: float = -1.0
+    keyword: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return sum(w * getattr(self, k) for k, w in DOCUMENT_WEIGHTS.items())
 
 
 @dataclass
@@ -52,18 +73,23 @@ class Scored:
     keyword: float
     missing: list[str]          # question words the passage does not contain
     candidate: Candidate
+    document: DocumentScore
+    absent: list[Term] = field(default_factory=list)   # those words, weighed
 
 
 @dataclass
 class Signals:
     """What the gate measured for the best passage (and the drafted answer, when there is one)."""
     relevance: float = 0.0       # max(similarity, sentence, heading): what min_score is compared with
+    score: float = 0.0           # the best document's score (DOCUMENT_WEIGHTS), what ranked it first
     similarity: float = 0.0      # embedding cosine: passage, or the FAQ entry's question
     sentence: float = 0.0        # embedding cosine: the best sentence of the best document
     heading: float = 0.0         # embedding cosine: the best title and heading of that document
-    coverage: float = 0.0        # share of the question's words (IDF-weighted) in the passage
+    coverage: float = 0.0        # share of the question's words (IDF-weighted) the passage holds or means
+    literal_coverage: float = 0.0  # share it holds word for word (typos repaired)
+    meant: dict = field(default_factory=dict)   # words it lacks but means: how much dropping each cost
     keyword: float = 0.0         # BM25, squashed to 0..1
-    margin: float = 0.0          # similarity over the best passage of another document (min_margin)
+    margin: float = 0.0          # score over the next document's (min_margin)
     faq: bool = False            # the passage is a FAQ entry
     missing: list[str] = field(default_factory=list)
     ranks: dict = field(default_factory=dict)   # where each search ranked it
@@ -79,37 +105,56 @@ class Signals:
 
 
 def rerank(question: list[Term], candidates: list[Candidate]) -> list[Scored]:
-    """Best first: documents by their best passage's similarity; within a document, passages
-    by similarity + SECTION_COVERAGE_WEIGHT * coverage."""
+    """Best first: documents by their score (DOCUMENT_WEIGHTS); within a document, passages by
+    similarity + SECTION_COVERAGE_WEIGHT * coverage."""
+    documents: dict[str, DocumentScore] = {}
     scored = []
     for c in candidates:
         h = c.hit
         passage = set(terms(f"{h.title} {h.section} {h.text}"))
-        cov = coverage(question, passage)
+        similarity = max(c.cosine, c.faq_cosine)
         kw = c.bm25 / (c.bm25 + BM25_HALF) if c.bm25 > 0 else 0.0
-        missing = [t.asked for t in question if t.term not in passage]
-        scored.append(Scored(h, max(c.cosine, c.faq_cosine), cov, kw, missing, c))
-    by_doc: dict[str, float] = {}
-    for s in scored:
-        by_doc[s.hit.name] = max(by_doc.get(s.hit.name, -1.0), s.similarity)
-    return sorted(scored, key=lambda s: (-by_doc[s.hit.name], s.hit.name,
+        d = documents.setdefault(h.name, DocumentScore(h.name))
+        d.similarity = max(d.similarity, similarity)
+        d.heading = max(d.heading, c.heading_cosine)
+        d.sentence = max(d.sentence, c.cosine if c.sentence_cosine is None else c.sentence_cosine)
+        d.keyword = max(d.keyword, kw)
+        absent = [t for t in question if t.term not in passage]
+        scored.append(Scored(h, similarity, coverage(question, passage), kw, [t.asked for t in absent], c, d,
+                             absent))
+    return sorted(scored, key=lambda s: (-s.document.score, s.hit.name,
                                          -(s.similarity + SECTION_COVERAGE_WEIGHT * s.coverage)))
 
 
-def best_document(ranked: list[Scored]) -> list[Scored]:
-    """The best document's passages, best first (for sentence similarity)."""
-    return [s for s in ranked if s.hit.name == ranked[0].hit.name][:SENTENCE_PASSAGES] if ranked else []
-
-
-def signals_of(ranked: list[Scored], sentence: float = 0.0) -> Signals:
+def signals_of(ranked: list[Scored]) -> Signals:
     if not ranked:
         return Signals()
     best = ranked[0]
-    other = max((s.similarity for s in ranked if s.hit.name != best.hit.name), default=0.0)
-    heading = max((s.candidate.heading_cosine for s in best_document(ranked)), default=0.0)
-    return Signals(max(best.similarity, sentence, heading), best.similarity, sentence, heading,
-                   best.coverage, best.keyword, best.similarity - other, best.hit.faq, best.missing,
-                   dict(best.candidate.ranks))
+    d = best.document
+    other = next((s.document.score for s in ranked if s.hit.name != best.hit.name), 0.0)
+    return Signals(max(d.similarity, d.sentence, d.heading), d.score, d.similarity, d.sentence, d.heading,
+                   best.coverage, best.coverage, {}, best.keyword, d.score - other, best.hit.faq,
+                   list(best.missing), dict(best.candidate.ranks))
+
+
+def without(question: str, word: str) -> str:
+    """The question with one of its words taken out."""
+    return re.sub(rf"\b{re.escape(word)}\b", " ", question, flags=re.IGNORECASE)
+
+
+def credit_meaning(signals: Signals, question: list[Term], absent: list[Term], drops: list[float]) -> None:
+    """Count as covered the words the passage lacks but means: a word whose removal makes the
+    question less similar to the passage (its nearest sentence or its heading) by MEANT_DROP or
+    more ("tire" for a page on tyres, "coriander" for one on cilantro), where a word the passage
+    does not address makes no difference or brings the question nearer."""
+    meant = {t.asked: drop for t, drop in zip(absent, drops) if drop >= MEANT_DROP}
+    total = sum(t.weight for t in question)
+    if not meant or not total:
+        return
+    signals.meant = {w: round(drop, 4) for w, drop in meant.items()}
+    signals.coverage = min(1.0, signals.literal_coverage
+                           + sum(t.weight for t in absent if t.asked in meant) / total)
+    signals.missing = [w for w in signals.missing if w not in meant]
 
 
 def gate(signals: Signals, min_score: float, min_coverage: float, min_margin: float = -1.0) -> str:

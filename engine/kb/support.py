@@ -35,7 +35,8 @@ from engine.errors import BackendMissing, UnknownModel, UserError
 from engine.jobs import ChatJob, ChatMessage, Origin
 from engine.kb.index import Hit, KnowledgeBase
 from engine.kb.lexical import terms
-from engine.kb.rank import Signals, best_document, gate, rerank, signals_of
+from engine.kb.parse import sentences
+from engine.kb.rank import Scored, Signals, credit_meaning, gate, rerank, signals_of, without
 from engine.work.embeddings import embed
 
 DECISIONS = ("answer", "silent", "handover")
@@ -77,7 +78,7 @@ def is_question(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Policy:
-    min_score: float = 0.40             # the best document's relevance (rank.py), 0-1
+    min_score: float = 0.46             # the best document's relevance (rank.py), 0-1
     min_coverage: float = 0.30          # share of the question's words the best passage holds
     min_margin: float = -1.0            # best document's similarity over the next one's (-1: off)
     grounding_min: float = 0.75
@@ -135,11 +136,6 @@ class Outcome:
         return {"decision": self.decision, "answer": self.answer, "sources": self.sources,
                 "generated": self.generated, "reason": self.reason, "best_passage": self.best,
                 "draft": self.draft, "signals": self.signals.public()}
-
-
-def split_sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?])\s+|\n+", text)
-    return [p.strip(" -*•\t") for p in parts if len(p.strip().split()) >= 3]
 
 
 def passage_sentences(text: str) -> list[str]:
@@ -221,8 +217,12 @@ class SupportDeskAnswerer:
             return Outcome("silent", "", reason="empty")
         qvec = (await self._embed([question], origin))[0]
         candidates, vocab = await self.kb.candidates(question, qvec, policy.top_k)
-        ranked = rerank(vocab.question(question), candidates)
-        signals = signals_of(ranked, await self._sentence_similarity(qvec, best_document(ranked), origin))
+        await self._measure_sentences(qvec, candidates, origin)
+        asked = vocab.question(question)
+        ranked = rerank(asked, candidates)
+        signals = signals_of(ranked)
+        if ranked and ranked[0].absent:
+            await self._measure_meaning(question, asked, ranked[0], signals, origin)
         signals.thresholds = {"min_score": policy.min_score, "min_coverage": policy.min_coverage,
                               "min_margin": policy.min_margin, "grounding_min": policy.grounding_min,
                               "drafting": policy.drafting}
@@ -287,13 +287,34 @@ class SupportDeskAnswerer:
         return Outcome("answer", format_reply(text, cite), text, cite, signals.relevance, 1.0, reason,
                        signals=signals, best=hit.name)
 
-    async def _sentence_similarity(self, qvec, passages, origin: Origin) -> float:
-        """The best cosine between the question and one sentence of these passages."""
-        sentences = [s for p in passages for s in (split_sentences(p.hit.text) or [p.hit.text])]
-        if not sentences:
-            return 0.0
-        vectors = await self._embed(sentences, origin)
-        return float((vectors @ qvec).max())
+    async def _measure_sentences(self, qvec, candidates, origin: Origin) -> None:
+        """Sentence similarity for passages stored before sentences were (a knowledge base from
+        an older Confab, until `confab kb add` re-embeds it)."""
+        missing = [c for c in candidates if c.sentence_cosine is None]
+        said = [sentences(c.hit.text) for c in missing]
+        if not any(said):
+            return
+        vectors = await self._embed([s for ss in said for s in ss], origin)
+        q = qvec / (float((qvec @ qvec) ** 0.5) or 1.0)
+        at = 0
+        for c, ss in zip(missing, said):
+            if ss:
+                v = vectors[at:at + len(ss)]
+                c.sentence_cosine = float(((v @ q) / ((v * v).sum(axis=1) ** 0.5).clip(min=1e-9)).max())
+                at += len(ss)
+
+    async def _measure_meaning(self, question: str, asked, best: Scored, signals: Signals,
+                               origin: Origin) -> None:
+        """How much each word the best passage lacks brings the question nearer to the passage
+        (rank.credit_meaning)."""
+        hit = best.hit
+        heading = " — ".join(x for x in (hit.title, hit.section) if x)
+        passage = sentences(hit.text) + ([heading] if heading else [])
+        variants = [without(question, t.asked) for t in best.absent]
+        vectors = await self._embed([question] + variants + passage, origin)
+        n = 1 + len(variants)
+        nearest = (vectors[:n] @ vectors[n:].T).max(axis=1)
+        credit_meaning(signals, asked, best.absent, [float(nearest[0] - x) for x in nearest[1:]])
 
     async def _grounding(self, question: str, answer: str, hit: Hit, origin: Origin) -> float:
         """How well the cited passage supports the answer: its weakest sentence's support, which
