@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = common(msub.add_parser("add", help="register a local model file or folder"))
     p.add_argument("path")
     p.add_argument("--name")
-    p.add_argument("--kind", choices=["chat", "stt", "tts", "image", "vision", "embedding", "lora"])
+    p.add_argument("--kind", choices=["chat", "stt", "tts", "image", "vision", "embedding", "reranker", "lora"])
     p.add_argument("--base", help="for --kind lora: the installed model it adapts (found from the file when one fits)")
     p.add_argument("--scale", type=float, help="for --kind lora: how strongly it applies (default 1)")
     p.set_defaults(func=cmd_models_add)

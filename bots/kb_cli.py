@@ -215,21 +215,29 @@ def cmd_eval(args) -> None:
         if misses:
             print(f"\nmisses ({len(misses)}):")
             print("\n".join(misses))
-        obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage, o.signals.margin)
-               for i, o in zip(items, outcomes)]
+        policy_reranker = outcomes[0].signals.thresholds.get("reranker", "") if outcomes else ""
+        obs = [Observation(i.get("source"), o.best, o.signals.relevance, o.signals.coverage, o.signals.margin,
+                           policy_reranker) for i, o in zip(items, outcomes)]
         if args.observations:
             Path(args.observations).write_text("".join(json.dumps(o.__dict__) + "\n" for o in obs))
         if args.tune:
             for path in args.tune_with or ():
                 obs += [Observation(**json.loads(line)) for line in Path(path).read_text().splitlines() if line]
+            measured_with = sorted({o.reranker or "no reranker" for o in obs})
+            if len(measured_with) > 1:
+                sys.exit(f"confab: these observations were measured with different rerankers "
+                         f"({', '.join(measured_with)}), whose relevance is not on one scale: calibrate "
+                         "each on its own, or measure them all again with the same one.")
+            score_name, now = (("CONFAB_KB_MIN_RERANK", policy.min_rerank) if policy_reranker
+                               else ("CONFAB_KB_MIN_SCORE", policy.min_score))
             cal = calibrate(obs, args.target_silence)
             print(f"\ncalibrated on {len(obs)} questions (silence target {args.target_silence:.2f}"
                   f"{'' if cal.feasible else ', not reachable: the best silence instead'}):\n"
-                  f"  CONFAB_KB_MIN_SCORE={cal.min_score:.2f}\n  CONFAB_KB_MIN_COVERAGE={cal.min_coverage:.2f}\n"
+                  f"  {score_name}={cal.min_score:.2f}\n  CONFAB_KB_MIN_COVERAGE={cal.min_coverage:.2f}\n"
                   f"  CONFAB_KB_MIN_MARGIN={cal.min_margin:.2f}" + ("  (off: the margin did not help)"
                                                                   if cal.min_margin <= -1 else "") + "\n"
                   f"  with them: cited-source accuracy {cal.accuracy:.2f}, out-of-scope silence {cal.silence:.2f}"
-                  f" (now {policy.min_score:.2f} / {policy.min_coverage:.2f} / {policy.min_margin:.2f})")
+                  f" (now {now:.2f} / {policy.min_coverage:.2f} / {policy.min_margin:.2f})")
         print("\n".join(report(items, outcomes, seconds)))
     asyncio.run(_with_kb(args, work))
 

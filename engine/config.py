@@ -183,6 +183,11 @@ class Settings(EnvSettings):
     # answerable from unanswerable questions on the tuning knowledge bases)
     kb_min_margin: float = field(default=-1.0, metadata={"env": "CONFAB_KB_MIN_MARGIN"})
     kb_grounding_min: float = field(default=0.75, metadata={"env": "CONFAB_KB_GROUNDING_MIN"})
+    # a cross-encoder reranker (none ships offline; `confab models pull ms-marco-minilm-l6-v2`):
+    # empty uses the first one installed, "off" none; its score is then the relevance the gate
+    # compares with kb_min_rerank instead of kb_min_score
+    kb_reranker: str = field(default="", metadata={"env": "CONFAB_KB_RERANKER"})
+    kb_min_rerank: float = field(default=0.5, metadata={"env": "CONFAB_KB_MIN_RERANK"})
     kb_when_unsure: str = field(default="handover", metadata={"env": "CONFAB_KB_WHEN_UNSURE"})
     kb_answer_mode: str = field(default="generate", metadata={"env": "CONFAB_KB_ANSWER_MODE"})
     kb_drafting: str = field(default="extract", metadata={"env": "CONFAB_KB_DRAFTING"})
@@ -237,7 +242,7 @@ class Settings(EnvSettings):
             raise ConfigError(f"CONFAB_KB_MIN_MARGIN must be between -1 and 1, not {self.kb_min_margin}.")
         if self.kb_when_unsure not in ("handover", "silent"):
             raise ConfigError(f"CONFAB_KB_WHEN_UNSURE must be handover or silent, not '{self.kb_when_unsure}'.")
-        for name in ("kb_min_score", "kb_min_coverage", "kb_grounding_min"):
+        for name in ("kb_min_score", "kb_min_coverage", "kb_grounding_min", "kb_min_rerank"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{self.env_name(name)} must be between 0 and 1, not {getattr(self, name)}.")
         self.require_positive(*positive)

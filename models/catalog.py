@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("chat", "stt", "tts", "image", "vision", "embedding", "ocr")
+KINDS = ("chat", "stt", "tts", "image", "vision", "embedding", "reranker", "ocr")
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,21 @@ CATALOG: tuple[CatalogEntry, ...] = (
                      "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90868376),),
         200 * MB, "Apache-2.0", "", "all-MiniLM-L6-v2 sentence embeddings for the knowledge base",
         default=True, extra="kb"),
+
+    # cross-encoder rerankers for the support desk (engine/kb/rank.py): none ships offline
+    CatalogEntry(
+        "ms-marco-minilm-l6-v2", "reranker", "cross-encoder", "hf:cross-encoder/ms-marco-MiniLM-L-6-v2",
+        tuple(CatalogFile(f) for f in ("config.json", "model.safetensors", "special_tokens_map.json",
+                                       "tokenizer_config.json", "vocab.txt")),
+        250 * MB, "Apache-2.0", "", "MiniLM-L6 cross-encoder trained on MS MARCO: reranks the "
+        "support desk's passages (English)", extra="kb"),
+    CatalogEntry(
+        "mmarco-minilm-l12", "reranker", "cross-encoder",
+        "hf:cross-encoder/mmarco-mMiniLMv2-L12-H384-v1",
+        tuple(CatalogFile(f) for f in ("config.json", "model.safetensors", "sentencepiece.bpe.model",
+                                       "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json")),
+        900 * MB, "Apache-2.0", "", "multilingual MiniLM-L12 cross-encoder (mMARCO, 15 languages): "
+        "reranks the support desk's passages", extra="kb"),
 
     # a second real chat GGUF, installed by the tests' set-up (requirements/test-models.txt)
     CatalogEntry(

@@ -129,6 +129,17 @@ def _inside(path: str | Path, folder: Path) -> bool:
     return Path(os.path.normpath(folder / path)).is_relative_to(folder)
 
 
+def _is_cross_encoder(config: Path) -> bool:
+    """A transformers classifier with one output: a cross-encoder's relevance score."""
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in data.get("architectures") or ())
+    labels = data.get("num_labels") or len(data.get("id2label") or {}) or 2
+    return classifier and labels == 1
+
+
 def detect_kind(path: Path) -> tuple[str, str]:
     """(kind, format) recognised from a file or folder's contents."""
     if path.is_file():
@@ -147,6 +158,8 @@ def detect_kind(path: Path) -> tuple[str, str]:
         if "model.bin" in names and "config.json" in names and (
                 "vocabulary.txt" in names or "vocabulary.json" in names or "tokenizer.json" in names):
             return "stt", "ct2-whisper"
+        if "config.json" in names and _is_cross_encoder(path / "config.json"):
+            return "reranker", "cross-encoder"
         if "modules.json" in names or "config_sentence_transformers.json" in names:
             return "embedding", "sentence-transformers"
         config = path / "config.json"
@@ -166,7 +179,8 @@ def detect_kind(path: Path) -> tuple[str, str]:
         if len(ggufs) == 1:
             return "chat", "gguf"
         raise ModelError(f"The folder {path} holds no model Confab recognises (diffusers "
-                         "model_index.json, CTranslate2 Whisper, Bark, Piper voice, or GGUF).")
+                         "model_index.json, CTranslate2 Whisper, Bark, Piper voice, sentence-transformers "
+                         "embeddings, a cross-encoder reranker, or GGUF).")
     raise ModelError(f"{path} does not exist.")
 
 

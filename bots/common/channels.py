@@ -14,8 +14,8 @@ The file is JSON:
       ]
     }
 
-A channel's optional keys (`when_unsure`, `min_score`, `min_coverage`, `grounding_min`, `handover_text`,
-`top_k`, `answer_mode`, `escalate_minutes`) override the CONFAB_KB_* settings. A group is the
+A channel's optional keys (`when_unsure`, `min_score`, `min_rerank` (with a reranker), `min_coverage`,
+`grounding_min`, `handover_text`, `top_k`, `answer_mode`, `escalate_minutes`) override the CONFAB_KB_* settings. A group is the
 people who answer: a Slack user group, a Discord role, and any members listed by
 `platform:user_id`. Other top-level keys are left to other parts of Confab.
 
@@ -34,8 +34,8 @@ from pathlib import Path
 from engine import ConfigError
 from engine.kb import Policy
 
-_CHANNEL_KEYS = {"platform", "channel", "group", "when_unsure", "min_score", "min_coverage", "grounding_min",
-                 "handover_text", "top_k", "answer_mode", "escalate_minutes"}
+_CHANNEL_KEYS = {"platform", "channel", "group", "when_unsure", "min_score", "min_rerank", "min_coverage",
+                 "grounding_min", "handover_text", "top_k", "answer_mode", "escalate_minutes"}
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class SupportChannel:
     overrides: dict = field(default_factory=dict, hash=False, compare=False)
 
     def policy(self, settings):
-        keys = ("when_unsure", "min_score", "min_coverage", "grounding_min", "handover_text", "top_k",
-                "answer_mode")
+        keys = ("when_unsure", "min_score", "min_rerank", "min_coverage", "grounding_min", "handover_text",
+                "top_k", "answer_mode")
         return Policy.from_settings(settings, **{k: self.overrides.get(k) for k in keys})
 
     def escalate_minutes(self, settings) -> float:
@@ -151,7 +151,7 @@ def parse_channels(data, where: str = "the channels file") -> ChannelsConfig:
                               "support_groups does not define.")
         if c.get("when_unsure") not in (None, "handover", "silent"):
             raise ConfigError(f"{where}: support_channels[{i}].when_unsure must be handover or silent.")
-        for key in ("min_score", "min_coverage", "grounding_min"):
+        for key in ("min_score", "min_rerank", "min_coverage", "grounding_min"):
             v = c.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1):
                 raise ConfigError(f"{where}: support_channels[{i}].{key} must be between 0 and 1.")

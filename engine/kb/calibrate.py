@@ -24,6 +24,7 @@ class Observation:
     relevance: float
     coverage: float
     margin: float = 1.0        # observations saved before the margin was measured never fail it
+    reranker: str = ""         # the cross-encoder whose score the relevance is ("": none)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Which passage answers, and whether any does: reranking and the answerability gate.
 
-No cross-encoder reranker ships in a package that installs offline (PyPI, Debian and npm were
-searched for ms-marco, bge-reranker and cross-encoder weights: the reranking packages there
-download their weights from a model hub at run time, or are trained rankers over other
-features). In its place the fused candidates are reranked with the embedding model and the
-knowledge base's own words:
+With a cross-encoder reranker installed (`confab models pull ms-marco-minilm-l6-v2`), it scores
+the best passages found (`by_reranker`): documents and passages are ordered by its score, which
+is then the relevance the gate compares with `min_rerank`. None ships in a package that installs
+offline (PyPI, Debian and npm were searched for ms-marco, bge-reranker and cross-encoder weights:
+the reranking packages there download their weights from a model hub at run time, or are
+trained rankers over other features). Without one the fused candidates are reranked with the
+embedding model and the knowledge base's own words:
 
 - documents are ordered by one score over what the searches measured for each document's
   candidate passages (DOCUMENT_WEIGHTS): `similarity`, the best cosine between the question and
@@ -75,6 +77,7 @@ class Scored:
     candidate: Candidate
     document: DocumentScore
     absent: list[Term] = field(default_factory=list)   # those words, weighed
+    reranker: float | None = None   # the cross-encoder's score, when one reranked the passages
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Signals:
     meant: dict = field(default_factory=dict)   # words it lacks but means: how much dropping each cost
     keyword: float = 0.0         # BM25, squashed to 0..1
     margin: float = 0.0          # score over the next document's (min_margin)
+    reranker: float | None = None  # the cross-encoder's score for the passage (then the relevance)
     faq: bool = False            # the passage is a FAQ entry
     missing: list[str] = field(default_factory=list)
     ranks: dict = field(default_factory=dict)   # where each search ranked it
@@ -131,10 +135,27 @@ def signals_of(ranked: list[Scored]) -> Signals:
         return Signals()
     best = ranked[0]
     d = best.document
-    other = next((s.document.score for s in ranked if s.hit.name != best.hit.name), 0.0)
-    return Signals(max(d.similarity, d.sentence, d.heading), d.score, d.similarity, d.sentence, d.heading,
-                   best.coverage, best.coverage, {}, best.keyword, d.score - other, best.hit.faq,
-                   list(best.missing), dict(best.candidate.ranks))
+    if best.reranker is not None:
+        relevance = best.reranker
+        margin = best.reranker - next((s.reranker for s in ranked if s.hit.name != best.hit.name), 0.0)
+    else:
+        relevance = max(d.similarity, d.sentence, d.heading)
+        margin = d.score - next((s.document.score for s in ranked if s.hit.name != best.hit.name), 0.0)
+    return Signals(relevance=relevance, score=d.score, similarity=d.similarity, sentence=d.sentence,
+                   heading=d.heading, coverage=best.coverage, literal_coverage=best.coverage,
+                   keyword=best.keyword, margin=margin, reranker=best.reranker, faq=best.hit.faq,
+                   missing=list(best.missing), ranks=dict(best.candidate.ranks))
+
+
+def by_reranker(ranked: list[Scored], scores: list[float]) -> list[Scored]:
+    """The passages a cross-encoder scored, best first: documents by their best passage's score,
+    passages within a document by theirs."""
+    best: dict[str, float] = {}
+    for s, score in zip(ranked, scores):
+        s.reranker = score
+        best[s.hit.name] = max(best.get(s.hit.name, 0.0), score)
+    scored = [s for s in ranked if s.reranker is not None]
+    return sorted(scored, key=lambda s: (-best[s.hit.name], s.hit.name, -s.reranker))
 
 
 def without(question: str, word: str) -> str:

@@ -1,7 +1,8 @@
 """Grounded support answers: retrieve, gate on measured signals, answer with a source or stand down.
 
     question -> hybrid search (vectors, FAQ questions, BM25; fused by reciprocal rank)
-             -> rerank (rank.py) -> the gate: relevance >= min_score, coverage >= min_coverage,
+             -> rerank (rank.py; a cross-encoder's scores when one is installed) -> the gate:
+                relevance >= min_score (min_rerank with a cross-encoder), coverage >= min_coverage,
                 margin >= min_margin?
              -> the chat model drafts an answer from the best passage only -> every sentence
                 supported by it?
@@ -33,16 +34,18 @@ from dataclasses import dataclass, field
 
 from engine.errors import BackendMissing, UnknownModel, UserError
 from engine.jobs import ChatJob, ChatMessage, Origin
-from engine.kb.index import Hit, KnowledgeBase
+from engine.kb.index import Hit, KnowledgeBase, embed_text
 from engine.kb.lexical import terms
 from engine.kb.parse import sentences
-from engine.kb.rank import Scored, Signals, credit_meaning, gate, rerank, signals_of, without
+from engine.kb.rank import Scored, Signals, by_reranker, credit_meaning, gate, rerank, signals_of, without
 from engine.work.embeddings import embed
+from engine.work.rerank import score_passages
 
 DECISIONS = ("answer", "silent", "handover")
 log = logging.getLogger(__name__)
 RESTATEMENT = 0.9   # an answer sentence this close to the question only repeats it
 EXTRACT_NEAREST = 3  # an extract holds one of the passage's sentences this near the question
+RERANK_PASSAGES = 20  # the best passages found that a cross-encoder reranker scores
 
 _GREETINGS = {"hi", "hello", "hey", "hiya", "yo", "morning", "good morning", "good afternoon",
               "good evening", "thanks", "thank you", "thanks a lot", "thank you so much", "thx", "ty",
@@ -89,6 +92,8 @@ class Policy:
     fallback: str = "excerpt"           # when a generated answer is not grounded: excerpt | none
     drafting: str = "extract"           # extract (the passage's own sentences) | free
     max_tokens: int = 160
+    reranker: str = ""                  # a cross-encoder: "" the first installed, "off" none, or a name
+    min_rerank: float = 0.5             # with a reranker: its score for the best passage, 0-1
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "Policy":
@@ -96,7 +101,8 @@ class Policy:
                     min_margin=settings.kb_min_margin, drafting=settings.kb_drafting,
                     grounding_min=settings.kb_grounding_min,
                     when_unsure=settings.kb_when_unsure, handover_text=settings.kb_handover_text,
-                    top_k=settings.kb_top_k, answer_mode=settings.kb_answer_mode)
+                    top_k=settings.kb_top_k, answer_mode=settings.kb_answer_mode,
+                    reranker=settings.kb_reranker, min_rerank=settings.kb_min_rerank)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -220,16 +226,24 @@ class SupportDeskAnswerer:
         await self._measure_sentences(qvec, candidates, origin)
         asked = vocab.question(question)
         ranked = rerank(asked, candidates)
+        reranker = self._reranker(policy)
+        if reranker and ranked:
+            top = ranked[:RERANK_PASSAGES]
+            scores = await score_passages(self.engine, question,
+                                          [embed_text(s.hit.title, s.hit.section, s.hit.text) for s in top],
+                                          origin, model=reranker)
+            ranked = by_reranker(top, scores)
         signals = signals_of(ranked)
         if ranked and ranked[0].absent:
             await self._measure_meaning(question, asked, ranked[0], signals, origin)
-        signals.thresholds = {"min_score": policy.min_score, "min_coverage": policy.min_coverage,
+        min_score = policy.min_rerank if reranker else policy.min_score
+        signals.thresholds = {"min_score": min_score, "min_coverage": policy.min_coverage,
                               "min_margin": policy.min_margin, "grounding_min": policy.grounding_min,
-                              "drafting": policy.drafting}
+                              "drafting": policy.drafting, "reranker": reranker or ""}
         if not ranked:
             return self._unsure(policy, "the knowledge base is empty", signals)
         best = ranked[0].hit
-        why = gate(signals, policy.min_score, policy.min_coverage, policy.min_margin)
+        why = gate(signals, min_score, policy.min_coverage, policy.min_margin)
         if why:
             return self._unsure(policy, why, signals, best.name)
         if policy.answer_mode == "excerpt":
@@ -286,6 +300,15 @@ class SupportDeskAnswerer:
         cite = [_citation(hit)]
         return Outcome("answer", format_reply(text, cite), text, cite, signals.relevance, 1.0, reason,
                        signals=signals, best=hit.name)
+
+    def _reranker(self, policy: Policy) -> str | None:
+        """The cross-encoder that reranks, if any (UnknownModel when the one named is not installed)."""
+        if policy.reranker == "off":
+            return None
+        if policy.reranker:
+            return self.engine.resolve_model(policy.reranker, "reranker").name
+        installed = sorted(m.name for m in self.engine.installed("reranker"))
+        return installed[0] if installed else None
 
     async def _measure_sentences(self, qvec, candidates, origin: Origin) -> None:
         """Sentence similarity for passages stored before sentences were (a knowledge base from

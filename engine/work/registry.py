@@ -1,5 +1,5 @@
 """What runs a job: each model format's loader and each job kind's executor, registered by the
-modules in `MODALITIES` (chat, speech, images, embeddings), and the measured load the memory
+modules in `MODALITIES` (chat, speech, images, embeddings, reranking), and the measured load the memory
 manager calls.
 
 Loaders and executors are blocking and run on the engine's model thread (the memory manager calls
@@ -49,6 +49,7 @@ MODALITIES: list[str] = [
     "engine.work.images",
     "engine.work.speech",
     "engine.work.embeddings",
+    "engine.work.rerank",
 ]
 
 
