@@ -175,9 +175,9 @@ class Settings(EnvSettings):
     kb_chunk_chars: int = field(default=900, metadata={"env": "CONFAB_KB_CHUNK_CHARS"})
     kb_max_file_bytes: int = field(default=20 * 2**20, metadata={"env": "CONFAB_KB_MAX_FILE_BYTES"})
     kb_top_k: int = field(default=20, metadata={"env": "CONFAB_KB_TOP_K"})
-    # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell, orrin and pantrio
+    # calibrated with `confab kb eval --tune` on tests/fixtures/kb/tidewell, orrin, pantrio and kelvo
     # together (silence 0.9)
-    kb_min_score: float = field(default=0.46, metadata={"env": "CONFAB_KB_MIN_SCORE"})
+    kb_min_score: float = field(default=0.47, metadata={"env": "CONFAB_KB_MIN_SCORE"})
     kb_min_coverage: float = field(default=0.30, metadata={"env": "CONFAB_KB_MIN_COVERAGE"})
     # the best document's score over the next document's; -1 is off (it did not separate
     # answerable from unanswerable questions on the tuning knowledge bases)
