@@ -1,11 +1,12 @@
 """Support knowledge base: ingestion time, answer latency and the two rates on a held-out KB.
 
-On tests/fixtures/kb/pantrio (held out: the gate's thresholds were calibrated on Tidewell and
-Orrin), with the offline models (MiniLM embeddings, SmolLM2 answers) and the desk's default path
+On tests/fixtures/kb/quillon (held out: the gate's thresholds were calibrated on Tidewell, Orrin,
+Pantrio and Kelvo), with the offline models (MiniLM embeddings, SmolLM2 answers) and the desk's default path
 (`answer_mode` generate, `drafting` extract: the chat model picks the cited passage's own
 sentences; the passage is quoted when the draft is not supported by it):
 
-- ingestion: `KnowledgeBase.add` of the 28 documents, the embedding model already loaded;
+- ingestion: `KnowledgeBase.add` of the 28 documents (chunks, headings and sentences embedded),
+  the embedding model already loaded;
 - latency per question: `SupportDeskAnswerer.answer`, from the question to the decision and the
   text to post, p50 and p95 (the chat model is loaded by a first question, not counted);
 - cited-source accuracy (goal >= 0.90) and out-of-scope silence (goal >= 0.90), and how many
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-KB = Path(__file__).parent.parent / "fixtures" / "kb" / "pantrio"
+KB = Path(__file__).parent.parent / "fixtures" / "kb" / "quillon"
 
 
 async def _run_all(verbose: bool = False) -> list[tuple[str, float, str]]:

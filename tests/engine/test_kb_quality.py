@@ -1,9 +1,9 @@
 """Support answers a team can trust: sections and FAQ entries as chunks, hybrid search, the gate's
 signals and thresholds, and both goals on the held-out knowledge base, on the real models.
 
-The knowledge bases are under tests/fixtures/kb: the thresholds were calibrated on Tidewell and
-Orrin; Pantrio is held out (written before that calibration, not changed after its first
-evaluation)."""
+The knowledge bases are under tests/fixtures/kb: the thresholds were calibrated on Tidewell,
+Orrin, Pantrio and Kelvo; Quillon is held out (written by a session that had not seen the desk's
+code or results, evaluated once after that calibration, not changed since)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +26,7 @@ from tests.conftest import make_settings
 from tests.engine.test_kb import needs_kb
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kb"
-HELD_OUT = FIXTURES / "pantrio"
+HELD_OUT = FIXTURES / "quillon"
 TUNING = FIXTURES / "tidewell"
 ORRIN = FIXTURES / "orrin"
 
@@ -177,7 +177,7 @@ async def test_hybrid_search_finds_faq_questions_and_exact_codes(engine):
 def test_held_out_rates_through_the_cli(tmp_path, shared_models_dir, monkeypatch, capsys):
     """`confab kb add` and `confab kb eval` on the held-out knowledge base, passages quoted (the
     gate decides; generation is measured by tests/bench/bench_kb.py): the rates measured when it
-    was first evaluated hold (cited accuracy 0.80, below the 0.90 goal; silence 0.93)."""
+    was first evaluated hold (cited accuracy 0.40, far below the 0.90 goal; silence 0.93)."""
     monkeypatch.chdir(tmp_path)
     for k in list(__import__("os").environ):
         if k.startswith("CONFAB_"):
@@ -187,17 +187,18 @@ def test_held_out_rates_through_the_cli(tmp_path, shared_models_dir, monkeypatch
     monkeypatch.setenv("CONFAB_KB_ANSWER_MODE", "excerpt")
     main(["kb", "add", str(HELD_OUT / "docs")])
     assert "28 added, 0 updated, 0 unchanged, 0 failed" in capsys.readouterr().out
-    main(["kb", "ask", "how many boxes until i get gold status", "--json"])
+    main(["kb", "ask", "our front door is 85mm thick, which size should i order", "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["decision"] == "answer" and out["sources"] == ["loyalty-program.pdf"]
+    assert out["decision"] == "answer" and out["sources"] == ["door-compatibility.html"]
     signals = out["signals"]
-    assert {"relevance", "coverage", "similarity", "keyword", "margin", "ranks", "thresholds"} <= set(signals)
+    assert {"relevance", "score", "coverage", "literal_coverage", "meant", "similarity", "sentence", "heading",
+            "keyword", "margin", "reranker", "ranks", "thresholds"} <= set(signals)
     assert signals["relevance"] >= signals["thresholds"]["min_score"]
     main(["kb", "eval", str(HELD_OUT / "questions.jsonl")])
     lines = capsys.readouterr().out.strip().splitlines()
     last = lines[-1].replace(",", "").split()
     accuracy, silence = float(last[2]), float(last[5])
-    assert accuracy >= 0.78 and silence >= 0.9, "\n".join(lines[-25:])
+    assert accuracy >= 0.38 and silence >= 0.9, "\n".join(lines[-25:])
     assert any(line.startswith("decisions") for line in lines)
     assert any(line.startswith("latency per question") for line in lines)
 
@@ -249,5 +250,34 @@ async def test_a_knowledge_base_from_before_hybrid_search_opens_and_reingests(tm
         assert report.updated == ["codes.md"] and report.chunks_embedded == 1
         found, _ = await kb.candidates("what does E42 mean", np.eye(8, dtype=np.float32)[3])
         assert found[0].hit.section == "E42" and "heading" in found[0].ranks
+    finally:
+        kb.close()
+
+
+def test_words_the_passage_means_count_in_coverage():
+    from engine.kb.lexical import Term
+    from engine.kb.rank import Signals, credit_meaning, without
+    assert without("what Tire pressure, tire?", "tire").split() == ["what", "pressure,", "?"]
+    asked = [Term("tire", 2.0, "tire", False), Term("pressur", 1.0, "pressure", True),
+             Term("moon", 1.0, "moon", False)]
+    signals = Signals(coverage=0.25, literal_coverage=0.25, missing=["tire", "moon"])
+    credit_meaning(signals, asked, [asked[0], asked[2]], [0.25, -0.03])   # only "tire" brings it nearer
+    assert signals.meant == {"tire": 0.25} and signals.coverage == 0.75 and signals.missing == ["moon"]
+    assert signals.literal_coverage == 0.25
+
+
+@needs_kb
+async def test_a_customers_word_for_what_the_page_says_counts_as_covered(engine):
+    """"tire" on a page about tyres: the word is not in the passage, but taking it out of the
+    question makes the question less like the passage, so coverage counts it."""
+    kb = open_kb(engine)
+    try:
+        await asyncio.wait_for(kb.add([ORRIN / "docs"]), 240)
+        desk = SupportDeskAnswerer(engine, kb)
+        policy = Policy.from_settings(engine.settings, answer_mode="excerpt")
+        out = await asyncio.wait_for(desk.answer("what tire pressure should i run", policy, log=False), 60)
+        assert out.best == "tyres-and-punctures.txt" and "tire" in out.signals.meant
+        assert out.signals.coverage > out.signals.literal_coverage and "tire" not in out.signals.missing
+        assert out.decision == "answer" and out.sources == ["tyres-and-punctures.txt"]
     finally:
         kb.close()
