@@ -51,6 +51,7 @@ SECTION_COVERAGE_WEIGHT = 0.5   # choosing among one document's passages: simila
 DOCUMENT_WEIGHTS = {"similarity": 1.0, "heading": 0.5, "sentence": 0.5, "keyword": 0.2}
 MEANT_DROP = 0.10               # a word the passage lacks counts as covered when the question
                                 # without it is this much less similar to the passage
+MEANT_WORDS = 12                # the rarest missing words measured so (a long question's others stay missing)
 
 
 @dataclass

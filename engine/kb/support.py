@@ -37,7 +37,17 @@ from engine.jobs import ChatJob, ChatMessage, Origin
 from engine.kb.index import Hit, KnowledgeBase, embed_text
 from engine.kb.lexical import terms
 from engine.kb.parse import sentences
-from engine.kb.rank import Scored, Signals, by_reranker, credit_meaning, gate, rerank, signals_of, without
+from engine.kb.rank import (
+    MEANT_WORDS,
+    Scored,
+    Signals,
+    by_reranker,
+    credit_meaning,
+    gate,
+    rerank,
+    signals_of,
+    without,
+)
 from engine.work.embeddings import embed
 from engine.work.rerank import score_passages
 
@@ -333,11 +343,12 @@ class SupportDeskAnswerer:
         hit = best.hit
         heading = " — ".join(x for x in (hit.title, hit.section) if x)
         passage = sentences(hit.text) + ([heading] if heading else [])
-        variants = [without(question, t.asked) for t in best.absent]
+        absent = sorted(best.absent, key=lambda t: -t.weight)[:MEANT_WORDS]
+        variants = [without(question, t.asked) for t in absent]
         vectors = await self._embed([question] + variants + passage, origin)
         n = 1 + len(variants)
         nearest = (vectors[:n] @ vectors[n:].T).max(axis=1)
-        credit_meaning(signals, asked, best.absent, [float(nearest[0] - x) for x in nearest[1:]])
+        credit_meaning(signals, asked, absent, [float(nearest[0] - x) for x in nearest[1:]])
 
     async def _grounding(self, question: str, answer: str, hit: Hit, origin: Origin) -> float:
         """How well the cited passage supports the answer: its weakest sentence's support, which
