@@ -2,6 +2,8 @@
 with its own error (never a crash, never a hang), every format Confab answers in."""
 from __future__ import annotations
 
+import audioop
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -177,3 +179,12 @@ def test_streaming_split_matches_whole_split_and_keeps_every_word(text, step):
     assert " ".join(streamed).split() == " ".join(split_sentences(text, 80)).split()
     letters = lambda t: "".join(c for c in t if c.isalnum())  # noqa: E731
     assert letters("".join(streamed)) == letters(text)
+
+
+def test_g711_matches_the_standard_tables():
+    codes = bytes(range(256))
+    assert audio.g711_decode(codes, "pcmu").data == audioop.ulaw2lin(codes, 2)
+    assert audio.g711_decode(codes, "pcma").data == audioop.alaw2lin(codes, 2)
+    for law in ("pcmu", "pcma"):
+        decoded = audio.g711_decode(codes, law)       # each code's value comes back to it (mu-law's two zeros to one)
+        assert audio.g711_decode(audio.g711_encode(decoded, law), law) == decoded

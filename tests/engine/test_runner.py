@@ -4,13 +4,10 @@ runner's life, and answers that a cut-short answer does not spoil."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -48,15 +45,6 @@ async def engine(tmp_path_factory, shared_models_dir):
     yield e
     await e.close()
 
-
-def test_the_runner_is_built_from_the_pinned_llama_cpp_python_source():
-    binary = llama_runner.find_binary()
-    built = json.loads((binary.parent / "build.json").read_text())
-    import importlib.metadata
-    assert built["llama_cpp_python"] == importlib.metadata.version("llama-cpp-python")
-    assert "-DLLAMA_CURL=OFF" in built["flags"] and "-DLLAMA_USE_PREBUILT_UI=OFF" in built["flags"]
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
-    assert "version" in (out.stdout + out.stderr).lower()
 
 
 async def test_a_loaded_model_is_a_runner_on_a_private_socket_with_its_slots(engine):
@@ -224,42 +212,6 @@ async def test_a_runner_that_dies_is_restarted_and_the_job_tried_again(engine):
     assert "Paris" in await answer(engine, chat())       # nothing was shown yet: tried once more
     assert engine.models.instance_of(CHAT_MODEL) is not runner
 
-
-def test_runners_never_outlive_confab(tmp_path, shared_models_dir):
-    """`confab serve` killed with SIGKILL takes its runner with it (parent-death signal)."""
-    from tests.conftest import free_port
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFAB_")}
-    env.update(CONFAB_PORT=str(port), CONFAB_DATA_DIR=str(tmp_path), CONFAB_MODELS_DIR=str(shared_models_dir),
-               CONFAB_THREADS="2")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "confab"), "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        from openai import OpenAI
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=120)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.chat.completions.create(model=CHAT_MODEL, max_tokens=4,
-                                               messages=[{"role": "user", "content": "Hi"}])
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "llama-server"],
-                                  capture_output=True, text=True).stdout.split()
-        assert children, "the runner is a child of confab serve"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and
-                                              "llama-server" in open(f"/proc/{pid}/cmdline").read()
-                                              for pid in children if os.path.exists(f"/proc/{pid}/cmdline")):
-        time.sleep(0.1)
-    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}/cmdline")
-                and "llama-server" in open(f"/proc/{pid}/cmdline").read()]
 
 
 async def test_a_chat_model_served_by_another_engine_goes_through_confabs_queue(tmp_path, shared_models_dir):
