@@ -93,7 +93,7 @@ def is_question(text: str) -> bool:
 class Policy:
     min_score: float = 0.47             # the best document's relevance (rank.py), 0-1
     min_coverage: float = 0.30          # share of the question's words the best passage holds
-    min_margin: float = -1.0            # best document's similarity over the next one's (-1: off)
+    min_margin: float = -1.0            # best document's score over the next one's (-1: off)
     grounding_min: float = 0.75
     when_unsure: str = "handover"       # handover | silent
     handover_text: str = "Someone from the support team will follow up here."
