@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-from engine import Engine, Origin
+from engine import Origin
 from engine.kb import Policy, SupportDeskAnswerer, is_question, open_kb
 from engine.kb.parse import chunk, parse_file
-from tests.conftest import make_settings, requires_chat_model
+from tests.conftest import requires_chat_model
 
 needs_kb = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None
@@ -106,16 +106,6 @@ def test_pdf_text_layer(tmp_path):
 ])
 def test_is_question(text, asks):
     assert is_question(text) is asks
-
-
-@pytest.fixture
-async def engine(tmp_path, shared_models_dir):
-    engine = Engine(make_settings(tmp_path / "data", shared_models_dir))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 @needs_kb

@@ -15,14 +15,12 @@ import pytest
 
 from bots.cli import main
 from bots.kb_cli import holds, percentile, read_questions, verdict
-from engine import Engine
 from engine.kb import Policy, SupportDeskAnswerer, open_kb
 from engine.kb.calibrate import Observation, calibrate, rates
 from engine.kb.index import KnowledgeBase, connect
 from engine.kb.lexical import Vocabulary, coverage
 from engine.kb.parse import chunk, parse_file
 from engine.kb.support import extract_grammar, extracts, passage_sentences
-from tests.conftest import make_settings
 from tests.engine.test_kb import needs_kb
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "kb"
@@ -138,16 +136,6 @@ def test_eval_helpers():
     assert verdict({"source": "a.md"}, O) == "right" and verdict({"source": None}, O) == "answered"
 
 
-@pytest.fixture
-async def engine(tmp_path, shared_models_dir):
-    engine = Engine(make_settings(tmp_path / "data", shared_models_dir))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
-
-
 @needs_kb
 async def test_hybrid_search_finds_faq_questions_and_exact_codes(engine):
     kb = open_kb(engine)
@@ -174,17 +162,11 @@ async def test_hybrid_search_finds_faq_questions_and_exact_codes(engine):
 
 
 @needs_kb
-def test_held_out_rates_through_the_cli(tmp_path, shared_models_dir, monkeypatch, capsys):
+def test_held_out_rates_through_the_cli(cli_env, capsys):
     """`confab kb add` and `confab kb eval` on the held-out knowledge base, passages quoted (the
     gate decides; generation is measured by tests/bench/bench_kb.py): the rates measured when it
     was first evaluated hold (cited accuracy 0.40, far below the 0.90 goal; silence 0.93)."""
-    monkeypatch.chdir(tmp_path)
-    for k in list(__import__("os").environ):
-        if k.startswith("CONFAB_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("CONFAB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONFAB_MODELS_DIR", str(shared_models_dir))
-    monkeypatch.setenv("CONFAB_KB_ANSWER_MODE", "excerpt")
+    cli_env.setenv("CONFAB_KB_ANSWER_MODE", "excerpt")
     main(["kb", "add", str(HELD_OUT / "docs")])
     assert "28 added, 0 updated, 0 unchanged, 0 failed" in capsys.readouterr().out
     main(["kb", "ask", "our front door is 85mm thick, which size should i order", "--json"])

@@ -11,14 +11,13 @@ import textwrap
 import pytest
 
 from bots.cli import main
-from engine import BadRequest, Engine, UnknownModel
+from engine import BadRequest, UnknownModel
 from engine.errors import LimitExceeded
 from engine.kb import Policy, SupportDeskAnswerer, open_kb
 from engine.kb.index import Candidate, Hit
 from engine.kb.rank import by_reranker, rerank, signals_of
 from engine.work.rerank import MAX_PASSAGES, score_passages
 from models.registry import detect_kind
-from tests.conftest import make_settings
 from tests.engine.test_kb import needs_kb
 from tests.models.tiny_cross_encoder import tiny_cross_encoder
 
@@ -59,16 +58,6 @@ def test_the_reranker_orders_documents_and_passages_by_its_scores():
 
 def test_a_cross_encoder_folder_is_recognised_as_a_reranker():
     assert detect_kind(tiny_cross_encoder()) == ("reranker", "cross-encoder")
-
-
-@pytest.fixture
-async def engine(tmp_path, shared_models_dir):
-    engine = Engine(make_settings(tmp_path / "data", shared_models_dir))
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 @needs_kb
@@ -124,14 +113,7 @@ async def test_the_desk_gates_on_the_rerankers_score_when_one_is_installed(engin
 
 
 @needs_kb
-def test_kb_eval_tunes_the_rerankers_threshold_and_keeps_scales_apart(tmp_path, shared_models_dir,
-                                                                      monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    for k in list(__import__("os").environ):
-        if k.startswith("CONFAB_"):
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("CONFAB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONFAB_MODELS_DIR", str(shared_models_dir))
+def test_kb_eval_tunes_the_rerankers_threshold_and_keeps_scales_apart(tmp_path, cli_env, capsys):
     docs = tmp_path / "docs"
     docs.mkdir()
     for name, text in DOCS.items():
