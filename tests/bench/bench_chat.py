@@ -14,10 +14,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.bench.scratch import scratch_dir
 
 ROUNDS = int(os.environ.get("BENCH_CHAT_ROUNDS", "4"))
 MAX_TOKENS = int(os.environ.get("BENCH_CHAT_TOKENS", "128"))
@@ -93,7 +94,7 @@ def run_with(THREADS: int) -> list[tuple[str, object, str]]:
     from models.registry import Registry
 
     name = "smollm2-135m-instruct"
-    tmp = Path(tempfile.mkdtemp(prefix="confab-bench-"))
+    tmp = scratch_dir("confab-bench-")
     model = Registry(tmp, tmp / "models").installed()[name]
     n_batch = 512   # llama.cpp's default
 

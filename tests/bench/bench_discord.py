@@ -13,9 +13,9 @@ Run: `python -m tests.bench.bench_discord` (or `make bench`).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
+
+from tests.bench.scratch import scratch_dir
 
 EVENTS = 300
 WIDE = (10**6, 1.0)
@@ -76,7 +76,7 @@ async def measure(events: int = EVENTS) -> float:
 
     remote = RemoteFake(_fake_process)
     fake = await remote.start()
-    folder = Path(tempfile.mkdtemp(prefix="confab-bench-discord-"))
+    folder = scratch_dir("confab-bench-discord-")
     settings = make_settings(folder / "data", folder / "models", queue_max=events * 2, user_queue_max=events * 2,
                              concurrency=4)
     door = discord_settings(discord_bot_token=fake["token"], discord_api_url=fake["api_base"],

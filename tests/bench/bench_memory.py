@@ -19,9 +19,10 @@ import gc
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
+
+from tests.bench.scratch import scratch_dir
 
 MiB = 2**20
 BUDGET_MB = 450
@@ -109,7 +110,7 @@ def probe(kind: str) -> dict:
     from engine.work import registry as backends
     from tests.conftest import make_settings
     backends.load_modalities()
-    folder = Path(tempfile.mkdtemp(prefix="confab-memprobe-"))
+    folder = scratch_dir("confab-memprobe-")
     model, use = _model(kind, folder)
     settings = make_settings(folder / "data", folder / "models")
     gc.collect()
@@ -237,7 +238,7 @@ async def _cycle(kinds: list[str], rounds: int, budget_mb: int, overrides: dict)
     from engine import Engine
     from engine.errors import ModelDoesNotFit
     from tests.conftest import make_settings
-    folder = Path(tempfile.mkdtemp(prefix="confab-memcycle-"))
+    folder = scratch_dir("confab-memcycle-")
     engine = Engine(make_settings(folder / "data", folder / "models", cpu_budget_mb=budget_mb,
                                   device="cpu", **overrides), gpu_total=None)
     await engine.start(resume=False)

@@ -21,12 +21,11 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from tests.bench.bench_chat import VENV_BIN, free_port, stop, wait_http
+from tests.bench.scratch import scratch_dir
 
 MODEL = "smollm2-135m-instruct"
 TOKENS = int(os.environ.get("BENCH_RUNNER_TOKENS", "96"))
@@ -111,7 +110,7 @@ def after_restart(base_url: str, history: dict, turn: int = 11) -> tuple[float, 
 
 def model_path() -> str:
     from models.registry import Registry
-    data = Path(tempfile.mkdtemp(prefix="bench-runner-"))
+    data = scratch_dir("bench-runner-")
     return Registry(data, data / "models").installed()[MODEL].path
 
 
@@ -153,7 +152,7 @@ def direct_ttft(prompt_messages: list[dict]) -> float:
 
 def run() -> list[tuple[str, object, str]]:
     rows: list[tuple[str, object, str]] = []
-    data_dir = tempfile.mkdtemp(prefix="bench-runner-confab-")
+    data_dir = str(scratch_dir("bench-runner-confab-"))
     confab_port, bare_port = free_port(), free_port()
     confab = start_confab(data_dir, confab_port)
     bare = start_bare(bare_port)

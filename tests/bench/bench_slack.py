@@ -11,8 +11,9 @@ Run: `python -m tests.bench.bench_slack` (or `make bench`).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
+
+from tests.bench.scratch import scratch_dir
 
 EVENTS = 600
 WINDOW = 32
@@ -86,7 +87,7 @@ async def measure(mode: str, events: int = EVENTS) -> tuple[float, int, int, flo
 
     remote = RemoteFake(_fake_process)
     fake = _FakeHandle(remote, await remote.start())
-    settings = make_settings(tempfile.mkdtemp(prefix="confab-bench-slack-"), queue_max=events * 2,
+    settings = make_settings(scratch_dir("confab-bench-slack-"), queue_max=events * 2,
                              user_queue_max=events * 2, concurrency=4)
     engine = Engine(settings, load=load_instant, gpu_total=None)
     await engine.start(resume=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from engine import Origin, Started
 from engine.runtime.engine import Engine
 from engine.scaleout.hosts import Worker, front_engine
 from engine.scaleout.redis_queue import RedisQueue
+from tests.bench.scratch import scratch_dir
 from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, install_fake_models
 from tests.scaleout.fakes import fake_load as _instant_load
@@ -57,7 +57,7 @@ def slow_load(name: str, device: str):
 
 def settings(**kw):
     # room for one fake model (each counts 1 GiB) per engine, so that switching costs a load
-    return make_settings(tempfile.mkdtemp(prefix="confab-bench-"), cpu_budget_mb=1500,
+    return make_settings(scratch_dir("confab-bench-"), cpu_budget_mb=1500,
                          device="cpu", keep_alive_s=0, **kw)
 
 

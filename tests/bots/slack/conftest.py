@@ -175,14 +175,14 @@ class Confab:
             db.close()
 
 
-def engine_settings(data_dir) -> Settings:
+def engine_settings(data_dir, models_dir) -> Settings:
     # One thread: this test machine is shared, and llama.cpp's spinning threads slow down badly
     # when cores are oversubscribed. Short answers (voice notes' too) keep the suite fast and
     # its timings stable on a busy machine. One chat slot: the queue and cancel tests hold the
     # model with one long job to watch the next one wait (several slots are tested in
     # tests/engine/test_runner.py and tests/api/test_chat_engine_api.py).
-    return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), max_tokens=24,
-                             voice_max_tokens=24, threads=1, chat_slots=1)
+    return Settings.from_env(env={}, dotenv=None, data_dir=str(data_dir), models_dir=str(models_dir),
+                             max_tokens=24, voice_max_tokens=24, threads=1, chat_slots=1)
 
 
 def commands_for(engine: Engine) -> Commands:
@@ -254,9 +254,9 @@ async def warmed_engine(settings: Settings):
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(tmp_path_factory):
+async def engine(tmp_path_factory, shared_models_dir):
     """One engine with the real SmolLM2 for the module."""
-    async with warmed_engine(engine_settings(tmp_path_factory.mktemp("confab"))) as e:
+    async with warmed_engine(engine_settings(tmp_path_factory.mktemp("confab"), shared_models_dir)) as e:
         yield e
 
 

@@ -20,8 +20,9 @@ pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pyt
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(tmp_path_factory):
-    e = Engine(Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("defaults"))))
+async def engine(tmp_path_factory, shared_models_dir):
+    e = Engine(Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("defaults")),
+                                 models_dir=str(shared_models_dir)))
     await e.start()
     warm = await e.submit(ChatJob(max_tokens=1, messages=[ChatMessage("user", "Hi")]))
     await asyncio.wait_for(warm.result(), 240)      # the model loaded before the acks are timed

@@ -22,10 +22,11 @@ pytestmark = [requires_chat_model, pytest.mark.asyncio(loop_scope="module"), pyt
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def engine(tmp_path_factory):
+async def engine(tmp_path_factory, shared_models_dir):
     # Confab's defaults but for one thread (a long answer to cut in the middle, on a shared
     # machine) and a quick edit interval, so that part of the answer is on Slack early
-    settings = Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("dies")), threads=1)
+    settings = Settings.from_env(env={}, dotenv=None, data_dir=str(tmp_path_factory.mktemp("dies")),
+                                 models_dir=str(shared_models_dir), threads=1)
     async with warmed_engine(settings) as e:
         yield e
 

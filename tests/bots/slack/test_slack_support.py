@@ -33,10 +33,10 @@ class Clock:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def desk(tmp_path_factory):
+async def desk(tmp_path_factory, shared_models_dir):
     from engine.kb import SupportDeskAnswerer, open_kb
     root = tmp_path_factory.mktemp("slack-support")
-    engine = Engine(engine_settings(root / "data"))
+    engine = Engine(engine_settings(root / "data", shared_models_dir))
     await engine.start(resume=False)
     kb = open_kb(engine)
     await asyncio.wait_for(kb.add([write_docs(root / "docs")]), 180)
