@@ -197,6 +197,41 @@ class RunnerSpec:
         return args + list(self.extra)
 
 
+RUNNER_DIR_PREFIX = "confab-runner-"
+STALE_RUNNER_DIR_S = 600.0
+
+
+def _listening(socket_path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(str(socket_path))
+            return True
+        except OSError:
+            return False
+
+
+def sweep_dead_runner_folders() -> int:
+    """Remove the socket folders of runners that died with a SIGKILLed Confab (which had no
+    chance to tidy up). A folder goes only when it is ours, older than STALE_RUNNER_DIR_S and
+    nothing listens on its socket, so a runner still starting, or another Confab's live one,
+    keeps its own."""
+    removed = 0
+    now = time.time()
+    for folder in Path(tempfile.gettempdir()).glob(RUNNER_DIR_PREFIX + "*"):
+        try:
+            st = folder.lstat()
+        except OSError:
+            continue
+        if not folder.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < STALE_RUNNER_DIR_S:
+            continue
+        if _listening(folder / "runner.sock"):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 class RunnerProcess:
     """A started llama-server. `start()` blocks until it answers /health, or raises RunnerError
     with the end of its log."""
@@ -204,7 +239,7 @@ class RunnerProcess:
     def __init__(self, spec: RunnerSpec, binary: Path | None = None, log_dir: str | None = None):
         self.spec = spec
         self.binary = binary or find_binary()
-        self._dir = tempfile.mkdtemp(prefix="confab-runner-")   # short: a socket path has 108 bytes
+        self._dir = tempfile.mkdtemp(prefix=RUNNER_DIR_PREFIX)   # short: a socket path has 108 bytes
         self.socket_path = os.path.join(self._dir, "runner.sock")
         self.log_path = os.path.join(log_dir or self._dir, f"runner-{os.getpid()}-{id(self):x}.log")
         self.proc: subprocess.Popen | None = None

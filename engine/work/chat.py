@@ -97,6 +97,7 @@ def load_gguf(model: InstalledModel, device: str, settings: Settings, room: int 
         extra=lora + ["--lora-init-without-apply"] if lora else [])
     log_dir = settings.data_path / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    llama_runner.sweep_dead_runner_folders()
     process = llama_runner.RunnerProcess(spec, binary, log_dir=str(log_dir))
     try:
         process.start()

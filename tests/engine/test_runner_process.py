@@ -63,3 +63,39 @@ def test_runners_never_outlive_confab(tmp_path, shared_models_dir):
         time.sleep(0.1)
     assert not [pid for pid in children if os.path.exists(f"/proc/{pid}/cmdline")
                 and "llama-server" in open(f"/proc/{pid}/cmdline").read()]
+
+
+def test_socket_folders_of_dead_runners_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = time.time() - llama_runner.STALE_RUNNER_DIR_S - 60
+
+    def runner_folder(name: str, listen: bool, age: float | None = old) -> tuple[Path, socket.socket]:
+        folder = tmp_path / f"{llama_runner.RUNNER_DIR_PREFIX}{name}"
+        folder.mkdir()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(folder / "runner.sock"))
+        if listen:
+            sock.listen()
+        else:
+            sock.close()        # what a SIGKILLed runner leaves: the socket file, nobody behind it
+        if age is not None:
+            os.utime(folder, (age, age))
+        return folder, sock
+
+    dead, _ = runner_folder("dead", listen=False)
+    live, live_sock = runner_folder("live", listen=True)
+    starting, _ = runner_folder("starting", listen=False, age=None)
+    empty = tmp_path / f"{llama_runner.RUNNER_DIR_PREFIX}empty"
+    empty.mkdir()
+    os.utime(empty, (old, old))
+    unrelated = tmp_path / "someone-elses"
+    unrelated.mkdir()
+    os.utime(unrelated, (old, old))
+    try:
+        assert llama_runner.sweep_dead_runner_folders() == 2
+        assert not dead.exists() and not empty.exists()
+        assert live.exists() and starting.exists() and unrelated.exists()
+    finally:
+        live_sock.close()
