@@ -64,6 +64,8 @@ class Url:
 class Changes:
     """Wakes the waits on a fake whenever the fake records something."""
 
+    POLL_S = 0.2
+
     def __init__(self) -> None:
         self._waiters: list[asyncio.Future] = []
 
@@ -74,8 +76,10 @@ class Changes:
                 fut.set_result(None)
 
     async def until(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        """The first truthy value of ``predicate()``, checked now and after every ``notify``;
-        asyncio.TimeoutError after ``timeout`` seconds."""
+        """The first truthy value of ``predicate()``, checked now, after every ``notify`` and
+        every POLL_S besides: a predicate may read what the fake never records (the store of a
+        Confab in another process settles after the fake's last request); asyncio.TimeoutError
+        after ``timeout`` seconds."""
 
         async def loop() -> Any:
             while True:
@@ -84,7 +88,9 @@ class Changes:
                     return result
                 fut = asyncio.get_running_loop().create_future()
                 self._waiters.append(fut)
-                await fut
+                await asyncio.wait({fut}, timeout=self.POLL_S)
+                if not fut.done():
+                    self._waiters.remove(fut)
 
         return await asyncio.wait_for(loop(), timeout)
 
