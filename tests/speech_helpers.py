@@ -35,8 +35,14 @@ def probe_seconds(data: bytes, fmt_args: tuple[str, ...] = ()) -> float:
     return len(out) / 2 / 16000
 
 
+NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+                "fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
+
+
 def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
+    """Lower-case words, small numbers spelt out: Whisper writes "at 9" for a spoken "at nine"."""
+    found = re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
+    return [NUMBER_WORDS[int(w)] if w.isdigit() and int(w) < len(NUMBER_WORDS) else w for w in found]
 
 
 def wer(reference: str, hypothesis: str) -> float:
