@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.bench.scratch import scratch_dir
+from tests.scratch import scratch_dir
 
 ROUNDS = int(os.environ.get("BENCH_CHAT_ROUNDS", "4"))
 MAX_TOKENS = int(os.environ.get("BENCH_CHAT_TOKENS", "128"))

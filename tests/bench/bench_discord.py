@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.bench.scratch import scratch_dir
+from tests.scratch import scratch_dir
 
 EVENTS = 300
 WIDE = (10**6, 1.0)

@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.bench.scratch import scratch_dir
+from tests.scratch import scratch_dir
 
 MiB = 2**20
 BUDGET_MB = 450

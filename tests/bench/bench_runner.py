@@ -25,7 +25,7 @@ import threading
 import time
 
 from tests.bench.bench_chat import VENV_BIN, free_port, stop, wait_http
-from tests.bench.scratch import scratch_dir
+from tests.scratch import scratch_dir
 
 MODEL = "smollm2-135m-instruct"
 TOKENS = int(os.environ.get("BENCH_RUNNER_TOKENS", "96"))

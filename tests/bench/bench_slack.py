@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.bench.scratch import scratch_dir
+from tests.scratch import scratch_dir
 
 EVENTS = 600
 WINDOW = 32

@@ -20,11 +20,11 @@ from engine import Origin, Started
 from engine.runtime.engine import Engine
 from engine.scaleout.hosts import Worker, front_engine
 from engine.scaleout.redis_queue import RedisQueue
-from tests.bench.scratch import scratch_dir
 from tests.conftest import make_settings
 from tests.scaleout.fakes import SleepJob, install_fake_models
 from tests.scaleout.fakes import fake_load as _instant_load
 from tests.scaleout.servers import redis_server
+from tests.scratch import scratch_dir
 
 JOBS = 48
 LOAD_S = 0.25

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from tests.scratch import scratch_dir
+
 _BUILT: list[Path] = []
 
 
@@ -27,10 +29,6 @@ def build_tiny_cross_encoder(folder: Path) -> Path:
 def tiny_cross_encoder() -> Path:
     """The tiny reranker's folder, built once per test run (in a temporary folder)."""
     if not _BUILT:
-        import atexit
-        import shutil
-        import tempfile
-        root = Path(tempfile.mkdtemp(prefix="confab-tiny-reranker-"))
-        atexit.register(shutil.rmtree, root, True)
+        root = scratch_dir("confab-tiny-reranker-")
         _BUILT.append(build_tiny_cross_encoder(root / "tiny-reranker"))
     return _BUILT[0]

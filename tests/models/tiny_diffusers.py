@@ -12,6 +12,8 @@ import json
 import string
 from pathlib import Path
 
+from tests.scratch import scratch_dir
+
 
 def build_tiny_sd(folder: str | Path, safety: bool = False, sample_size: int = 32) -> Path:
     import torch
@@ -73,11 +75,7 @@ _BUILT: dict[bool, Path] = {}
 def tiny_sd(safety: bool = False) -> Path:
     """The tiny pipeline folder, built once per test run (in a temporary folder)."""
     if safety not in _BUILT:
-        import atexit
-        import shutil
-        import tempfile
-        root = Path(tempfile.mkdtemp(prefix="confab-tiny-sd-"))
-        atexit.register(shutil.rmtree, root, True)
+        root = scratch_dir("confab-tiny-sd-")
         _BUILT[safety] = build_tiny_sd(root / ("tiny-sd-safe" if safety else "tiny-sd"), safety)
     return _BUILT[safety]
 

@@ -1,5 +1,6 @@
-"""Scratch folders for a benchmark run, removed when the process exits: a data folder holds the
-joined offline models (~400 MB), and leaving one per run behind fills a disk in a few days."""
+"""Scratch folders removed when the process exits (benchmarks, models built once a run): a data
+folder holds the joined offline models (~400 MB), and leaving one per run behind fills a disk in
+a few days."""
 from __future__ import annotations
 
 import atexit
